@@ -1,0 +1,21 @@
+# Third-party dependencies, all from Debian packages. Kept in one file so the installed
+# package config can replay exactly the same lookups (see bellowsConfig.cmake.in).
+
+find_package(PkgConfig REQUIRED)
+# Used by the providers: liburing for file I/O in examples, verbs and rdmacm by the RDMA provider.
+pkg_check_modules(liburing REQUIRED IMPORTED_TARGET GLOBAL liburing)
+pkg_check_modules(libibverbs REQUIRED IMPORTED_TARGET GLOBAL libibverbs)
+pkg_check_modules(librdmacm REQUIRED IMPORTED_TARGET GLOBAL librdmacm)
+find_package(Threads REQUIRED)
+
+# Debian ships Asio header-only and without a CMake package: wrap it in an INTERFACE target so
+# that every translation unit sees the same configuration macros.
+find_path(BELLOWS_ASIO_INCLUDE_DIR asio.hpp REQUIRED)
+if(NOT TARGET bellows_asio)
+  add_library(bellows_asio INTERFACE)
+  add_library(bellows::asio ALIAS bellows_asio)
+  target_include_directories(bellows_asio SYSTEM INTERFACE "$<BUILD_INTERFACE:${BELLOWS_ASIO_INCLUDE_DIR}>")
+  # clang 14 does not advertise coroutine support to Asio 1.22 on its own.
+  target_compile_definitions(bellows_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT)
+  target_link_libraries(bellows_asio INTERFACE Threads::Threads)
+endif()

@@ -1,0 +1,34 @@
+#include <bellows/error.hpp>
+
+#include <string>
+
+namespace bellows {
+namespace {
+
+class bellows_category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "bellows"; }
+
+  std::string message(int value) const override {
+    switch (static_cast<error>(value)) {
+      case error::protocol_violation: return "peer violated the bellows protocol";
+      case error::enlarge_timeout: return "buffer enlargement was not acknowledged in time";
+      case error::message_size: return "receive buffer too small for the message";
+      case error::connection_reset: return "connection reset by peer";
+      case error::end_of_stream: return "peer closed the channel";
+      case error::channel_closed: return "channel closed";
+      case error::budget_exhausted: return "registered memory budget exhausted";
+      case error::invalid_argument: return "invalid argument";
+    }
+    return "unknown bellows error";
+  }
+};
+
+}  // namespace
+
+const std::error_category& error_category() noexcept {
+  static const bellows_category category;
+  return category;
+}
+
+}  // namespace bellows

@@ -1,0 +1,51 @@
+#pragma once
+// What a transport must offer bellows: registered memory the peer may write, ordered one-sided
+// writes into the peer's registered memory, and a doorbell. shm, verbs and sim implement it.
+// Calls are per frame or per registration, never per byte.
+
+#include "proto/outcome.hpp"
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <system_error>
+
+namespace bellows::fabric {
+
+/// Local memory registered for remote writes. `key` and `address` are what the peer names in a
+/// write (shm: arena id and offset; verbs: rkey and virtual address).
+struct region {
+  std::uint64_t handle = 0;
+  std::uint64_t key = 0;
+  std::uint64_t address = 0;
+  std::byte* data = nullptr;
+  std::size_t length = 0;
+};
+
+/// A place in the peer's registered memory.
+struct remote_address {
+  std::uint64_t key = 0;
+  std::uint64_t address = 0;
+};
+
+using byte_pieces = std::span<const std::span<const std::byte>>;
+
+class provider {
+ public:
+  virtual ~provider() = default;
+
+  /// Registers `length` zeroed bytes. Fails with error::budget_exhausted past the budget.
+  virtual proto::outcome<region> register_region(std::size_t length) = 0;
+  /// Unregisters and frees the memory; a provider backed by shared memory punches it out.
+  virtual void release_region(std::uint64_t handle) = 0;
+  /// Copies `pieces`, back to back, to `dst` in the peer's memory. Writes issued through one
+  /// provider are placed in issue order, each from its first byte to its last, so a flag
+  /// written last is seen last. A destination outside what the peer registered is refused.
+  virtual std::error_code write(remote_address dst, byte_pieces pieces) = 0;
+  /// Tells the peer's reactor that channel `peer_channel` has something to look at.
+  virtual void ring_doorbell(std::uint32_t peer_channel) = 0;
+  /// Bytes currently registered by this side.
+  virtual std::size_t registered_bytes() const = 0;
+};
+
+}  // namespace bellows::fabric

@@ -1,0 +1,198 @@
+#include "proto/receiver.hpp"
+
+#include "proto/shared_access.hpp"
+
+#include <algorithm>
+
+namespace bellows::proto {
+
+receiver::receiver(direction_options options, local_ring initial) : options_(std::move(options)) {
+  current_.ring = initial;
+}
+
+std::vector<local_ring> receiver::live_rings() const {
+  std::vector<local_ring> rings{current_.ring};
+  for (const auto& r : retired_) rings.push_back(r.ring);
+  return rings;
+}
+
+void receiver::violation(receiver_events& out) { fail(make_error_code(error::protocol_violation), out); }
+
+void receiver::fail(std::error_code ec, receiver_events& out) {
+  if (failed_) return;
+  failed_ = ec;
+  out.failure = ec;
+}
+
+void receiver::poll(receiver_events& out) {
+  // One lap of the ring at most: everything beyond needs credits we have not returned yet.
+  for (std::uint32_t scanned = 0; scanned < geometry().slot_count; ++scanned) {
+    if (failed_ || closed_ || pending_) return;
+    const std::byte* frame = current_.ring.base + std::uint64_t{cursor_slot_} * geometry().slot_size;
+    const frame_header h = read_header(frame);
+    if (h.seq != expected_seq_) return;
+    if (validate_header(h, geometry(), cursor_slot_)) return violation(out);
+    const trailer_state tail = check_trailer(frame, h);
+    if (!tail.ready) return;  // head seen, tail not yet: never read the payload early
+    if (tail.ec) return violation(out);
+    expected_seq_ = next_seq(expected_seq_);
+    cursor_slot_ = (cursor_slot_ + h.slots) % geometry().slot_count;
+    if (!accept(h, frame, out)) return;
+  }
+}
+
+bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_events& out) {
+  const std::byte* payload = frame + header_bytes;
+  switch (h.kind) {
+    case frame_kind::data: {
+      if (in_message_) return violation(out), false;
+      const std::uint64_t ordinal = hold(h.slots, false);
+      out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload, h.length}, h.length});
+      return true;
+    }
+    case frame_kind::frag_first:
+    case frame_kind::frag_more:
+    case frame_kind::frag_last: return accept_fragment(h, payload, out);
+    case frame_kind::pad: hold(h.slots, true); return true;
+    case frame_kind::enlarge_req:
+    case frame_kind::shrink_req: return accept_retier(h, payload, out);
+    case frame_kind::close:
+      if (in_message_) return violation(out), false;
+      hold(h.slots, true);
+      closed_ = true;
+      out.peer_closed = true;
+      report_credit(out);
+      return false;
+  }
+  return violation(out), false;
+}
+
+bool receiver::accept_fragment(const frame_header& h, const std::byte* payload, receiver_events& out) {
+  std::uint64_t data_length = h.length;
+  std::uint64_t announced = 0;
+  if (h.kind == frame_kind::frag_first) {
+    if (in_message_) return violation(out), false;
+    announced = load_relaxed<std::uint64_t>(payload);
+    payload += fragment_prefix_bytes;
+    data_length -= fragment_prefix_bytes;
+    // A message that fits one frame of this ring is never fragmented by a correct sender.
+    if (announced > options_.max_message_size || announced <= data_length) return violation(out), false;
+    in_message_ = true;
+    message_total_ = announced;
+    message_received_ = 0;
+  } else if (!in_message_) {
+    return violation(out), false;
+  }
+  message_received_ += data_length;
+  const bool complete = message_received_ == message_total_;
+  if (message_received_ > message_total_ || complete != (h.kind == frame_kind::frag_last))
+    return violation(out), false;
+  if (complete) in_message_ = false;
+  const std::uint64_t ordinal = hold(h.slots, false);
+  out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload, data_length}, announced});
+  return true;
+}
+
+bool receiver::accept_retier(const frame_header& h, const std::byte* payload, receiver_events& out) {
+  const auto request = decode_retier(payload);
+  if (!request || in_message_ || request->request_id <= last_request_id_ || request->tier >= options_.tiers.size())
+    return violation(out), false;
+  const bool shrink = h.kind == frame_kind::shrink_req;
+  if (shrink ? request->tier >= current_.ring.tier : request->tier <= current_.ring.tier)
+    return violation(out), false;
+  last_request_id_ = request->request_id;
+  hold(h.slots, true);
+  pending_ = provision_request{request->request_id, request->tier, shrink};
+  out.provision = pending_;
+  // The peer writes nothing after a request until our answer; stop here until provisioned().
+  return false;
+}
+
+std::uint64_t receiver::hold(std::uint16_t slots, bool released) {
+  if (current_.held.empty()) current_.first_ordinal = next_ordinal_;
+  current_.held.push_back({slots, released});
+  if (released) advance_consumed(current_);
+  return next_ordinal_++;
+}
+
+void receiver::advance_consumed(ring_state& ring) {
+  while (!ring.held.empty() && ring.held.front().released) {
+    ring.consumed += ring.held.front().slots;
+    ring.held.pop_front();
+    ++ring.first_ordinal;
+  }
+}
+
+void receiver::report_credit(receiver_events& out) {
+  // Half-ring batches keep credit writes rare; a sender that waits is always owed at least that
+  // many because no frame exceeds half the ring. After CLOSE every slot is reported at once so
+  // the peer's graceful close can complete.
+  const std::uint64_t unreported = current_.consumed - current_.reported;
+  if (unreported == 0 || (unreported < geometry().slot_count / 2 && !closed_)) return;
+  current_.reported = current_.consumed;
+  out.credit_word = make_credit_word(current_.ring.epoch, current_.consumed);
+  out.ring_doorbell = true;
+}
+
+void receiver::release(frame_token token, receiver_events& out) {
+  auto release_in = [&](ring_state& ring) {
+    if (token.ordinal < ring.first_ordinal || token.ordinal - ring.first_ordinal >= ring.held.size()) return false;
+    ring.held[token.ordinal - ring.first_ordinal].released = true;
+    advance_consumed(ring);
+    return true;
+  };
+  if (token.ring_epoch == current_.ring.epoch) {
+    if (release_in(current_) && !failed_) report_credit(out);
+    return;
+  }
+  auto it = std::find_if(retired_.begin(), retired_.end(),
+                         [&](const ring_state& r) { return r.ring.epoch == token.ring_epoch; });
+  if (it == retired_.end() || !release_in(*it)) return;
+  if (it->held.empty()) {
+    // Patent Fig. 4: the old ring goes only once the application let go of its last frame.
+    out.released_regions.push_back(it->ring.region);
+    retired_.erase(it);
+  }
+}
+
+void receiver::provisioned(std::uint64_t request_id, std::optional<local_ring> ring, receiver_events& out) {
+  if (!pending_ || pending_->request_id != request_id) {
+    if (ring) out.released_regions.push_back(ring->region);
+    return;
+  }
+  const provision_request request = *pending_;
+  pending_.reset();
+  if (failed_) {
+    if (ring) out.released_regions.push_back(ring->region);
+    return;
+  }
+  ack_record ack{request.request_id, ack_status::denied, request.tier, 0, 0, 0, 0, 0};
+  if (ring) {
+    const ring_geometry& g = options_.tiers[request.tier];
+    ring->tier = request.tier;
+    ring->epoch = current_.ring.epoch + 1;
+    ack = ack_record{request.request_id, ack_status::granted, request.tier, ring->address, ring->key,
+                     g.slot_size, g.slot_count, ring->epoch};
+    if (current_.held.empty()) {
+      out.released_regions.push_back(current_.ring.region);
+    } else {
+      retired_.push_back(std::move(current_));
+    }
+    current_ = ring_state{};
+    current_.ring = *ring;
+    current_.first_ordinal = next_ordinal_;
+    cursor_slot_ = 0;
+  }
+  out.ack = ack;
+  out.ring_doorbell = true;
+  poll(out);
+}
+
+void receiver::set_pressure(bool on, receiver_events& out) {
+  if (on == pressure_ || failed_) return;
+  pressure_ = on;
+  out.flags_word = on ? control_block::pressure_flag : 0;
+  out.ring_doorbell = true;
+}
+
+}  // namespace bellows::proto

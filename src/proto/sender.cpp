@@ -1,0 +1,225 @@
+#include "proto/sender.hpp"
+
+#include "proto/shared_access.hpp"
+
+#include <algorithm>
+
+namespace bellows::proto {
+
+sender::sender(direction_options options, remote_ring initial, remote_window granted, clock_time now)
+    : options_(std::move(options)), ring_(initial), granted_(granted), last_large_(now) {}
+
+std::uint32_t sender::free_slots() const noexcept {
+  return static_cast<std::uint32_t>(geometry().slot_count - (produced_ - consumed_));
+}
+
+void sender::submit(std::uint64_t id, gather_list message, clock_time now, sender_events& out) {
+  if (failed_ || close_requested_) {
+    out.completions.push_back({id, failed_ ? failed_ : make_error_code(error::channel_closed), 0});
+    return;
+  }
+  queue_.push_back({id, message, now});
+}
+
+void sender::close(clock_time, sender_events& out) {
+  if (failed_) {
+    out.closed = failed_;
+    return;
+  }
+  close_requested_ = true;
+}
+
+void sender::fail(std::error_code ec, sender_events& out) {
+  if (failed_) return;
+  failed_ = ec;
+  while (!queue_.empty()) complete_front(ec, 0, out);
+  if (close_requested_ && !close_reported_) {
+    close_reported_ = true;
+    out.closed = ec;
+  }
+  outstanding_.reset();
+  out.failure = ec;
+}
+
+void sender::step(const std::byte* control_block, clock_time now, sender_events& out) {
+  if (failed_) return;
+  read_control(control_block, now, out);
+  if (failed_) return;
+  expire_waiting_sends(now, out);
+  pump(now, out);
+  if (close_written_ && !close_reported_ && consumed_ == produced_) {
+    close_reported_ = true;
+    out.closed = std::error_code{};
+  }
+}
+
+void sender::read_control(const std::byte* control_block, clock_time now, sender_events& out) {
+  const auto credit = load_acquire<std::uint64_t>(control_block + control_block::credit_offset);
+  // A word for another epoch belongs to a ring we already left; it says nothing about this one.
+  if ((credit >> credit_epoch_shift) == (ring_.epoch & 0xffffu)) {
+    const std::uint64_t consumed = credit & credit_count_mask;
+    if (consumed < consumed_ || consumed > produced_) return fail(make_error_code(error::protocol_violation), out);
+    consumed_ = consumed;
+  }
+  const auto flags = load_relaxed<std::uint64_t>(control_block + control_block::flags_offset);
+  pressure_ = (flags & control_block::pressure_flag) != 0;
+
+  if (!outstanding_) return;
+  const ack_poll ack = poll_ack(control_block + control_block::ack_offset, outstanding_->request.request_id,
+                                last_acked_id_);
+  if (ack.ec) return fail(ack.ec, out);
+  if (ack.status != ack_poll::state::complete) return;
+  if (auto ec = validate_ack(ack.record, outstanding_->request, options_.tiers, ring_.epoch + 1, granted_))
+    return fail(ec, out);
+  apply_ack(ack.record, now, out);
+}
+
+void sender::apply_ack(const ack_record& ack, clock_time now, sender_events& out) {
+  const pending_request done = *outstanding_;
+  outstanding_.reset();
+  last_acked_id_ = ack.request_id;
+  retier_event event{retier_event::what::granted, ack.request_id, ring_.tier, ack.tier, 0, done.shrink};
+  if (ack.status == ack_status::granted) {
+    ring_ = remote_ring{ack.ring_key, ack.ring_address, ack.tier, ack.epoch};
+    produced_ = consumed_ = 0;
+    last_large_ = now;
+  } else {
+    event.kind = retier_event::what::denied;
+    denied_until_ = now + options_.retry_after_denial;
+  }
+  out.retiers.push_back(event);
+}
+
+void sender::expire_waiting_sends(clock_time now, sender_events& out) {
+  if (!outstanding_) return;
+  // Only sends that have written nothing can be waiting: a retier is only asked for between
+  // messages. They fail with zero bytes transferred, as the patent's block 350 prescribes; the
+  // request itself stays outstanding and its ack is honoured whenever it comes.
+  std::size_t expired = 0;
+  for (auto& s : queue_) {
+    if (now - std::max(s.enqueued, outstanding_->sent) < options_.ack_timeout) break;
+    ++expired;
+  }
+  if (expired == 0) return;
+  out.retiers.push_back({retier_event::what::timed_out, outstanding_->request.request_id, ring_.tier,
+                         outstanding_->request.tier, 0, outstanding_->shrink});
+  while (expired-- > 0) complete_front(make_error_code(error::enlarge_timeout), 0, out);
+}
+
+std::optional<clock_time> sender::next_deadline() const noexcept {
+  if (failed_) return std::nullopt;
+  if (outstanding_) {
+    if (queue_.empty()) return std::nullopt;
+    return std::max(queue_.front().enqueued, outstanding_->sent) + options_.ack_timeout;
+  }
+  if (queue_.empty() && ring_.tier > 0 && !close_requested_) return last_large_ + options_.idle_shrink_after;
+  return std::nullopt;
+}
+
+void sender::pump(clock_time now, sender_events& out) {
+  stalled_ = false;
+  while (!failed_ && !outstanding_ && pump_one(now, out)) {
+  }
+}
+
+bool sender::pump_one(clock_time now, sender_events& out) {
+  if (queue_.empty()) {
+    if (close_requested_) {
+      if (close_written_ || !reserve(1, out)) return false;
+      emit(frame_kind::close, 0, 1, out);
+      close_written_ = true;
+      return false;
+    }
+    const bool idle_long = now - last_large_ >= options_.idle_shrink_after;
+    if (ring_.tier > 0 && (idle_long || pressure_) && now >= denied_until_) start_retier(0, true, 0, now, out);
+    return false;
+  }
+
+  queued_send& s = queue_.front();
+  const std::uint64_t length = s.message.length;
+  if (length > options_.tiers.max_message(0)) last_large_ = now;
+  if (!s.fragmenting) {
+    if (length <= options_.tiers.max_message(ring_.tier)) {
+      const auto slots = geometry().slots_for(length);
+      if (!reserve(slots, out)) return false;
+      frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(length), slots, out);
+      w.source = s.message;
+      w.source_length = length;
+      complete_front({}, length, out);
+      return true;
+    }
+    const auto wanted = static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
+    if (wanted > ring_.tier && now >= denied_until_) {
+      start_retier(wanted, false, length, now, out);
+      return false;  // everything queues behind the request until its ack
+    }
+    s.fragmenting = true;
+  }
+
+  // Through the current tier, in frames of at most half its ring.
+  const std::uint64_t prefix = s.written == 0 ? fragment_prefix_bytes : 0;
+  const std::uint64_t chunk = std::min<std::uint64_t>(length - s.written, geometry().max_frame_payload() - prefix);
+  const bool last = s.written + chunk == length;
+  const frame_kind kind = s.written == 0 ? frame_kind::frag_first : last ? frame_kind::frag_last : frame_kind::frag_more;
+  const auto frame_length = static_cast<std::uint32_t>(prefix + chunk);
+  const auto slots = geometry().slots_for(frame_length);
+  if (!reserve(slots, out)) return false;
+  frame_write& w = emit(kind, frame_length, slots, out);
+  if (prefix != 0) {
+    put(w.inline_payload.data(), length);
+    w.inline_length = fragment_prefix_bytes;
+  }
+  w.source = s.message;
+  w.source_offset = s.written;
+  w.source_length = chunk;
+  s.written += chunk;
+  if (last) complete_front({}, length, out);
+  return true;
+}
+
+void sender::start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out) {
+  if (!reserve(1, out)) return;
+  retier_request request{++last_request_id_, to};
+  frame_write& w = emit(shrink ? frame_kind::shrink_req : frame_kind::enlarge_req, retier_payload_bytes, 1, out);
+  w.inline_payload = encode_retier(request);
+  w.inline_length = retier_payload_bytes;
+  outstanding_ = pending_request{request, shrink, now};
+  out.retiers.push_back({retier_event::what::requested, request.request_id, ring_.tier, to, trigger, shrink});
+}
+
+bool sender::reserve(std::uint64_t slots, sender_events& out) {
+  const std::uint32_t cursor = cursor_slot();
+  if (cursor + slots > geometry().slot_count) {
+    // Written on its own as soon as it fits: waiting to write PAD and frame together could
+    // wait for credits the receiver only returns in half-ring batches.
+    const std::uint32_t rest = geometry().slot_count - cursor;
+    if (free_slots() < rest) {
+      stalled_ = true;
+      return false;
+    }
+    emit(frame_kind::pad, 0, rest, out);
+  }
+  if (free_slots() < slots) {
+    stalled_ = true;
+    return false;
+  }
+  return true;
+}
+
+frame_write& sender::emit(frame_kind kind, std::uint32_t length, std::uint64_t slots, sender_events& out) {
+  frame_write& w = out.writes.emplace_back();
+  w.ring = ring_;
+  w.offset = std::uint64_t{cursor_slot()} * geometry().slot_size;
+  w.header = frame_header{next_seq_, length, kind, 0, static_cast<std::uint16_t>(slots), 0};
+  next_seq_ = next_seq(next_seq_);
+  produced_ += slots;
+  out.ring_doorbell = true;
+  return w;
+}
+
+void sender::complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out) {
+  out.completions.push_back({queue_.front().id, ec, bytes});
+  queue_.pop_front();
+}
+
+}  // namespace bellows::proto

@@ -1,0 +1,137 @@
+#pragma once
+// The sending half of one channel direction as a pure state machine: messages in, frame
+// writes and completions out. It reads only its own control block (credit word, flags, ack
+// slot), which the peer writes, and never performs I/O itself.
+
+#include "proto/direction.hpp"
+#include "proto/wire.hpp"
+
+#include <array>
+#include <deque>
+#include <optional>
+#include <system_error>
+#include <vector>
+
+namespace bellows::proto {
+
+/// One frame to place in the peer's ring: header, an inline payload prefix (control payloads,
+/// FRAG_FIRST's total length), a slice of the message, then the trailer at `trailer_at`. The
+/// trailer must become visible after everything else.
+struct frame_write {
+  remote_ring ring;
+  std::uint64_t offset = 0;  ///< of the frame within the ring
+  frame_header header;
+  std::array<std::byte, retier_payload_bytes> inline_payload{};
+  std::uint32_t inline_length = 0;
+  gather_list source;
+  std::uint64_t source_offset = 0;
+  std::uint64_t source_length = 0;
+
+  std::uint64_t trailer_at() const noexcept { return offset + trailer_offset(header.length); }
+};
+
+struct send_completion {
+  std::uint64_t id = 0;
+  std::error_code ec;
+  std::uint64_t bytes = 0;
+};
+
+/// A tier change of the outgoing direction, for statistics and tracing.
+struct retier_event {
+  enum class what { requested, granted, denied, timed_out } kind = what::requested;
+  std::uint64_t request_id = 0;
+  std::uint32_t from_tier = 0;
+  std::uint32_t to_tier = 0;
+  std::uint64_t trigger_length = 0;  ///< message that asked for it; 0 for a shrink
+  bool shrink = false;
+};
+
+struct sender_events {
+  std::vector<frame_write> writes;  ///< place these, in order, before reporting completions
+  std::vector<send_completion> completions;
+  std::vector<retier_event> retiers;
+  bool ring_doorbell = false;
+  std::optional<std::error_code> closed;  ///< graceful close finished (or failed)
+  std::optional<std::error_code> failure;  ///< the direction is dead; tear the channel down
+
+  void clear() {
+    writes.clear();
+    completions.clear();
+    retiers.clear();
+    ring_doorbell = false;
+    closed.reset();
+    failure.reset();
+  }
+};
+
+class sender {
+ public:
+  sender(direction_options options, remote_ring initial, remote_window granted, clock_time now);
+
+  /// Queues a message; it is written on a later step(). Sends complete in submission order.
+  void submit(std::uint64_t id, gather_list message, clock_time now, sender_events& out);
+  /// Writes CLOSE after every queued message; `closed` is reported once the peer consumed it.
+  void close(clock_time now, sender_events& out);
+  /// Reads the control block (credit, flags, ack), handles timeouts and writes what it can.
+  void step(const std::byte* control_block, clock_time now, sender_events& out);
+  /// Abandons everything: every queued send and a pending close complete with `ec`.
+  void fail(std::error_code ec, sender_events& out);
+
+  std::uint32_t tier() const noexcept { return ring_.tier; }
+  bool awaiting_ack() const noexcept { return outstanding_.has_value(); }
+  bool stalled_on_credit() const noexcept { return stalled_; }
+  bool failed() const noexcept { return static_cast<bool>(failed_); }
+  std::size_t queued() const noexcept { return queue_.size(); }
+  std::uint32_t free_slots() const noexcept;
+  /// When step() must run next even if nothing is written to the control block.
+  std::optional<clock_time> next_deadline() const noexcept;
+  const direction_options& options() const noexcept { return options_; }
+
+ private:
+  struct queued_send {
+    std::uint64_t id;
+    gather_list message;
+    clock_time enqueued;
+    std::uint64_t written = 0;
+    bool fragmenting = false;
+  };
+  struct pending_request {
+    retier_request request;
+    bool shrink;
+    clock_time sent;
+  };
+
+  const ring_geometry& geometry() const { return options_.tiers[ring_.tier]; }
+  std::uint32_t cursor_slot() const { return static_cast<std::uint32_t>(produced_ % geometry().slot_count); }
+  void read_control(const std::byte* control_block, clock_time now, sender_events& out);
+  void apply_ack(const ack_record& ack, clock_time now, sender_events& out);
+  void expire_waiting_sends(clock_time now, sender_events& out);
+  void pump(clock_time now, sender_events& out);
+  bool pump_one(clock_time now, sender_events& out);
+  void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);
+  /// Makes room for a frame of `slots` at the cursor, writing PAD first if it would wrap.
+  bool reserve(std::uint64_t slots, sender_events& out);
+  frame_write& emit(frame_kind kind, std::uint32_t length, std::uint64_t slots, sender_events& out);
+  void complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out);
+
+  direction_options options_;
+  remote_ring ring_;
+  remote_window granted_;
+  std::deque<queued_send> queue_;
+  std::uint64_t produced_ = 0;  ///< slots written into the current ring, PAD included
+  std::uint64_t consumed_ = 0;  ///< slots the peer has returned on the current ring
+  std::uint32_t next_seq_ = 1;
+  std::optional<pending_request> outstanding_;
+  std::uint64_t last_request_id_ = 0;
+  std::uint64_t last_acked_id_ = 0;
+  clock_time denied_until_{};
+  clock_time last_large_{};
+  bool pressure_ = false;
+  bool stalled_ = false;
+  bool close_requested_ = false;
+  bool close_written_ = false;
+  bool close_reported_ = false;
+  std::error_code failed_;
+};
+
+}  // namespace bellows::proto

@@ -1,0 +1,166 @@
+#include "proto/wire.hpp"
+
+#include "proto/shared_access.hpp"
+
+namespace bellows::proto {
+namespace {
+
+std::error_code violation() noexcept { return make_error_code(error::protocol_violation); }
+
+bool is_known_kind(frame_kind kind) noexcept {
+  auto k = static_cast<std::uint8_t>(kind);
+  return k >= static_cast<std::uint8_t>(frame_kind::data) && k <= static_cast<std::uint8_t>(frame_kind::close);
+}
+
+}  // namespace
+
+const char* to_string(frame_kind kind) noexcept {
+  switch (kind) {
+    case frame_kind::data: return "DATA";
+    case frame_kind::frag_first: return "FRAG_FIRST";
+    case frame_kind::frag_more: return "FRAG_MORE";
+    case frame_kind::frag_last: return "FRAG_LAST";
+    case frame_kind::pad: return "PAD";
+    case frame_kind::enlarge_req: return "ENLARGE_REQ";
+    case frame_kind::shrink_req: return "SHRINK_REQ";
+    case frame_kind::close: return "CLOSE";
+  }
+  return "UNKNOWN";
+}
+
+std::array<std::byte, header_bytes> encode_header(const frame_header& h) noexcept {
+  std::array<std::byte, header_bytes> out{};
+  put(out.data() + 0, h.seq);
+  put(out.data() + 4, h.length);
+  put(out.data() + 8, static_cast<std::uint8_t>(h.kind));
+  put(out.data() + 9, h.flags);
+  put(out.data() + 10, h.slots);
+  put(out.data() + 12, h.reserved);
+  return out;
+}
+
+std::array<std::byte, trailer_bytes> encode_trailer(std::uint32_t seq) noexcept {
+  std::array<std::byte, trailer_bytes> out{};
+  put(out.data(), seq);
+  return out;
+}
+
+frame_header read_header(const std::byte* at) noexcept {
+  frame_header h;
+  h.seq = load_acquire<std::uint32_t>(at);
+  h.length = load_relaxed<std::uint32_t>(at + 4);
+  h.kind = static_cast<frame_kind>(load_relaxed<std::uint8_t>(at + 8));
+  h.flags = load_relaxed<std::uint8_t>(at + 9);
+  h.slots = load_relaxed<std::uint16_t>(at + 10);
+  h.reserved = load_relaxed<std::uint32_t>(at + 12);
+  return h;
+}
+
+std::error_code validate_header(const frame_header& h, const ring_geometry& ring, std::uint32_t cursor_slot) noexcept {
+  if (h.seq == 0 || !is_known_kind(h.kind) || h.flags != 0 || h.reserved != 0) return violation();
+  if (h.slots == 0 || cursor_slot >= ring.slot_count || h.slots > ring.slot_count - cursor_slot) return violation();
+  if (h.kind == frame_kind::pad) {
+    // PAD carries nothing: it only moves the cursor to the start of the ring.
+    if (h.length != 0 || cursor_slot + h.slots != ring.slot_count) return violation();
+    return {};
+  }
+  if (h.slots > ring.max_frame_slots() || h.slots != ring.slots_for(h.length)) return violation();
+  switch (h.kind) {
+    case frame_kind::enlarge_req:
+    case frame_kind::shrink_req:
+      if (h.length != retier_payload_bytes) return violation();
+      break;
+    case frame_kind::close:
+      if (h.length != 0) return violation();
+      break;
+    case frame_kind::frag_first:
+      if (h.length < fragment_prefix_bytes) return violation();
+      break;
+    default: break;
+  }
+  return {};
+}
+
+trailer_state check_trailer(const std::byte* frame, const frame_header& h) noexcept {
+  const std::byte* trailer = frame + trailer_offset(h.length);
+  if (load_acquire<std::uint32_t>(trailer) != h.seq) return {};
+  if (load_relaxed<std::uint32_t>(trailer + 4) != 0) return {true, violation()};
+  return {true, {}};
+}
+
+std::array<std::byte, retier_payload_bytes> encode_retier(const retier_request& r) noexcept {
+  std::array<std::byte, retier_payload_bytes> out{};
+  put(out.data(), r.request_id);
+  put(out.data() + 8, r.tier);
+  return out;
+}
+
+outcome<retier_request> decode_retier(const std::byte* payload) noexcept {
+  retier_request r;
+  r.request_id = load_relaxed<std::uint64_t>(payload);
+  r.tier = load_relaxed<std::uint32_t>(payload + 8);
+  if (r.request_id == 0 || load_relaxed<std::uint32_t>(payload + 12) != 0) return error::protocol_violation;
+  return r;
+}
+
+std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept {
+  std::array<std::byte, ack_layout::size> out{};
+  put(out.data() + ack_layout::head, a.request_id);
+  put(out.data() + ack_layout::status, static_cast<std::uint32_t>(a.status));
+  put(out.data() + ack_layout::tier, a.tier);
+  put(out.data() + ack_layout::ring_address, a.ring_address);
+  put(out.data() + ack_layout::ring_key, a.ring_key);
+  put(out.data() + ack_layout::slot_size, a.slot_size);
+  put(out.data() + ack_layout::slot_count, a.slot_count);
+  put(out.data() + ack_layout::epoch, a.epoch);
+  put(out.data() + ack_layout::tail, a.request_id);
+  return out;
+}
+
+ack_poll poll_ack(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept {
+  ack_poll result;
+  const auto head = load_acquire<std::uint64_t>(slot + ack_layout::head);
+  if (head == previous) return result;
+  if (head != expected) {
+    result.ec = violation();
+    return result;
+  }
+  const auto tail = load_acquire<std::uint64_t>(slot + ack_layout::tail);
+  if (tail == previous) {
+    // Head seen, tail not yet: the peer's write is still being placed.
+    result.status = ack_poll::state::in_progress;
+    return result;
+  }
+  if (tail != expected) {
+    result.ec = violation();
+    return result;
+  }
+  ack_record& a = result.record;
+  a.request_id = head;
+  a.status = static_cast<ack_status>(load_relaxed<std::uint32_t>(slot + ack_layout::status));
+  a.tier = load_relaxed<std::uint32_t>(slot + ack_layout::tier);
+  a.ring_address = load_relaxed<std::uint64_t>(slot + ack_layout::ring_address);
+  a.ring_key = load_relaxed<std::uint64_t>(slot + ack_layout::ring_key);
+  a.slot_size = load_relaxed<std::uint32_t>(slot + ack_layout::slot_size);
+  a.slot_count = load_relaxed<std::uint32_t>(slot + ack_layout::slot_count);
+  a.epoch = load_relaxed<std::uint32_t>(slot + ack_layout::epoch);
+  if (load_relaxed<std::uint32_t>(slot + ack_layout::reserved) != 0) {
+    result.ec = violation();
+    return result;
+  }
+  result.status = ack_poll::state::complete;
+  return result;
+}
+
+std::error_code validate_ack(const ack_record& a, const retier_request& asked, const tier_table& tiers,
+                             std::uint32_t expected_epoch, const remote_window& granted) noexcept {
+  if (a.request_id != asked.request_id || a.tier != asked.tier || a.tier >= tiers.size()) return violation();
+  if (a.status == ack_status::denied) return {};
+  if (a.status != ack_status::granted) return violation();
+  const ring_geometry& g = tiers[a.tier];
+  if (a.slot_size != g.slot_size || a.slot_count != g.slot_count || a.epoch != expected_epoch) return violation();
+  if (a.ring_address % 64 != 0 || !granted.contains(a.ring_key, a.ring_address, g.ring_bytes())) return violation();
+  return {};
+}
+
+}  // namespace bellows::proto

@@ -1,0 +1,159 @@
+#pragma once
+// The bytes bellows peers exchange: frames in receive rings and the control block.
+// Layout and rules are DESIGN.md's "Memory layout and wire format"; everything is
+// little-endian and naturally aligned, so the peer's bytes are read in place.
+
+#include "proto/outcome.hpp"
+#include "proto/tier_table.hpp"
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <system_error>
+
+namespace bellows::proto {
+
+static_assert(std::endian::native == std::endian::little, "the wire format is read in place");
+
+enum class frame_kind : std::uint8_t {
+  data = 1,
+  frag_first = 2,
+  frag_more = 3,
+  frag_last = 4,
+  pad = 5,
+  enlarge_req = 6,
+  shrink_req = 7,
+  close = 8,
+};
+
+const char* to_string(frame_kind kind) noexcept;
+
+inline constexpr std::size_t header_bytes = 16;
+inline constexpr std::size_t trailer_bytes = 8;
+inline constexpr std::size_t frame_overhead = header_bytes + trailer_bytes;
+/// ENLARGE_REQ and SHRINK_REQ payload: request id u64, tier u32, reserved u32.
+inline constexpr std::uint32_t retier_payload_bytes = 16;
+/// FRAG_FIRST starts its payload with the whole message's length as a u64.
+inline constexpr std::uint32_t fragment_prefix_bytes = 8;
+
+constexpr std::uint64_t pad8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+/// Offset of the trailer from the start of a frame with this payload length.
+constexpr std::uint64_t trailer_offset(std::uint64_t payload_length) noexcept {
+  return header_bytes + pad8(payload_length);
+}
+constexpr std::uint64_t frame_span(std::uint64_t payload_length) noexcept {
+  return trailer_offset(payload_length) + trailer_bytes;
+}
+/// Sequence numbers skip 0 so zeroed memory never looks like a frame.
+constexpr std::uint32_t next_seq(std::uint32_t seq) noexcept { return seq + 1 == 0 ? 1 : seq + 1; }
+
+struct frame_header {
+  std::uint32_t seq = 0;
+  std::uint32_t length = 0;
+  frame_kind kind = frame_kind::data;
+  std::uint8_t flags = 0;
+  std::uint16_t slots = 0;
+  std::uint32_t reserved = 0;
+};
+
+std::array<std::byte, header_bytes> encode_header(const frame_header& h) noexcept;
+std::array<std::byte, trailer_bytes> encode_trailer(std::uint32_t seq) noexcept;
+
+/// Reads the header at `at`: the head flag (seq) with acquire, the rest after it.
+frame_header read_header(const std::byte* at) noexcept;
+
+/// Checks a header whose seq matched at ring slot `cursor_slot`: known kind, zero flags and
+/// reserved bits, slot count consistent with the length, the frame inside the ring and at most
+/// half of it (PAD: exactly the rest of the ring), control payloads of their fixed sizes.
+std::error_code validate_header(const frame_header& h, const ring_geometry& ring, std::uint32_t cursor_slot) noexcept;
+
+/// Checks the trailer of a frame whose header passed validate_header; `ready` is false while
+/// the tail flag does not yet carry the frame's seq.
+struct trailer_state {
+  bool ready = false;
+  std::error_code ec;
+};
+trailer_state check_trailer(const std::byte* frame, const frame_header& h) noexcept;
+
+struct retier_request {
+  std::uint64_t request_id = 0;
+  std::uint32_t tier = 0;
+};
+std::array<std::byte, retier_payload_bytes> encode_retier(const retier_request& r) noexcept;
+/// Rejects a request id of 0 and nonzero reserved bits; tier bounds are the receiver's to check.
+outcome<retier_request> decode_retier(const std::byte* payload) noexcept;
+
+// ---- control block (one per channel per side, written only by the peer) ----
+
+namespace control_block {
+inline constexpr std::size_t credit_offset = 0;
+inline constexpr std::size_t flags_offset = 8;
+inline constexpr std::size_t ack_offset = 64;
+inline constexpr std::size_t size = 128;
+inline constexpr std::uint64_t pressure_flag = 1;
+inline constexpr std::uint64_t known_flags = pressure_flag;
+}  // namespace control_block
+
+/// credit word = (ring epoch << 48) | slots consumed on that ring, cumulative.
+inline constexpr unsigned credit_epoch_shift = 48;
+inline constexpr std::uint64_t credit_count_mask = (std::uint64_t{1} << credit_epoch_shift) - 1;
+constexpr std::uint64_t make_credit_word(std::uint32_t epoch, std::uint64_t consumed) noexcept {
+  return (std::uint64_t{epoch & 0xffffu} << credit_epoch_shift) | (consumed & credit_count_mask);
+}
+
+enum class ack_status : std::uint32_t { granted = 1, denied = 2 };
+
+struct ack_record {
+  std::uint64_t request_id = 0;
+  ack_status status = ack_status::denied;
+  std::uint32_t tier = 0;
+  std::uint64_t ring_address = 0;
+  std::uint64_t ring_key = 0;
+  std::uint32_t slot_size = 0;
+  std::uint32_t slot_count = 0;
+  std::uint32_t epoch = 0;
+};
+
+namespace ack_layout {
+inline constexpr std::size_t head = 0;
+inline constexpr std::size_t status = 8;
+inline constexpr std::size_t tier = 12;
+inline constexpr std::size_t ring_address = 16;
+inline constexpr std::size_t ring_key = 24;
+inline constexpr std::size_t slot_size = 32;
+inline constexpr std::size_t slot_count = 36;
+inline constexpr std::size_t epoch = 40;
+inline constexpr std::size_t reserved = 44;
+inline constexpr std::size_t tail = 48;
+inline constexpr std::size_t size = 56;
+}  // namespace ack_layout
+
+/// Bytes of an ack slot in the order they must be placed: head first, tail last.
+std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept;
+
+/// The region a peer granted us for its rings: shm arena bounds, or an RDMA key and range.
+struct remote_window {
+  std::uint64_t key = 0;
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+  bool contains(std::uint64_t k, std::uint64_t address, std::uint64_t length) const noexcept {
+    return k == key && address >= begin && address <= end && length <= end - address;
+  }
+};
+
+/// Polls an ack slot for request `expected`. `previous` is the last request id whose ack was
+/// consumed (0 for none): that is what an unwritten slot still holds.
+struct ack_poll {
+  enum class state { absent, in_progress, complete } status = state::absent;
+  ack_record record;
+  std::error_code ec;
+};
+ack_poll poll_ack(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept;
+
+/// Validates a complete ack against the request it answers: the tier asked for, its geometry
+/// from the table, the next ring epoch, and a ring lying wholly inside the granted window.
+std::error_code validate_ack(const ack_record& a, const retier_request& asked, const tier_table& tiers,
+                             std::uint32_t expected_epoch, const remote_window& granted) noexcept;
+
+}  // namespace bellows::proto
