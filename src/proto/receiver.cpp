@@ -25,6 +25,12 @@ void receiver::fail(std::error_code ec, receiver_events& out) {
 }
 
 void receiver::poll(receiver_events& out) {
+  scan(out);
+  // PAD and control frames are consumed by the scan itself and may complete a credit batch.
+  if (!failed_) report_credit(out);
+}
+
+void receiver::scan(receiver_events& out) {
   // One lap of the ring at most: everything beyond needs credits we have not returned yet.
   for (std::uint32_t scanned = 0; scanned < geometry().slot_count; ++scanned) {
     if (failed_ || closed_ || pending_) return;
@@ -33,7 +39,10 @@ void receiver::poll(receiver_events& out) {
     if (h.seq != expected_seq_) return;
     if (validate_header(h, geometry(), cursor_slot_)) return violation(out);
     const trailer_state tail = check_trailer(frame, h);
-    if (!tail.ready) return;  // head seen, tail not yet: never read the payload early
+    if (!tail.ready) {
+      ++heads_without_tail_;  // head seen, tail not yet: never read the payload early
+      return;
+    }
     if (tail.ec) return violation(out);
     expected_seq_ = next_seq(expected_seq_);
     cursor_slot_ = (cursor_slot_ + h.slots) % geometry().slot_count;

@@ -81,6 +81,8 @@ class receiver {
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   bool awaiting_provision() const noexcept { return pending_.has_value(); }
   bool peer_closed() const noexcept { return closed_; }
+  /// Times a scan found a frame's head flag but not yet its tail (a write still being placed).
+  std::uint64_t heads_without_tail() const noexcept { return heads_without_tail_; }
   /// Rings this direction holds: the current one and retired ones still referenced.
   std::vector<local_ring> live_rings() const;
   const direction_options& options() const noexcept { return options_; }
@@ -99,6 +101,7 @@ class receiver {
   };
 
   const ring_geometry& geometry() const { return options_.tiers[current_.ring.tier]; }
+  void scan(receiver_events& out);
   /// Handles one complete frame at the cursor; false when scanning must stop.
   bool accept(const frame_header& h, const std::byte* frame, receiver_events& out);
   bool accept_fragment(const frame_header& h, const std::byte* payload, receiver_events& out);
@@ -122,6 +125,7 @@ class receiver {
   std::uint64_t message_received_ = 0;
   bool closed_ = false;
   bool pressure_ = false;
+  std::uint64_t heads_without_tail_ = 0;
   std::error_code failed_;
 };
 

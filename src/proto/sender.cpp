@@ -68,6 +68,7 @@ void sender::read_control(const std::byte* control_block, clock_time now, sender
   const ack_poll ack = poll_ack(control_block + control_block::ack_offset, outstanding_->request.request_id,
                                 last_acked_id_);
   if (ack.ec) return fail(ack.ec, out);
+  if (ack.status == ack_poll::state::in_progress) ++partial_acks_seen_;
   if (ack.status != ack_poll::state::complete) return;
   if (auto ec = validate_ack(ack.record, outstanding_->request, options_.tiers, ring_.epoch + 1, granted_))
     return fail(ec, out);

@@ -83,6 +83,8 @@ class sender {
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   std::size_t queued() const noexcept { return queue_.size(); }
   std::uint32_t free_slots() const noexcept;
+  /// Times the ack slot showed the head flag of the awaited ack without its tail.
+  std::uint64_t partial_acks_seen() const noexcept { return partial_acks_seen_; }
   /// When step() must run next even if nothing is written to the control block.
   std::optional<clock_time> next_deadline() const noexcept;
   const direction_options& options() const noexcept { return options_; }
@@ -128,6 +130,7 @@ class sender {
   clock_time last_large_{};
   bool pressure_ = false;
   bool stalled_ = false;
+  std::uint64_t partial_acks_seen_ = 0;
   bool close_requested_ = false;
   bool close_written_ = false;
   bool close_reported_ = false;

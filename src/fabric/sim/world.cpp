@@ -436,6 +436,8 @@ std::uint32_t world::send_tier(side s) const { return ep(s).tx->tier(); }
 std::uint32_t world::receive_tier(side s) const { return ep(s).rx->tier(); }
 std::size_t world::registered_bytes(side s) const { return ep(s).provider.registered_bytes(); }
 std::size_t world::pending_sends(side s) const { return ep(s).sends.size(); }
+const proto::sender& world::sender_of(side s) const { return *ep(s).tx; }
+const proto::receiver& world::receiver_of(side s) const { return *ep(s).rx; }
 
 std::size_t world::live_ring_bytes(side s) const {
   std::size_t total = proto::control_block::size;

@@ -125,6 +125,8 @@ class world {
   /// registered_bytes while no provisioning is in progress.
   std::size_t live_ring_bytes(side s) const;
   std::size_t pending_sends(side s) const;
+  const proto::sender& sender_of(side s) const;
+  const proto::receiver& receiver_of(side s) const;
   const std::vector<trace_event>& trace() const noexcept { return trace_; }
   std::function<void(const trace_event&)> on_trace;
   const proto::tier_table& tiers() const noexcept;
