@@ -7,6 +7,7 @@ install(TARGETS bellows bellows_asio EXPORT bellowsTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(DIRECTORY include/bellows DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(FILES ${PROJECT_BINARY_DIR}/include/bellows/version.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/bellows)
 install(EXPORT bellowsTargets NAMESPACE bellows:: DESTINATION ${BELLOWS_CMAKE_DIR})
 
 configure_package_config_file(cmake/bellowsConfig.cmake.in ${CMAKE_CURRENT_BINARY_DIR}/bellowsConfig.cmake

@@ -264,10 +264,6 @@ void world::execute(side s, proto::sender_events& ev) {
 void world::execute(side s, proto::receiver_events& ev) {
   endpoint& e = ep(s);
   for (const auto& f : ev.frames) deliver(s, f);
-  for (auto region : ev.released_regions) {
-    emit(trace_event::what::ring_released, s, 0, 0, 0);
-    e.provider.release_region(region);
-  }
   if (ev.provision) {
     const auto request = *ev.provision;
     const auto& f = options_.faults;
@@ -294,6 +290,10 @@ void world::execute(side s, proto::receiver_events& ev) {
     write_control(s, proto::control_block::ack_offset, bytes);
     emit(ev.ack->status == proto::ack_status::granted ? trace_event::what::provisioned : trace_event::what::acked_denied, s,
          e.rx->tier(), ev.ack->tier, 0);
+  }
+  for (auto region : ev.released_regions) {
+    emit(trace_event::what::ring_released, s, 0, 0, 0);
+    e.provider.release_region(region);
   }
   if (ev.ring_doorbell) ring_peer(s);
   if (ev.peer_closed) finish_receive(s);

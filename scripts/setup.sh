@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Sets up a Debian bookworm machine for bellows, builds it, then runs what was asked:
+#   scripts/setup.sh demo    build and run the demo
+#   scripts/setup.sh test    build and run every test through ctest
+#   scripts/setup.sh build   build only
+# Knobs (environment): BELLOWS_BUILD_DIR (default build), BELLOWS_SANITIZE (e.g. address,undefined),
+# BELLOWS_WERROR (ON/OFF), CXX (compiler), BELLOWS_JOBS (default 2).
+set -euo pipefail
+
+action=${1:-test}
+case "$action" in demo | test | build) ;; *) echo "usage: $0 demo|test|build" >&2; exit 2 ;; esac
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BELLOWS_BUILD_DIR:-$root/build}
+jobs=${BELLOWS_JOBS:-2}
+
+packages=(cmake make g++ pkg-config libasio-dev liburing-dev libibverbs-dev librdmacm-dev catch2)
+[[ ${CXX:-} == clang++* ]] && packages+=(clang)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DBELLOWS_SANITIZE="${BELLOWS_SANITIZE:-}" -DBELLOWS_WERROR="${BELLOWS_WERROR:-OFF}" >/dev/null
+cmake --build "$build_dir" -j "$jobs"
+
+case "$action" in
+  demo) "$build_dir/examples/bellows_demo" ;;
+  test) ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 600 ;;
+  build) ;;
+esac

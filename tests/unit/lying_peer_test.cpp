@@ -1,0 +1,214 @@
+// The receiver and sender state machines fed hand-written memory, as a lying peer would leave
+// it: each lie ends the direction with error::protocol_violation, nothing is read out of
+// bounds (the ring is a heap buffer of exactly its size, so ASan would see a stray read).
+#include "proto/receiver.hpp"
+#include "proto/sender.hpp"
+#include "proto/shared_access.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <memory>
+
+using namespace bellows;
+using namespace bellows::proto;
+
+namespace {
+
+const std::error_code violation = make_error_code(error::protocol_violation);
+
+direction_options options() {
+  direction_options o{*tier_table::make(default_tiers())};
+  o.max_message_size = 1 << 20;
+  return o;
+}
+
+struct ring_fixture {
+  ring_fixture() : memory(std::make_unique<std::byte[]>(4096)), rx(options(), local_ring{1, 9, 64, memory.get(), 0, 0}) {}
+
+  /// Writes a frame at `slot` as a peer would; `slots` defaults to the correct count.
+  void write(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::span<const std::byte> payload,
+             int slots = -1, bool with_tail = true) {
+    std::byte* at = memory.get() + slot * 256;
+    const auto n = slots >= 0 ? slots : static_cast<int>(ring_geometry{256, 16}.slots_for(payload.size()));
+    const auto header = encode_header({seq, static_cast<std::uint32_t>(payload.size()), kind, 0, static_cast<std::uint16_t>(n), 0});
+    std::memcpy(at, header.data(), header.size());
+    if (!payload.empty()) std::memcpy(at + header_bytes, payload.data(), payload.size());
+    if (with_tail && frame_span(payload.size()) + slot * 256 <= 4096) put<std::uint32_t>(at + trailer_offset(payload.size()), seq);
+  }
+  void write_retier(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::uint64_t id, std::uint32_t tier) {
+    const auto p = encode_retier({id, tier});
+    write(slot, seq, kind, p);
+  }
+  receiver_events poll() {
+    receiver_events ev;
+    rx.poll(ev);
+    return ev;
+  }
+
+  std::unique_ptr<std::byte[]> memory;
+  receiver rx;
+};
+
+std::vector<std::byte> bytes(std::size_t n, std::uint8_t fill = 0xab) { return std::vector<std::byte>(n, std::byte{fill}); }
+
+}  // namespace
+
+TEST_CASE("receiver delivers a frame only once its tail arrived", "[proto][receiver]") {
+  ring_fixture f;
+  const auto payload = bytes(100);
+  f.write(0, 1, frame_kind::data, payload, -1, false);
+  CHECK(f.poll().frames.empty());
+  CHECK(f.rx.heads_without_tail() == 1);
+  put<std::uint32_t>(f.memory.get() + trailer_offset(100), 1);
+  auto ev = f.poll();
+  REQUIRE(ev.frames.size() == 1);
+  CHECK(ev.frames[0].payload.size() == 100);
+  CHECK(ev.frames[0].payload.data() == f.memory.get() + header_bytes);  // zero copy
+}
+
+TEST_CASE("receiver returns credit in half-ring batches as frames are released", "[proto][receiver]") {
+  ring_fixture f;
+  const auto payload = bytes(1000);  // 4 slots each
+  f.write(0, 1, frame_kind::data, payload);
+  f.write(4, 2, frame_kind::data, payload);
+  auto ev = f.poll();
+  REQUIRE(ev.frames.size() == 2);
+  receiver_events r1;
+  f.rx.release(ev.frames[1].token, r1);  // out of order: nothing can be returned yet
+  CHECK_FALSE(r1.credit_word);
+  receiver_events r2;
+  f.rx.release(ev.frames[0].token, r2);
+  REQUIRE(r2.credit_word);
+  CHECK(*r2.credit_word == make_credit_word(0, 8));
+}
+
+TEST_CASE("receiver rejects each lie about a frame", "[proto][receiver]") {
+  ring_fixture f;
+  SECTION("unknown kind") { f.write(0, 1, static_cast<frame_kind>(42), bytes(10)); }
+  SECTION("length past the ring") { f.write(0, 1, frame_kind::data, {}, 1), put<std::uint32_t>(f.memory.get() + 4, 1u << 30); }
+  SECTION("wrong slot count") { f.write(0, 1, frame_kind::data, bytes(1000), 2); }
+  SECTION("trailer with a nonzero second word") {
+    f.write(0, 1, frame_kind::data, bytes(10));
+    put<std::uint32_t>(f.memory.get() + trailer_offset(10) + 4, 7);
+  }
+  SECTION("fragment continuation without a first fragment") { f.write(0, 1, frame_kind::frag_more, bytes(100)); }
+  SECTION("first fragment announcing more than the maximum message size") {
+    auto p = bytes(100);
+    put<std::uint64_t>(p.data(), std::uint64_t{1} << 40);
+    f.write(0, 1, frame_kind::frag_first, p);
+  }
+  SECTION("first fragment announcing less than it carries") {
+    auto p = bytes(100);
+    put<std::uint64_t>(p.data(), 50);
+    f.write(0, 1, frame_kind::frag_first, p);
+  }
+  SECTION("fragments overshooting the announced total") {
+    auto p = bytes(1000);
+    put<std::uint64_t>(p.data(), 1500);
+    f.write(0, 1, frame_kind::frag_first, p);
+    f.write(4, 2, frame_kind::frag_more, bytes(1000));
+  }
+  SECTION("a new message in the middle of a fragmented one") {
+    auto p = bytes(1000);
+    put<std::uint64_t>(p.data(), 5000);
+    f.write(0, 1, frame_kind::frag_first, p);
+    f.write(4, 2, frame_kind::data, bytes(10));
+  }
+  SECTION("enlarge to a tier outside the table") { f.write_retier(0, 1, frame_kind::enlarge_req, 1, 3); }
+  SECTION("enlarge to the current tier") { f.write_retier(0, 1, frame_kind::enlarge_req, 1, 0); }
+  SECTION("shrink below the first tier") { f.write_retier(0, 1, frame_kind::shrink_req, 1, 0); }
+  SECTION("request id zero") { f.write_retier(0, 1, frame_kind::enlarge_req, 0, 1); }
+  SECTION("PAD that stops short of the ring's end") { f.write(0, 1, frame_kind::pad, {}, 3); }
+  const auto ev = f.poll();
+  CHECK(ev.failure == violation);
+  CHECK(f.rx.failed());
+  receiver_events after;
+  f.rx.poll(after);
+  CHECK(after.frames.empty());
+}
+
+TEST_CASE("receiver rejects a reused request id after a granted enlargement", "[proto][receiver]") {
+  ring_fixture f;
+  f.write_retier(0, 1, frame_kind::enlarge_req, 5, 1);
+  auto ev = f.poll();
+  REQUIRE(ev.provision);
+  auto big = std::make_unique<std::byte[]>(65536);
+  receiver_events granted;
+  f.rx.provisioned(5, local_ring{2, 9, 8192, big.get(), 1, 0}, granted);
+  REQUIRE(granted.ack);
+  CHECK(granted.ack->status == ack_status::granted);
+  CHECK(granted.ack->epoch == 1);
+  CHECK(granted.released_regions == std::vector<std::uint64_t>{1});  // nothing held: old ring goes now
+  // Now a lying peer repeats request 5 as a shrink in the new ring.
+  const auto p = encode_retier({5, 0});
+  const auto header = encode_header({2, retier_payload_bytes, frame_kind::shrink_req, 0, 1, 0});
+  std::memcpy(big.get(), header.data(), header.size());
+  std::memcpy(big.get() + header_bytes, p.data(), p.size());
+  put<std::uint32_t>(big.get() + trailer_offset(retier_payload_bytes), 2);
+  receiver_events lie;
+  f.rx.poll(lie);
+  CHECK(lie.failure == violation);
+}
+
+TEST_CASE("sender rejects lies in its control block", "[proto][sender]") {
+  alignas(64) std::array<std::byte, control_block::size> cb{};
+  const remote_window window{9, 0, 1 << 20};
+  sender tx(options(), remote_ring{9, 4096, 0, 0}, window, clock_time{});
+  const auto payload = bytes(100 * 1024);
+  const std::span<const std::byte> parts[] = {payload};
+  sender_events ev;
+  tx.submit(1, {parts, payload.size()}, clock_time{}, ev);
+  tx.step(cb.data(), clock_time{}, ev);
+  REQUIRE(ev.writes.size() == 1);
+  REQUIRE(ev.writes[0].header.kind == frame_kind::enlarge_req);
+  REQUIRE(tx.awaiting_ack());
+
+  SECTION("credit for more slots than were written") {
+    put<std::uint64_t>(cb.data() + control_block::credit_offset, make_credit_word(0, 2));
+  }
+  SECTION("an ack naming a key outside the granted region") {
+    const auto ack = encode_ack({1, ack_status::granted, 2, 4096, 10, 65536, 16, 1});
+    std::memcpy(cb.data() + control_block::ack_offset, ack.data(), ack.size());
+  }
+  SECTION("an ack naming an offset outside the granted region") {
+    const auto ack = encode_ack({1, ack_status::granted, 2, (1 << 20) - 65536, 9, 65536, 16, 1});
+    std::memcpy(cb.data() + control_block::ack_offset, ack.data(), ack.size());
+  }
+  SECTION("an ack for a request never made") {
+    const auto ack = encode_ack({2, ack_status::granted, 2, 4096, 9, 65536, 16, 1});
+    std::memcpy(cb.data() + control_block::ack_offset, ack.data(), ack.size());
+  }
+  sender_events after;
+  tx.step(cb.data(), clock_time{}, after);
+  CHECK(after.failure == violation);
+  REQUIRE(after.completions.size() == 1);
+  CHECK(after.completions[0].ec == violation);
+  CHECK(after.completions[0].bytes == 0);
+}
+
+TEST_CASE("sender accepts a valid ack and moves to the new ring", "[proto][sender]") {
+  alignas(64) std::array<std::byte, control_block::size> cb{};
+  sender tx(options(), remote_ring{9, 4096, 0, 0}, remote_window{9, 0, 1 << 30}, clock_time{});
+  const auto payload = bytes(100 * 1024);
+  const std::span<const std::byte> parts[] = {payload};
+  sender_events ev;
+  tx.submit(1, {parts, payload.size()}, clock_time{}, ev);
+  tx.step(cb.data(), clock_time{}, ev);
+  const auto ack = encode_ack({1, ack_status::granted, 2, 1 << 20, 9, 65536, 16, 1});
+  std::memcpy(cb.data() + control_block::ack_offset, ack.data(), 8);  // head only
+  sender_events partial;
+  tx.step(cb.data(), clock_time{}, partial);
+  CHECK(tx.awaiting_ack());
+  CHECK(tx.partial_acks_seen() == 1);
+  std::memcpy(cb.data() + control_block::ack_offset, ack.data(), ack.size());
+  sender_events done;
+  tx.step(cb.data(), clock_time{}, done);
+  CHECK_FALSE(tx.awaiting_ack());
+  CHECK(tx.tier() == 2);
+  REQUIRE(done.writes.size() == 1);
+  CHECK(done.writes[0].ring.address == 1 << 20);
+  CHECK(done.writes[0].header.kind == frame_kind::data);
+  REQUIRE(done.completions.size() == 1);
+  CHECK(done.completions[0].bytes == payload.size());
+}
