@@ -16,9 +16,12 @@ namespace {
 
 std::string human(std::uint64_t bytes) {
   char buf[32];
-  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0) std::snprintf(buf, sizeof buf, "%llu MiB", static_cast<unsigned long long>(bytes >> 20));
-  else if (bytes >= 1024 && bytes % 1024 == 0) std::snprintf(buf, sizeof buf, "%llu KiB", static_cast<unsigned long long>(bytes >> 10));
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  if (bytes >= (1u << 20) && bytes % (1u << 20) == 0)
+    std::snprintf(buf, sizeof buf, "%llu MiB", static_cast<unsigned long long>(bytes >> 20));
+  else if (bytes >= 1024 && bytes % 1024 == 0)
+    std::snprintf(buf, sizeof buf, "%llu KiB", static_cast<unsigned long long>(bytes >> 10));
+  else
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
   return buf;
 }
 
@@ -33,7 +36,9 @@ int main() {
   options.faults.provision_delay_max = 40us;
   world w(options);
   const auto& tiers = w.tiers();
-  auto tier_name = [&](std::uint32_t t) { return "tier " + std::to_string(t) + " (" + human(tiers[t].ring_bytes()) + ")"; };
+  auto tier_name = [&](std::uint32_t t) {
+    return "tier " + std::to_string(t) + " (" + human(tiers[t].ring_bytes()) + ")";
+  };
 
   std::printf("bellows demo over the simulator: tiers");
   for (std::size_t t = 0; t < tiers.size(); ++t)
@@ -75,9 +80,9 @@ int main() {
   };
 
   auto status = [&](const char* label) {
-    std::printf("  %-30s A->B %-22s B->A %-22s registered A %-9s B %s\n", label, tier_name(w.send_tier(side::a)).c_str(),
-                tier_name(w.send_tier(side::b)).c_str(), human(w.registered_bytes(side::a)).c_str(),
-                human(w.registered_bytes(side::b)).c_str());
+    std::printf("  %-30s A->B %-22s B->A %-22s registered A %-9s B %s\n", label,
+                tier_name(w.send_tier(side::a)).c_str(), tier_name(w.send_tier(side::b)).c_str(),
+                human(w.registered_bytes(side::a)).c_str(), human(w.registered_bytes(side::b)).c_str());
   };
 
   const std::vector<std::size_t> sweep{8, 1000, 3000, 40 * 1024, 100 * 1024, 500 * 1024, 4 << 20, 64, 8};
@@ -102,10 +107,11 @@ int main() {
 
   const auto& r = w.report(side::b);
   const std::size_t fixed = 2 * (256 * 1024 + 128);
-  std::printf("\n%llu messages (%s) delivered A->B, %llu mismatches; idle registered memory %s for both endpoints "
-              "vs %s for a fixed 256 KiB-per-direction design\n",
-              static_cast<unsigned long long>(r.delivered), human(r.delivered_bytes).c_str(),
-              static_cast<unsigned long long>(r.mismatches),
-              human(w.registered_bytes(side::a) + w.registered_bytes(side::b)).c_str(), human(fixed).c_str());
+  std::printf(
+      "\n%llu messages (%s) delivered A->B, %llu mismatches; idle registered memory %s for both endpoints "
+      "vs %s for a fixed 256 KiB-per-direction design\n",
+      static_cast<unsigned long long>(r.delivered), human(r.delivered_bytes).c_str(),
+      static_cast<unsigned long long>(r.mismatches),
+      human(w.registered_bytes(side::a) + w.registered_bytes(side::b)).c_str(), human(fixed).c_str());
   return r.mismatches == 0 && w.check_invariants().empty() ? 0 : 1;
 }

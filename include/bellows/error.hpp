@@ -28,9 +28,7 @@ enum class error {
 
 const std::error_category& error_category() noexcept;
 
-inline std::error_code make_error_code(error e) noexcept {
-  return {static_cast<int>(e), error_category()};
-}
+inline std::error_code make_error_code(error e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 }  // namespace bellows
 

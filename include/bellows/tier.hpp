@@ -12,16 +12,12 @@ struct tier {
   std::uint32_t slot_size = 0;
   std::uint32_t slot_count = 0;
 
-  constexpr std::uint64_t ring_bytes() const noexcept {
-    return std::uint64_t{slot_size} * slot_count;
-  }
+  constexpr std::uint64_t ring_bytes() const noexcept { return std::uint64_t{slot_size} * slot_count; }
   friend constexpr bool operator==(const tier&, const tier&) = default;
 };
 
 /// The default table: 16 x 256 B (4 KiB, where every channel starts), 16 x 4 KiB (64 KiB) and
 /// 16 x 64 KiB (1 MiB). Messages larger than the last tier's largest frame are fragmented.
-inline std::vector<tier> default_tiers() {
-  return {{256, 16}, {4096, 16}, {65536, 16}};
-}
+inline std::vector<tier> default_tiers() { return {{256, 16}, {4096, 16}, {65536, 16}}; }
 
 }  // namespace bellows

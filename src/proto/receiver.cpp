@@ -94,8 +94,7 @@ bool receiver::accept_fragment(const frame_header& h, const std::byte* payload, 
   }
   message_received_ += data_length;
   const bool complete = message_received_ == message_total_;
-  if (message_received_ > message_total_ || complete != (h.kind == frame_kind::frag_last))
-    return violation(out), false;
+  if (message_received_ > message_total_ || complete != (h.kind == frame_kind::frag_last)) return violation(out), false;
   if (complete) in_message_ = false;
   const std::uint64_t ordinal = hold(h.slots, false);
   out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload, data_length}, announced});
@@ -107,8 +106,7 @@ bool receiver::accept_retier(const frame_header& h, const std::byte* payload, re
   if (!request || in_message_ || request->request_id <= last_request_id_ || request->tier >= options_.tiers.size())
     return violation(out), false;
   const bool shrink = h.kind == frame_kind::shrink_req;
-  if (shrink ? request->tier >= current_.ring.tier : request->tier <= current_.ring.tier)
-    return violation(out), false;
+  if (shrink ? request->tier >= current_.ring.tier : request->tier <= current_.ring.tier) return violation(out), false;
   last_request_id_ = request->request_id;
   hold(h.slots, true);
   pending_ = provision_request{request->request_id, request->tier, shrink};
@@ -180,8 +178,8 @@ void receiver::provisioned(std::uint64_t request_id, std::optional<local_ring> r
     const ring_geometry& g = options_.tiers[request.tier];
     ring->tier = request.tier;
     ring->epoch = current_.ring.epoch + 1;
-    ack = ack_record{request.request_id, ack_status::granted, request.tier, ring->address, ring->key,
-                     g.slot_size, g.slot_count, ring->epoch};
+    ack = ack_record{request.request_id, ack_status::granted, request.tier, ring->address,
+                     ring->key,          g.slot_size,         g.slot_count, ring->epoch};
     if (current_.held.empty()) {
       out.released_regions.push_back(current_.ring.region);
     } else {

@@ -65,8 +65,8 @@ void sender::read_control(const std::byte* control_block, clock_time now, sender
   pressure_ = (flags & control_block::pressure_flag) != 0;
 
   if (!outstanding_) return;
-  const ack_poll ack = poll_ack(control_block + control_block::ack_offset, outstanding_->request.request_id,
-                                last_acked_id_);
+  const ack_poll ack =
+      poll_ack(control_block + control_block::ack_offset, outstanding_->request.request_id, last_acked_id_);
   if (ack.ec) return fail(ack.ec, out);
   if (ack.status == ack_poll::state::in_progress) ++partial_acks_seen_;
   if (ack.status != ack_poll::state::complete) return;
@@ -149,7 +149,8 @@ bool sender::pump_one(clock_time now, sender_events& out) {
       complete_front({}, length, out);
       return true;
     }
-    const auto wanted = static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
+    const auto wanted =
+        static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
     if (wanted > ring_.tier && now >= denied_until_) {
       start_retier(wanted, false, length, now, out);
       return false;  // everything queues behind the request until its ack
@@ -161,7 +162,9 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   const std::uint64_t prefix = s.written == 0 ? fragment_prefix_bytes : 0;
   const std::uint64_t chunk = std::min<std::uint64_t>(length - s.written, geometry().max_frame_payload() - prefix);
   const bool last = s.written + chunk == length;
-  const frame_kind kind = s.written == 0 ? frame_kind::frag_first : last ? frame_kind::frag_last : frame_kind::frag_more;
+  const frame_kind kind = s.written == 0 ? frame_kind::frag_first
+                          : last         ? frame_kind::frag_last
+                                         : frame_kind::frag_more;
   const auto frame_length = static_cast<std::uint32_t>(prefix + chunk);
   const auto slots = geometry().slots_for(frame_length);
   if (!reserve(slots, out)) return false;

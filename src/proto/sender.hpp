@@ -51,7 +51,7 @@ struct sender_events {
   std::vector<send_completion> completions;
   std::vector<retier_event> retiers;
   bool ring_doorbell = false;
-  std::optional<std::error_code> closed;  ///< graceful close finished (or failed)
+  std::optional<std::error_code> closed;   ///< graceful close finished (or failed)
   std::optional<std::error_code> failure;  ///< the direction is dead; tear the channel down
 
   void clear() {

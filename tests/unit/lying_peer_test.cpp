@@ -24,17 +24,20 @@ direction_options options() {
 }
 
 struct ring_fixture {
-  ring_fixture() : memory(std::make_unique<std::byte[]>(4096)), rx(options(), local_ring{1, 9, 64, memory.get(), 0, 0}) {}
+  ring_fixture()
+      : memory(std::make_unique<std::byte[]>(4096)), rx(options(), local_ring{1, 9, 64, memory.get(), 0, 0}) {}
 
   /// Writes a frame at `slot` as a peer would; `slots` defaults to the correct count.
-  void write(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::span<const std::byte> payload,
-             int slots = -1, bool with_tail = true) {
+  void write(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::span<const std::byte> payload, int slots = -1,
+             bool with_tail = true) {
     std::byte* at = memory.get() + slot * 256;
     const auto n = slots >= 0 ? slots : static_cast<int>(ring_geometry{256, 16}.slots_for(payload.size()));
-    const auto header = encode_header({seq, static_cast<std::uint32_t>(payload.size()), kind, 0, static_cast<std::uint16_t>(n), 0});
+    const auto header =
+        encode_header({seq, static_cast<std::uint32_t>(payload.size()), kind, 0, static_cast<std::uint16_t>(n), 0});
     std::memcpy(at, header.data(), header.size());
     if (!payload.empty()) std::memcpy(at + header_bytes, payload.data(), payload.size());
-    if (with_tail && frame_span(payload.size()) + slot * 256 <= 4096) put<std::uint32_t>(at + trailer_offset(payload.size()), seq);
+    if (with_tail && frame_span(payload.size()) + slot * 256 <= 4096)
+      put<std::uint32_t>(at + trailer_offset(payload.size()), seq);
   }
   void write_retier(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::uint64_t id, std::uint32_t tier) {
     const auto p = encode_retier({id, tier});
@@ -50,7 +53,9 @@ struct ring_fixture {
   receiver rx;
 };
 
-std::vector<std::byte> bytes(std::size_t n, std::uint8_t fill = 0xab) { return std::vector<std::byte>(n, std::byte{fill}); }
+std::vector<std::byte> bytes(std::size_t n, std::uint8_t fill = 0xab) {
+  return std::vector<std::byte>(n, std::byte{fill});
+}
 
 }  // namespace
 
@@ -86,7 +91,9 @@ TEST_CASE("receiver returns credit in half-ring batches as frames are released",
 TEST_CASE("receiver rejects each lie about a frame", "[proto][receiver]") {
   ring_fixture f;
   SECTION("unknown kind") { f.write(0, 1, static_cast<frame_kind>(42), bytes(10)); }
-  SECTION("length past the ring") { f.write(0, 1, frame_kind::data, {}, 1), put<std::uint32_t>(f.memory.get() + 4, 1u << 30); }
+  SECTION("length past the ring") {
+    f.write(0, 1, frame_kind::data, {}, 1), put<std::uint32_t>(f.memory.get() + 4, 1u << 30);
+  }
   SECTION("wrong slot count") { f.write(0, 1, frame_kind::data, bytes(1000), 2); }
   SECTION("trailer with a nonzero second word") {
     f.write(0, 1, frame_kind::data, bytes(10));

@@ -16,9 +16,8 @@ namespace {
 const std::error_code reset = make_error_code(error::connection_reset);
 
 std::size_t count(const world& w, what kind, side where) {
-  return static_cast<std::size_t>(std::count_if(w.trace().begin(), w.trace().end(), [&](const trace_event& e) {
-    return e.kind == kind && e.where == where;
-  }));
+  return static_cast<std::size_t>(std::count_if(
+      w.trace().begin(), w.trace().end(), [&](const trace_event& e) { return e.kind == kind && e.where == where; }));
 }
 
 struct scenario {
@@ -155,7 +154,8 @@ TEST_CASE("a shrink racing with a new large message: the message waits, then enl
   REQUIRE(s.run_until_delivered(side::b, 2));
   std::vector<what> sequence;
   for (const auto& e : s.w.trace())
-    if (e.where == side::a && (e.kind == what::shrink_requested || e.kind == what::enlarge_requested || e.kind == what::acked_granted))
+    if (e.where == side::a &&
+        (e.kind == what::shrink_requested || e.kind == what::enlarge_requested || e.kind == what::acked_granted))
       sequence.push_back(e.kind);
   CHECK(sequence == std::vector<what>{what::enlarge_requested, what::acked_granted, what::shrink_requested,
                                       what::acked_granted, what::enlarge_requested, what::acked_granted});

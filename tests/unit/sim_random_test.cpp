@@ -27,8 +27,8 @@ std::size_t random_size(std::mt19937_64& rng) {
     return static_cast<std::size_t>(std::exp(std::uniform_real_distribution<double>(std::log(lo), std::log(hi))(rng)));
   };
   if (pick < 5) return 0;
-  if (pick < 70) return log_uniform(1, 2024);            // fits the first tier
-  if (pick < 92) return log_uniform(2025, 512 * 1024);   // needs a larger tier
+  if (pick < 70) return log_uniform(1, 2024);           // fits the first tier
+  if (pick < 92) return log_uniform(2025, 512 * 1024);  // needs a larger tier
   return log_uniform(512 * 1024, 4 * 1024 * 1024 + 1);  // larger than any tier
 }
 
@@ -59,7 +59,8 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     const auto& f = options.faults;
     std::cout << "  faults: torn writes " << f.torn_write_rate << ", late doorbells " << f.doorbell_delay_rate
               << ", provisioning up to " << f.provision_delay_max.count() / 1000 << " us, budget "
-              << (f.budget_bytes == SIZE_MAX ? std::string("unlimited") : std::to_string(f.budget_bytes) + " B") << std::endl;
+              << (f.budget_bytes == SIZE_MAX ? std::string("unlimited") : std::to_string(f.budget_bytes) + " B")
+              << std::endl;
     world w(options);
     const auto& tiers = w.tiers();
     constexpr int messages = 3000;
@@ -67,9 +68,11 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
       const side from = rng() % 2 ? side::a : side::b;
       w.send(from, test::random_bytes(rng, random_size(rng)), 1 + rng() % 3);
       const auto gap = rng() % 100;
-      if (gap < 60) continue;                          // burst: several sends in one go
-      if (gap < 98) w.run_for(std::chrono::microseconds(rng() % 200));
-      else w.run_for(options.idle_shrink_after * 2);  // a quiet spell long enough to shrink
+      if (gap < 60) continue;  // burst: several sends in one go
+      if (gap < 98)
+        w.run_for(std::chrono::microseconds(rng() % 200));
+      else
+        w.run_for(options.idle_shrink_after * 2);  // a quiet spell long enough to shrink
       const std::string broken = w.check_invariants();
       INFO("seed " << seed << " after message " << i);
       REQUIRE(broken.empty());
@@ -79,10 +82,11 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     for (side s : {side::a, side::b}) {
       const auto& tx = w.sender_of(s);
       const auto& rx = w.receiver_of(s);
-      INFO("side " << to_string(s) << ": pending " << w.pending_sends(s) << ", send tier " << tx.tier() << ", awaiting ack "
-                   << tx.awaiting_ack() << ", stalled " << tx.stalled_on_credit() << ", free slots " << tx.free_slots()
-                   << ", receive tier " << rx.tier() << ", awaiting provision " << rx.awaiting_provision()
-                   << ", failed " << tx.failed() << rx.failed() << ", events left " << !w.idle());
+      INFO("side " << to_string(s) << ": pending " << w.pending_sends(s) << ", send tier " << tx.tier()
+                   << ", awaiting ack " << tx.awaiting_ack() << ", stalled " << tx.stalled_on_credit()
+                   << ", free slots " << tx.free_slots() << ", receive tier " << rx.tier() << ", awaiting provision "
+                   << rx.awaiting_provision() << ", failed " << tx.failed() << rx.failed() << ", events left "
+                   << !w.idle());
       CHECK(drained);
     }
     REQUIRE(drained);
@@ -123,8 +127,9 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     }
     CHECK(enlargements > 0);
     CHECK(shrinks > 0);
-    std::cout << "  delivered " << delivered << " messages, " << enlargements << " enlargements, " << shrinks << " shrinks, "
-              << w.report(side::a).sends_timed_out + w.report(side::b).sends_timed_out << " ack timeouts, virtual time "
+    std::cout << "  delivered " << delivered << " messages, " << enlargements << " enlargements, " << shrinks
+              << " shrinks, " << w.report(side::a).sends_timed_out + w.report(side::b).sends_timed_out
+              << " ack timeouts, virtual time "
               << std::chrono::duration_cast<std::chrono::milliseconds>(w.now()).count() << " ms" << std::endl;
   }
 }

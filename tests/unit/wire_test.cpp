@@ -1,7 +1,7 @@
 // Decoders and validators of the wire format: each malformed field is rejected with
 // error::protocol_violation.
-#include "proto/shared_access.hpp"
 #include "proto/wire.hpp"
+#include "proto/shared_access.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -87,7 +87,7 @@ TEST_CASE("every malformed header field is a protocol violation", "[wire]") {
     CHECK(validate_header(h, ring16, 0) == violation);
   }
   SECTION("frame running off the end of the ring") {
-    auto h = data_header(1000);  // 4 slots
+    auto h = data_header(1000);                   // 4 slots
     CHECK_FALSE(validate_header(h, ring16, 12));  // slots 12..15: fits exactly
     CHECK(validate_header(h, ring16, 13) == violation);
     CHECK(validate_header(h, ring16, 16) == violation);
@@ -134,10 +134,10 @@ TEST_CASE("retier payload rejects a zero request id and reserved bits", "[wire]"
 TEST_CASE("tier tables must be valid and ascending", "[wire]") {
   CHECK(tier_table::make(default_tiers()));
   CHECK_FALSE(tier_table::make({}));
-  CHECK_FALSE(tier_table::make({{100, 16}}));           // slot size not a power of two
-  CHECK_FALSE(tier_table::make({{32, 16}}));            // slot too small for a frame
-  CHECK_FALSE(tier_table::make({{256, 1}}));            // a frame needs half a ring
-  CHECK_FALSE(tier_table::make({{256, 24}}));           // slot count not a power of two
+  CHECK_FALSE(tier_table::make({{100, 16}}));              // slot size not a power of two
+  CHECK_FALSE(tier_table::make({{32, 16}}));               // slot too small for a frame
+  CHECK_FALSE(tier_table::make({{256, 1}}));               // a frame needs half a ring
+  CHECK_FALSE(tier_table::make({{256, 24}}));              // slot count not a power of two
   CHECK_FALSE(tier_table::make({{4096, 16}, {256, 16}}));  // descending
   CHECK_FALSE(tier_table::make({{256, 16}, {256, 16}}));   // not strictly larger
   const auto t = default_table();
@@ -186,17 +186,17 @@ TEST_CASE("ack validation rejects every field that does not match the request", 
     mutate(a);
     return validate_ack(a, asked, table, 1, window);
   };
-  CHECK(bad([](ack_record& a) { a.tier = 7; }) == violation);                       // tier out of table
-  CHECK(bad([](ack_record& a) { a.tier = 2; }) == violation);                       // not the tier asked for
+  CHECK(bad([](ack_record& a) { a.tier = 7; }) == violation);  // tier out of table
+  CHECK(bad([](ack_record& a) { a.tier = 2; }) == violation);  // not the tier asked for
   CHECK(bad([](ack_record& a) { a.status = static_cast<ack_status>(9); }) == violation);
   CHECK(bad([](ack_record& a) { a.slot_size = 8192; }) == violation);
   CHECK(bad([](ack_record& a) { a.slot_count = 32; }) == violation);
   CHECK(bad([](ack_record& a) { a.epoch = 5; }) == violation);
-  CHECK(bad([](ack_record& a) { a.ring_key = 0x78; }) == violation);                // key not granted
-  CHECK(bad([](ack_record& a) { a.ring_address = 0; }) == violation);               // before the window
-  CHECK(bad([](ack_record& a) { a.ring_address = (1 << 20) - 4096; }) == violation);  // runs past its end
+  CHECK(bad([](ack_record& a) { a.ring_key = 0x78; }) == violation);                        // key not granted
+  CHECK(bad([](ack_record& a) { a.ring_address = 0; }) == violation);                       // before the window
+  CHECK(bad([](ack_record& a) { a.ring_address = (1 << 20) - 4096; }) == violation);        // runs past its end
   CHECK(bad([](ack_record& a) { a.ring_address = ~std::uint64_t{0} - 63; }) == violation);  // wraps around
-  CHECK(bad([](ack_record& a) { a.ring_address = 4096 + 8; }) == violation);        // misaligned
+  CHECK(bad([](ack_record& a) { a.ring_address = 4096 + 8; }) == violation);                // misaligned
   CHECK_FALSE(bad([](ack_record& a) {
     a.status = ack_status::denied;
     a.ring_key = 0;

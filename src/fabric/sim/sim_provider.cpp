@@ -71,7 +71,8 @@ std::error_code sim_provider::write(fabric::remote_address dst, fabric::byte_pie
       return {};
     }
     peer_->place(dst, std::span<const std::byte>(bytes).first(now));
-    held_.push_back({{dst.key, dst.address + now}, std::vector<std::byte>(bytes.begin() + static_cast<std::ptrdiff_t>(now), bytes.end())});
+    held_.push_back({{dst.key, dst.address + now},
+                     std::vector<std::byte>(bytes.begin() + static_cast<std::ptrdiff_t>(now), bytes.end())});
     return {};
   }
   held_.push_back({dst, std::move(bytes)});

@@ -59,8 +59,8 @@ class sim_provider final : public fabric::provider {
   std::size_t registered_ = 0;
   std::uint64_t next_handle_ = 1;
   std::uint64_t next_address_ = 4096;
-  std::map<std::uint64_t, allocation> regions_;          // by handle
-  std::map<std::uint64_t, std::uint64_t> by_address_;    // address -> handle
+  std::map<std::uint64_t, allocation> regions_;        // by handle
+  std::map<std::uint64_t, std::uint64_t> by_address_;  // address -> handle
   sim_provider* peer_ = nullptr;
   tear_policy tear_;
   doorbell_sink doorbell_;

@@ -62,8 +62,8 @@ struct world::endpoint {
 world::world(world_options options) : options_(std::move(options)), rng_(options_.seed) {
   auto table = proto::tier_table::make(options_.tiers);
   if (!table) throw std::system_error(table.failure(), "sim::world tier table");
-  proto::direction_options dir{*table, options_.ack_timeout, options_.idle_shrink_after,
-                               options_.retry_after_denial, std::uint64_t{1} << 40};
+  proto::direction_options dir{*table, options_.ack_timeout, options_.idle_shrink_after, options_.retry_after_denial,
+                               std::uint64_t{1} << 40};
   for (side s : {side::a, side::b})
     endpoints_[static_cast<int>(s)] = std::make_unique<endpoint>(s, options_.faults.budget_bytes);
 
@@ -136,7 +136,8 @@ std::uint64_t world::send(side from, std::vector<std::byte> message, std::size_t
   // A gather list of roughly equal pieces, so fragments straddle piece boundaries.
   const std::span<const std::byte> all(*out.bytes);
   const std::size_t step = (all.size() + out.pieces - 1) / out.pieces;
-  for (std::size_t at = 0; at < all.size(); at += step) out.parts.push_back(all.subspan(at, std::min(step, all.size() - at)));
+  for (std::size_t at = 0; at < all.size(); at += step)
+    out.parts.push_back(all.subspan(at, std::min(step, all.size() - at)));
   proto::sender_events ev;
   e.tx->submit(id, {out.parts, all.size()}, now_, ev);
   execute(from, ev);
@@ -247,7 +248,8 @@ void world::execute(side s, proto::sender_events& ev) {
   for (const auto& c : ev.completions) on_send_done(s, c);
   for (const auto& r : ev.retiers) {
     using what = proto::retier_event::what;
-    const auto kind = r.kind == what::requested ? (r.shrink ? trace_event::what::shrink_requested : trace_event::what::enlarge_requested)
+    const auto kind = r.kind == what::requested
+                          ? (r.shrink ? trace_event::what::shrink_requested : trace_event::what::enlarge_requested)
                       : r.kind == what::granted ? trace_event::what::acked_granted
                       : r.kind == what::denied  ? trace_event::what::acked_denied
                                                 : trace_event::what::ack_timed_out;
@@ -288,8 +290,9 @@ void world::execute(side s, proto::receiver_events& ev) {
       return kill(s);
     }
     write_control(s, proto::control_block::ack_offset, bytes);
-    emit(ev.ack->status == proto::ack_status::granted ? trace_event::what::provisioned : trace_event::what::acked_denied, s,
-         e.rx->tier(), ev.ack->tier, 0);
+    emit(
+        ev.ack->status == proto::ack_status::granted ? trace_event::what::provisioned : trace_event::what::acked_denied,
+        s, e.rx->tier(), ev.ack->tier, 0);
   }
   for (auto region : ev.released_regions) {
     emit(trace_event::what::ring_released, s, 0, 0, 0);
@@ -342,9 +345,7 @@ void world::deliver(side s, const proto::inbound_frame& frame) {
       e.assembling.clear();
       e.assembling.reserve(frame.message_length);
       [[fallthrough]];
-    case proto::frame_kind::frag_more:
-      e.assembling.insert(e.assembling.end(), payload.begin(), payload.end());
-      break;
+    case proto::frame_kind::frag_more: e.assembling.insert(e.assembling.end(), payload.begin(), payload.end()); break;
     case proto::frame_kind::frag_last:
       e.assembling.insert(e.assembling.end(), payload.begin(), payload.end());
       compare(e.assembling);
@@ -452,7 +453,8 @@ std::string world::check_invariants() const {
     if (e.provider.registered_bytes() != live_ring_bytes(s))
       return std::string("side ") + to_string(s) + ": registered " + std::to_string(e.provider.registered_bytes()) +
              " B but live rings hold " + std::to_string(live_ring_bytes(s)) + " B";
-    if (e.report.mismatches != 0) return std::string("side ") + to_string(s) + ": delivered a message that was not sent";
+    if (e.report.mismatches != 0)
+      return std::string("side ") + to_string(s) + ": delivered a message that was not sent";
     if (e.report.frame_corruptions != 0) return std::string("side ") + to_string(s) + ": frame changed while held";
   }
   return {};

@@ -34,24 +34,24 @@ inline const char* to_string(side s) { return s == side::a ? "A" : "B"; }
 
 /// Steps of the protocol at which the victim endpoint can be made to die.
 enum class death_point {
-  before_enlarge_request,  ///< the sender dies instead of writing ENLARGE_REQ
-  after_enlarge_request,   ///< the sender dies right after writing ENLARGE_REQ
-  after_provision,         ///< the receiver dies after registering the new ring, before acking
+  before_enlarge_request,     ///< the sender dies instead of writing ENLARGE_REQ
+  after_enlarge_request,      ///< the sender dies right after writing ENLARGE_REQ
+  after_provision,            ///< the receiver dies after registering the new ring, before acking
   between_ack_head_and_tail,  ///< the receiver dies with only the ack's head placed
-  mid_fragment,            ///< the sender dies after a FRAG_MORE
-  during_shrink,           ///< the sender dies right after writing SHRINK_REQ
-  during_close,            ///< the receiver dies after seeing CLOSE, before returning credit
+  mid_fragment,               ///< the sender dies after a FRAG_MORE
+  during_shrink,              ///< the sender dies right after writing SHRINK_REQ
+  during_close,               ///< the receiver dies after seeing CLOSE, before returning credit
 };
 const char* to_string(death_point p);
 
 struct fault_options {
-  double torn_write_rate = 0;         ///< share of writes placed in two steps
+  double torn_write_rate = 0;                       ///< share of writes placed in two steps
   std::chrono::nanoseconds torn_write_delay = 5us;  ///< longest gap between the two steps
-  double doorbell_delay_rate = 0;     ///< share of doorbells delivered late (hence reordered)
+  double doorbell_delay_rate = 0;                   ///< share of doorbells delivered late (hence reordered)
   std::chrono::nanoseconds doorbell_delay = 50us;   ///< longest extra delay
   std::chrono::nanoseconds provision_delay_min = 1us;
   std::chrono::nanoseconds provision_delay_max = 1us;
-  std::size_t budget_bytes = SIZE_MAX;  ///< registered memory each endpoint may hold
+  std::size_t budget_bytes = SIZE_MAX;               ///< registered memory each endpoint may hold
   std::chrono::nanoseconds app_release_delay = 0us;  ///< longest time the app holds a frame
 };
 
@@ -61,7 +61,7 @@ struct world_options {
   std::chrono::nanoseconds ack_timeout = 1ms;
   std::chrono::nanoseconds idle_shrink_after = 10ms;
   std::chrono::nanoseconds retry_after_denial = 2ms;
-  std::chrono::nanoseconds link_latency = 1us;  ///< doorbell delivery time
+  std::chrono::nanoseconds link_latency = 1us;       ///< doorbell delivery time
   std::chrono::nanoseconds death_detection = 100us;  ///< until the survivor notices
   fault_options faults;
   /// Resubmit a send that failed with enlarge_timeout, as an upper layer would.
@@ -72,8 +72,16 @@ struct world_options {
 /// What happened, for tests and for the demo's narration.
 struct trace_event {
   enum class what {
-    enlarge_requested, shrink_requested, provisioned, acked_granted, acked_denied, ack_timed_out,
-    ring_released, peer_died, failed, closed,
+    enlarge_requested,
+    shrink_requested,
+    provisioned,
+    acked_granted,
+    acked_denied,
+    ack_timed_out,
+    ring_released,
+    peer_died,
+    failed,
+    closed,
   } kind;
   clock_time at;
   side where;
@@ -88,8 +96,8 @@ struct endpoint_report {
   std::uint64_t sends_failed = 0;  ///< any other error
   std::uint64_t delivered = 0;
   std::uint64_t delivered_bytes = 0;
-  std::uint64_t mismatches = 0;  ///< deliveries differing from the next successfully sent message
-  std::uint64_t frame_corruptions = 0;  ///< frame bytes changed while the app still held them
+  std::uint64_t mismatches = 0;                ///< deliveries differing from the next successfully sent message
+  std::uint64_t frame_corruptions = 0;         ///< frame bytes changed while the app still held them
   std::optional<std::error_code> receive_end;  ///< how the incoming stream ended
   std::optional<std::error_code> close_result;
   std::optional<std::error_code> failure;
