@@ -113,7 +113,8 @@ std::optional<clock_time> sender::next_deadline() const noexcept {
     if (queue_.empty()) return std::nullopt;
     return std::max(queue_.front().enqueued, outstanding_->sent) + options_.ack_timeout;
   }
-  if (queue_.empty() && ring_.tier > 0 && !close_requested_) return last_large_ + options_.idle_shrink_after;
+  if (queue_.empty() && ring_.tier > 0 && !close_requested_)
+    return std::max(last_large_ + options_.idle_shrink_after, denied_until_);
   return std::nullopt;
 }
 

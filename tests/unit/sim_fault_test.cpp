@@ -238,3 +238,25 @@ TEST_CASE("a peer that dies at any step: pending operations fail, nothing hangs"
   CHECK(s.w.report(survivor).mismatches == 0);
   CHECK(s.w.report(survivor).delivered <= 1);  // never a message cut short
 }
+
+TEST_CASE("a denied shrink is retried on its own once the denial backoff is over", "[sim][fault]") {
+  world_options o;
+  o.idle_shrink_after = 1ms;
+  o.retry_after_denial = 3ms;
+  scenario s(o);
+  s.send(side::a, 100 * 1024);
+  REQUIRE(s.run_until_delivered(side::b, 1));
+  REQUIRE(s.w.send_tier(side::a) == 2);
+  s.w.set_budget(side::b, s.w.registered_bytes(side::b));  // no room for the small ring
+  REQUIRE(s.w.run_until([&] { return count(s.w, what::acked_denied, side::a) == 1; }, 5ms));
+  CHECK(s.w.send_tier(side::a) == 2);
+  s.w.set_budget(side::b, SIZE_MAX);
+  // Nothing else happens on the channel: only the sender's own deadline can bring the retry.
+  const auto denied_at = s.w.now();
+  const bool shrank = s.w.run_until([&] { return s.w.send_tier(side::a) == 0; }, 10ms);
+  require_clean(s.w);
+  REQUIRE(shrank);
+  CHECK(count(s.w, what::shrink_requested, side::a) == 2);
+  CHECK(s.w.now() - denied_at >= std::chrono::nanoseconds(o.retry_after_denial) - 100us);
+  require_clean(s.w);
+}

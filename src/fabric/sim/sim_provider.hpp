@@ -37,6 +37,7 @@ class sim_provider final : public fabric::provider {
   /// A dead endpoint's unplaced writes never arrive.
   void drop_held_writes() { held_.clear(); }
   std::uint64_t arena_key() const noexcept { return arena_key_; }
+  void set_budget(std::size_t bytes) noexcept { budget_ = bytes; }
   /// The range of addresses the peer may name: the whole arena.
   static constexpr std::uint64_t arena_size = std::uint64_t{1} << 40;
 

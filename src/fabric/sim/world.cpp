@@ -158,6 +158,8 @@ void world::set_pressure(side s, bool on) {
   execute(s, ev);
 }
 
+void world::set_budget(side s, std::size_t bytes) { ep(s).provider.set_budget(bytes); }
+
 void world::kill(side s) {
   endpoint& e = ep(s);
   if (e.report.dead) return;
@@ -403,10 +405,17 @@ void world::on_send_done(side s, const proto::send_completion& c) {
 }
 
 bool world::run_one() {
-  if (events_.empty()) return false;
+  if (events_.empty() || livelocked_) return false;
   event next = events_.top();
   events_.pop();
   now_ = std::max(now_, next.at);
+  if (now_ != instant_) {
+    instant_ = now_;
+    events_at_instant_ = 0;
+  } else if (++events_at_instant_ > max_events_at_one_instant) {
+    livelocked_ = true;
+    return false;
+  }
   next.run();
   return true;
 }
@@ -414,7 +423,7 @@ bool world::run_one() {
 bool world::run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
   const clock_time deadline = now_ + limit;
   while (!done()) {
-    if (events_.empty()) return done();
+    if (events_.empty() || livelocked_) return done();
     if (events_.top().at > deadline) {
       now_ = deadline;
       return done();
@@ -426,7 +435,8 @@ bool world::run_until(const std::function<bool()>& done, std::chrono::nanosecond
 
 void world::run_for(std::chrono::nanoseconds d) {
   const clock_time until = now_ + d;
-  while (!events_.empty() && events_.top().at <= until) run_one();
+  while (!events_.empty() && events_.top().at <= until && run_one()) {
+  }
   now_ = until;
 }
 
@@ -447,6 +457,7 @@ std::size_t world::live_ring_bytes(side s) const {
 }
 
 std::string world::check_invariants() const {
+  if (livelocked_) return "livelock: the clock stopped moving while events kept coming";
   for (side s : {side::a, side::b}) {
     const endpoint& e = ep(s);
     if (e.report.dead || e.report.failure) continue;

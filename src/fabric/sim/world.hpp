@@ -117,8 +117,12 @@ class world {
   void kill(side s);
   /// The receiver on side `s` raises or lowers its pressure bit for the peer.
   void set_pressure(side s, bool on);
+  /// Changes how much memory side `s` may register from now on.
+  void set_budget(side s, std::size_t bytes);
 
   /// Runs events until `done()` holds, nothing is left to do, or `limit` of virtual time passes.
+  /// A run that spends max_events_at_one_instant events without the clock moving is a livelock:
+  /// it stops and check_invariants() reports it.
   bool run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit);
   /// Runs every event due within `d`, then sets the clock to now + d.
   void run_for(std::chrono::nanoseconds d);
@@ -179,6 +183,12 @@ class world {
   std::priority_queue<event, std::vector<event>, std::greater<>> events_;
   std::unique_ptr<endpoint> endpoints_[2];
   std::vector<trace_event> trace_;
+  clock_time instant_{};
+  std::uint64_t events_at_instant_ = 0;
+  bool livelocked_ = false;
+
+ public:
+  static constexpr std::uint64_t max_events_at_one_instant = 1'000'000;
 };
 
 }  // namespace bellows::sim
