@@ -3,6 +3,7 @@
 
 #include "proto/tier_table.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -124,6 +124,7 @@ class world {
   /// A run that spends max_events_at_one_instant events without the clock moving is a livelock:
   /// it stops and check_invariants() reports it.
   bool run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit);
+  static constexpr std::uint64_t max_events_at_one_instant = 1'000'000;
   /// Runs every event due within `d`, then sets the clock to now + d.
   void run_for(std::chrono::nanoseconds d);
   bool idle() const;
@@ -186,9 +187,6 @@ class world {
   clock_time instant_{};
   std::uint64_t events_at_instant_ = 0;
   bool livelocked_ = false;
-
- public:
-  static constexpr std::uint64_t max_events_at_one_instant = 1'000'000;
 };
 
 }  // namespace bellows::sim
