@@ -1,6 +1,12 @@
 #pragma once
-// Umbrella header: everything public in bellows.
+// Everything a bellows application needs.
 
+#include <bellows/acceptor.hpp>
+#include <bellows/channel.hpp>
+#include <bellows/connect.hpp>
 #include <bellows/error.hpp>
+#include <bellows/message_view.hpp>
+#include <bellows/options.hpp>
+#include <bellows/stats.hpp>
 #include <bellows/tier.hpp>
 #include <bellows/version.hpp>

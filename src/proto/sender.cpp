@@ -21,6 +21,52 @@ void sender::submit(std::uint64_t id, gather_list message, clock_time now, sende
   queue_.push_back({id, message, now});
 }
 
+outcome<try_result> sender::try_send(gather_list message, clock_time now, sender_events& out) {
+  if (failed_) return failed_;
+  if (close_requested_) return make_error_code(error::channel_closed);
+  if (outstanding_) return outstanding_->shrink ? try_result::no_room : try_result::enlarging;
+  if (!queue_.empty()) return try_result::no_room;
+  const std::uint64_t length = message.length;
+  if (length > options_.tiers.max_message(0)) last_large_ = now;
+  if (length <= options_.tiers.max_message(ring_.tier)) {
+    const auto slots = geometry().slots_for(length);
+    if (!reserve(slots, out)) return try_result::no_room;
+    frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(length), slots, out);
+    w.source = message;
+    w.source_length = length;
+    return try_result::written;
+  }
+  const auto wanted =
+      static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
+  if (wanted > ring_.tier && now >= denied_until_) {
+    start_retier(wanted, false, length, now, out);
+    return outstanding_ ? try_result::enlarging : try_result::no_room;
+  }
+  // Fragments, all at once: they need their slots plus room for one PAD at the wrap.
+  const std::uint64_t first_chunk = geometry().max_frame_payload() - fragment_prefix_bytes;
+  const std::uint64_t full_frames = length <= first_chunk ? 0 : (length - first_chunk) / geometry().max_frame_payload();
+  const std::uint64_t rest = length <= first_chunk ? 0 : (length - first_chunk) % geometry().max_frame_payload();
+  const std::uint64_t needed = geometry().max_frame_slots() * (1 + full_frames) + (rest ? geometry().slots_for(rest) : 0);
+  if (needed + geometry().max_frame_slots() > geometry().slot_count) return try_result::too_large;
+  if (needed + geometry().max_frame_slots() > free_slots()) {
+    stalled_ = true;
+    return try_result::no_room;
+  }
+  queue_.push_back({0, message, now, 0, true});
+  pump(now, out);
+  return try_result::written;
+}
+
+bool sender::cancel(std::uint64_t id) noexcept {
+  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+    if (it->id != id) continue;
+    if (it->written != 0) return false;
+    queue_.erase(it);
+    return true;
+  }
+  return false;
+}
+
 void sender::close(clock_time, sender_events& out) {
   if (failed_) {
     out.closed = failed_;

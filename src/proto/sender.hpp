@@ -64,6 +64,14 @@ struct sender_events {
   }
 };
 
+/// What sender::try_send did.
+enum class try_result {
+  written,    ///< every frame of the message is in the peer's ring
+  enlarging,  ///< the message needs a larger ring; one is being asked for
+  no_room,    ///< not enough credit now, or earlier messages are still queued
+  too_large,  ///< its fragments would need more of the ring than it can ever offer at once
+};
+
 class sender {
  public:
   sender(direction_options options, remote_ring initial, remote_window granted, clock_time now);
@@ -74,6 +82,12 @@ class sender {
   void close(clock_time now, sender_events& out);
   /// Reads the control block (credit, flags, ack), handles timeouts and writes what it can.
   void step(const std::byte* control_block, clock_time now, sender_events& out);
+  /// Writes a message now or not at all, for callers that must never queue. Call step()
+  /// first so that the latest credit and ack are seen. Fails like submit on a closed or
+  /// failed direction.
+  outcome<try_result> try_send(gather_list message, clock_time now, sender_events& out);
+  /// Removes a queued send that has written nothing yet; false if there is none such.
+  bool cancel(std::uint64_t id) noexcept;
   /// Abandons everything: every queued send and a pending close complete with `ec`.
   void fail(std::error_code ec, sender_events& out);
 

@@ -1,0 +1,76 @@
+#pragma once
+// Accepts channels that peers open to a URI (shm://NAME). Like channel, it is used from the
+// thread running its io_context.
+
+#include <bellows/channel.hpp>
+#include <bellows/detail/channel_access.hpp>
+#include <bellows/options.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+
+#include <memory>
+#include <string_view>
+#include <system_error>
+
+namespace bellows {
+
+namespace detail {
+std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::string_view uri,
+                                       const channel_options& options, std::error_code& ec);
+}
+
+class acceptor {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  /// Starts listening on `uri`; channels opened by peers queue until accepted. Throws
+  /// std::system_error when the name is taken or the URI is malformed. `options` give the
+  /// local timing of accepted channels; their tier table is the connecting side's.
+  acceptor(const executor_type& ex, std::string_view uri, const channel_options& options = {}) {
+    std::error_code ec;
+    state_ = detail::listen(ex, uri, options, ec);
+    if (ec) throw std::system_error(ec, "bellows::acceptor");
+  }
+  acceptor(const executor_type& ex, std::string_view uri, const channel_options& options, std::error_code& ec)
+      : state_(detail::listen(ex, uri, options, ec)) {}
+  acceptor(acceptor&&) noexcept = default;
+  acceptor& operator=(acceptor&& other) noexcept {
+    if (this != &other) {
+      close();
+      state_ = std::move(other.state_);
+    }
+    return *this;
+  }
+  ~acceptor() { close(); }
+
+  executor_type get_executor() const noexcept { return detail::executor_of(*state_); }
+  bool is_open() const noexcept { return state_ != nullptr; }
+
+  /// Completes with the next channel a peer opened. Cancellable (operation_aborted).
+  /// Signature: void(std::error_code, channel).
+  template <class CompletionToken = asio::default_completion_token_t<executor_type>>
+  auto async_accept(CompletionToken&& token = {}) {
+    if (!state_) throw std::system_error(make_error_code(error::channel_closed), "bellows::acceptor");
+    return asio::async_initiate<CompletionToken, void(std::error_code, channel)>(
+        [](auto handler, std::shared_ptr<detail::acceptor_state> s) {
+          const auto id = detail::next_operation_id(*s);
+          detail::on_cancellation(handler, s, id);
+          auto ex = detail::executor_of(*s);
+          detail::start_accept(s, id, detail::channel_completion(std::move(handler), ex));
+        },
+        token, state_);
+  }
+
+  /// Stops listening; pending accepts complete with operation_aborted and channels not yet
+  /// accepted are refused. Accepted channels are not affected.
+  void close() noexcept {
+    if (state_) detail::close(*state_);
+    state_.reset();
+  }
+
+ private:
+  std::shared_ptr<detail::acceptor_state> state_;
+};
+
+}  // namespace bellows

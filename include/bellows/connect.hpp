@@ -1,0 +1,56 @@
+#pragma once
+// Opening a channel to a listening acceptor, and the per-io_context settings and statistics.
+
+#include <bellows/channel.hpp>
+#include <bellows/detail/channel_access.hpp>
+#include <bellows/options.hpp>
+#include <bellows/stats.hpp>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/io_context.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace bellows {
+
+namespace detail {
+void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options,
+                   channel_completion done, asio::cancellation_slot slot);
+}  // namespace detail
+
+/// Opens a channel to the acceptor listening on `uri` (shm://NAME). Channels to the same peer
+/// process share one link (one socket, one arena per side), so descriptors grow with peers,
+/// not channels. Errors: error::invalid_argument for a malformed URI or options,
+/// std::errc::connection_refused when nothing listens, error::budget_exhausted. Cancellable:
+/// the channel, if the peer accepts it afterwards, is torn down.
+/// Signature: void(std::error_code, channel).
+template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
+auto async_connect(const asio::any_io_executor& ex, std::string_view uri, const channel_options& options,
+                   CompletionToken&& token = {}) {
+  return asio::async_initiate<CompletionToken, void(std::error_code, channel)>(
+      [](auto handler, asio::any_io_executor io_ex, std::string target, channel_options opts) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        detail::start_connect(io_ex, std::move(target), std::move(opts),
+                              detail::channel_completion(std::move(handler), io_ex), slot);
+      },
+      token, ex, std::string(uri), options);
+}
+
+template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
+auto async_connect(const asio::any_io_executor& ex, std::string_view uri, CompletionToken&& token = {}) {
+  return async_connect(ex, uri, channel_options{}, std::forward<CompletionToken>(token));
+}
+
+/// Sets the context-wide options of `io`; call before its first channel or acceptor.
+void configure(asio::io_context& io, const context_options& options);
+context_stats stats(asio::io_context& io);
+
+/// Runs `io` without ever sleeping: the reactor polls continuously, trading a core for the
+/// lowest latency. Returns when `io` is stopped or runs out of work.
+void run_polling(asio::io_context& io);
+
+}  // namespace bellows

@@ -1,0 +1,65 @@
+#pragma once
+// A received message handed over without a copy: while the view lives, its bytes stay in the
+// channel's receive ring and the slots they occupy are not returned to the sender. Destroying
+// the view (or reset()) gives them back. A message that arrived in fragments (because it was
+// larger than what the ring could carry in one frame) is assembled into memory the view owns.
+
+#include <bellows/detail/channel_access.hpp>
+
+#include <asio/buffer.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace bellows {
+
+class message_view {
+ public:
+  message_view() noexcept = default;
+  message_view(message_view&& other) noexcept { *this = std::move(other); }
+  message_view& operator=(message_view&& other) noexcept {
+    if (this != &other) {
+      reset();
+      owner_ = std::move(other.owner_);
+      frame_ = other.frame_;
+      bytes_ = std::exchange(other.bytes_, {});
+      owned_ = std::move(other.owned_);
+    }
+    return *this;
+  }
+  message_view(const message_view&) = delete;
+  message_view& operator=(const message_view&) = delete;
+  ~message_view() { reset(); }
+
+  std::span<const std::byte> bytes() const noexcept { return owned_.empty() ? bytes_ : std::span(owned_); }
+  const std::byte* data() const noexcept { return bytes().data(); }
+  std::size_t size() const noexcept { return bytes().size(); }
+  bool empty() const noexcept { return size() == 0; }
+  asio::const_buffer buffer() const noexcept { return asio::buffer(data(), size()); }
+  /// True when the bytes lie in the receive ring rather than in memory the view owns.
+  bool zero_copy() const noexcept { return owner_ != nullptr; }
+
+  /// Returns the ring slots now; the view becomes empty.
+  void reset() noexcept {
+    if (owner_) detail::release_frame(*owner_, frame_);
+    owner_.reset();
+    bytes_ = {};
+    owned_.clear();
+  }
+
+  /// For the library: a view of ring bytes, or of assembled bytes.
+  message_view(std::shared_ptr<detail::channel_state> owner, detail::frame_ref frame, std::span<const std::byte> bytes)
+      : owner_(std::move(owner)), frame_(frame), bytes_(bytes) {}
+  explicit message_view(std::vector<std::byte> assembled) : owned_(std::move(assembled)) {}
+
+ private:
+  std::shared_ptr<detail::channel_state> owner_;
+  detail::frame_ref frame_;
+  std::span<const std::byte> bytes_;
+  std::vector<std::byte> owned_;
+};
+
+}  // namespace bellows

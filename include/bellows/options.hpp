@@ -1,0 +1,41 @@
+#pragma once
+// Options of a channel and of the bellows context of an io_context.
+
+#include <bellows/tier.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace bellows {
+
+struct channel_options {
+  /// Ring sizes, ascending; every channel starts on the first. The connecting side's table
+  /// governs both directions of the channel.
+  std::vector<tier> tiers = default_tiers();
+  /// How long a send waits for the acknowledgement of an enlargement before it fails with
+  /// error::enlarge_timeout (zero bytes sent; a late acknowledgement is still honoured).
+  std::chrono::nanoseconds ack_timeout = std::chrono::seconds(1);
+  /// Shrink back to the first tier after this long without a message that needed more.
+  std::chrono::nanoseconds idle_shrink_after = std::chrono::seconds(5);
+  /// After a denied enlargement, large messages are fragmented without asking again this long.
+  std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);
+  /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
+  std::uint64_t max_message_size = std::uint64_t{1} << 32;
+};
+
+/// Settings shared by every channel of one io_context; set them before the first channel.
+struct context_options {
+  /// Bytes of registered memory (rings and control blocks) all channels together may hold;
+  /// enlargements past it are denied and the message is fragmented instead.
+  std::size_t registered_memory_budget = SIZE_MAX;
+  /// Accept shm peers running as another user (by default only the same uid).
+  bool allow_other_users = false;
+  /// How long the reactor keeps polling after the last activity before it sleeps on its eventfd.
+  std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(50);
+  /// Virtual size of each shm arena (sparse: only what is registered is backed by memory).
+  std::size_t shm_arena_bytes = std::size_t{16} << 30;
+};
+
+}  // namespace bellows

@@ -1,0 +1,142 @@
+#pragma once
+// A shm link: everything two processes share, set up once per pair of reactors and carrying any
+// number of channels. Each side owns an arena the other maps; the peer writes frames, credits
+// and acks into ours and rings our doorbell ring. A SOCK_SEQPACKET socket on an abstract name
+// carries the arena and eventfd descriptors (SCM_RIGHTS), channel open/accept/detach, and, by
+// closing, the news that the peer died.
+
+#include "fabric/endpoint.hpp"
+#include "fabric/provider.hpp"
+#include "fabric/shm/arena.hpp"
+#include "fabric/shm/link_protocol.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bellows::shm {
+
+struct link_options {
+  std::size_t arena_bytes = std::size_t{16} << 30;
+  bool allow_other_users = false;
+  /// The reactor's eventfd, sent to the peer so that its doorbells can wake us.
+  int wake_fd = -1;
+};
+
+/// The abstract socket name for shm://NAME.
+std::string socket_name(const std::string& name);
+
+class link final : public fabric::provider, public std::enable_shared_from_this<link> {
+ public:
+  using open_handler = std::function<void(proto::outcome<fabric::channel_setup>)>;
+  /// Server side: a peer opens a channel. Return true after attaching an endpoint to
+  /// `setup.local_id`, or false to refuse it.
+  using accept_hook = std::function<bool(link&, const fabric::channel_setup& setup)>;
+  using failure_hook = std::function<void(link&, std::error_code)>;
+
+  /// Client side: connects to shm://`name`; the handshake finishes in the background and
+  /// channels opened meanwhile wait for it.
+  static proto::outcome<std::shared_ptr<link>> connect(asio::io_context& io, const std::string& name,
+                                                       const link_options& options, memory_budget& budget);
+  /// Server side: a socket just accepted on a listening name.
+  static proto::outcome<std::shared_ptr<link>> accept(asio::io_context& io, int fd, const link_options& options,
+                                                      memory_budget& budget);
+  ~link() override;
+
+  void set_hooks(accept_hook on_accept, failure_hook on_failure);
+  /// Starts (or stops) reading the socket; a stopped link holds no outstanding work, so an
+  /// io_context with nothing pending can return from run().
+  void arm();
+  void disarm();
+  /// The io_context is being destroyed: drop the socket without touching its services again.
+  void shutdown();
+
+  /// Opens a channel whose first rings use `tiers[0]`; `done` gets the agreed set-up.
+  /// Returns the local id to cancel it with, or 0 when `done` was already told why not.
+  std::uint32_t open_channel(const std::vector<tier>& tiers, std::uint64_t max_message_size, open_handler done);
+  /// Abandons an open still waiting for the peer; its answer will be undone when it comes.
+  void cancel_open(std::uint32_t local_id);
+  void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint);
+  /// Tells the peer we will not write into its channel `peer_id` again.
+  void send_detach(std::uint32_t peer_id);
+  /// The local channel is gone: its regions are freed once the peer has detached too, since
+  /// until then the peer may still write into them.
+  void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions);
+
+  /// Pops doorbells and reports them to endpoints; returns how many it found.
+  std::size_t drain_doorbells();
+  bool prepare_to_sleep();
+  void woke_up();
+  bool ready() const noexcept { return state_ == state::ready; }
+  bool failed() const noexcept { return state_ == state::failed; }
+  /// No channel, open or graveyard entry left: the link can be dropped.
+  bool unused() const noexcept;
+  const std::string& name() const noexcept { return name_; }
+
+  proto::outcome<fabric::region> register_region(std::size_t length) override;
+  void release_region(std::uint64_t handle) override;
+  std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  void ring_doorbell(std::uint32_t peer_channel) override;
+  std::size_t registered_bytes() const override { return arena_.registered_bytes(); }
+
+ private:
+  enum class state { handshaking, ready, failed };
+  struct channel_slot {
+    fabric::channel_endpoint* endpoint = nullptr;
+    std::optional<open_handler> opening;
+    fabric::region control;
+    fabric::region ring;
+    bool in_use = false;
+    bool peer_detached = false;
+    bool retired = false;
+    std::vector<std::uint64_t> graveyard;
+  };
+  struct outgoing {
+    link_message message;
+    std::vector<int> fds;
+  };
+
+  link(asio::io_context& io, int fd, arena local, const link_options& options);
+
+  void start_handshake();
+  void send(link_message m, std::vector<int> fds = {});
+  void flush_outgoing();
+  void read_messages();
+  void handle(const link_message& m, std::vector<int>& fds);
+  void on_hello(const link_message& m, std::vector<int>& fds);
+  void on_open(const link_message& m);
+  void on_accepted(const link_message& m);
+  void on_refused(const link_message& m);
+  void on_detach(const link_message& m);
+  void fail(std::error_code ec);
+  std::uint32_t allocate_id();
+  void free_slot(std::uint32_t id);
+  fabric::channel_setup setup_for(std::uint32_t id, std::uint32_t peer_id, const link_message& m) const;
+  channel_slot* slot(std::uint32_t id);
+
+  std::optional<asio::posix::stream_descriptor> socket_;  // reset when the io_context shuts down
+  arena arena_;
+  mapping peer_;
+  std::uint64_t peer_key_ = 0;
+  std::uint64_t local_key_ = 0;
+  int peer_wake_fd_ = -1;
+  link_options options_;
+  std::string name_;
+  state state_ = state::handshaking;
+  bool reading_ = false;
+  bool writing_ = false;
+  std::deque<outgoing> outgoing_;
+  std::deque<link_message> waiting_for_handshake_;
+  std::vector<channel_slot> slots_;  // index = id - 1
+  std::vector<std::uint32_t> free_ids_;
+  accept_hook on_accept_;
+  failure_hook on_failure_;
+};
+
+}  // namespace bellows::shm

@@ -1,0 +1,38 @@
+#pragma once
+// Messages on a shm link's control socket (SOCK_SEQPACKET, so each arrives whole or not at all).
+// The socket carries set-up and teardown only; data goes through the arenas.
+
+#include <bellows/tier.hpp>
+
+#include "proto/tier_table.hpp"
+
+#include <cstdint>
+
+namespace bellows::shm {
+
+inline constexpr std::uint32_t link_magic = 0x62656c73;  // "bels"
+inline constexpr std::uint32_t link_version = 1;
+
+enum class message_kind : std::uint32_t {
+  hello = 1,     ///< arena size and key; carries the arena memfd and the wake-up eventfd
+  open = 2,      ///< first = opener's channel id; control, ring; tiers, value = max message size
+  accepted = 3,  ///< first = opener's id, second = acceptor's id; control, ring
+  refused = 4,   ///< first = opener's id; value = error code
+  detach = 5,    ///< first = the receiver's channel id: the sender will not write into it again
+};
+
+struct link_message {
+  std::uint32_t magic = link_magic;
+  message_kind kind = message_kind::hello;
+  std::uint32_t first = 0;
+  std::uint32_t second = 0;
+  std::uint64_t control = 0;
+  std::uint64_t ring = 0;
+  std::uint64_t value = 0;
+  std::uint64_t key = 0;
+  std::uint32_t version = link_version;
+  std::uint32_t tier_count = 0;
+  tier tiers[proto::max_tiers] = {};
+};
+
+}  // namespace bellows::shm

@@ -1,0 +1,51 @@
+#pragma once
+// The state behind bellows::acceptor: the listening socket, channels peers opened that nobody
+// accepted yet, and pending async_accept operations.
+
+#include "fabric/endpoint.hpp"
+#include "fabric/shm/link.hpp"
+
+#include <bellows/channel.hpp>
+#include <bellows/detail/channel_access.hpp>
+#include <bellows/options.hpp>
+
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace bellows::detail {
+
+class reactor;
+
+class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
+ public:
+  acceptor_state(reactor& r, int listener, channel_options options);
+  ~acceptor_state();
+
+  asio::any_io_executor executor() const;
+  std::uint64_t next_id() noexcept { return ++last_op_id_; }
+  void start_accept(std::uint64_t id, channel_completion done);
+  void cancel(std::uint64_t id);
+  void close();
+  /// A peer opened a channel over one of the links this acceptor accepted.
+  bool on_channel_opened(shm::link& link, const fabric::channel_setup& setup);
+  void shutdown();
+
+ private:
+  void accept_links();
+
+  reactor& reactor_;
+  std::optional<asio::posix::stream_descriptor> listener_;
+  channel_options options_;
+  std::deque<channel> backlog_;
+  std::deque<std::pair<std::uint64_t, channel_completion>> waiting_;
+  std::uint64_t last_op_id_ = 0;
+  bool listening_ = false;
+  bool closed_ = false;
+  bool reactor_gone_ = false;
+};
+
+}  // namespace bellows::detail

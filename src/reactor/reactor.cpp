@@ -1,0 +1,239 @@
+#include "reactor/reactor.hpp"
+
+#include "reactor/acceptor_state.hpp"
+#include "reactor/channel_state.hpp"
+
+#include <bellows/connect.hpp>
+#include <bellows/error.hpp>
+
+#include <asio/post.hpp>
+
+#include <algorithm>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace bellows::detail {
+
+reactor::reactor(asio::io_context& io) : asio::execution_context::service(io), io_(io), wake_(io) {
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "bellows reactor eventfd");
+  wake_.assign(wake_fd_);
+  last_work_ = std::chrono::steady_clock::now();
+}
+
+reactor::~reactor() = default;
+
+reactor& reactor::of(const asio::any_io_executor& ex) {
+  const auto* target = ex.target<asio::io_context::executor_type>();
+  if (target == nullptr)
+    throw std::system_error(make_error_code(error::invalid_argument), "bellows needs an io_context executor");
+  return asio::use_service<reactor>(target->context());
+}
+
+void reactor::configure(const context_options& options) {
+  options_ = options;
+  budget_.limit = options.registered_memory_budget;
+}
+
+void reactor::shutdown() {
+  shut_down_ = true;
+  for (auto* ch : channels_) ch->shutdown();
+  for (auto* a : acceptors_) a->shutdown();
+  for (auto& l : links_) l->shutdown();
+  for (auto& [name, weak] : client_links_)
+    if (auto l = weak.lock()) l->shutdown();
+  links_.clear();
+  client_links_.clear();
+  asio::error_code ignored;
+  wake_.close(ignored);
+}
+
+proto::outcome<std::shared_ptr<shm::link>> reactor::client_link(const std::string& name) {
+  if (auto it = client_links_.find(name); it != client_links_.end()) {
+    if (auto l = it->second.lock(); l && !l->failed()) return l;
+  }
+  auto l = shm::link::connect(io_, name, {options_.shm_arena_bytes, options_.allow_other_users, wake_fd_}, budget_);
+  if (!l) return l.failure();
+  (*l)->set_hooks(nullptr, nullptr);
+  links_.push_back(*l);
+  client_links_[name] = *l;
+  if (!idle_) (*l)->arm();
+  return l;
+}
+
+void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner) {
+  auto l = shm::link::accept(io_, fd, {options_.shm_arena_bytes, options_.allow_other_users, wake_fd_}, budget_);
+  if (!l) return;  // refused peer (another user) or no memory: its connect fails on EOF
+  (*l)->set_hooks(
+      [owner](shm::link& link, const fabric::channel_setup& setup) {
+        auto a = owner.lock();
+        return a && a->on_channel_opened(link, setup);
+      },
+      nullptr);
+  links_.push_back(*l);
+  if (!idle_) (*l)->arm();
+}
+
+void reactor::remove_channel(channel_state* ch) {
+  channels_.erase(ch);
+  auto forget = [ch](std::vector<channel_state*>& list) { std::replace(list.begin(), list.end(), ch, static_cast<channel_state*>(nullptr)); };
+  if (ch->in_active) forget(active_);
+  forget(polling_now_);
+  if (ch->watched) forget(watched_);
+}
+
+void reactor::activate(channel_state* ch) {
+  if (!ch->in_active) {
+    ch->in_active = true;
+    active_.push_back(ch);
+  }
+  schedule_pass();
+}
+
+void reactor::watch(channel_state* ch, bool on) {
+  if (on == ch->watched) return;
+  ch->watched = on;
+  if (on) {
+    watched_.push_back(ch);
+  } else {
+    std::replace(watched_.begin(), watched_.end(), ch, static_cast<channel_state*>(nullptr));
+  }
+}
+
+void reactor::op_started() {
+  ++ops_;
+  if (idle_) wake_from_idle();
+}
+
+void reactor::op_finished() {
+  // The pass that finds nothing pending lets go of the io_context (see go_idle).
+  if (ops_ > 0 && --ops_ == 0) schedule_pass();
+}
+
+void reactor::wake_from_idle() {
+  idle_ = false;
+  for (auto& l : links_) l->arm();
+  last_work_ = std::chrono::steady_clock::now();
+  // Doorbells rung while nothing was pending wait in the rings; the first pass takes them.
+  schedule_pass();
+}
+
+void reactor::go_idle() {
+  // Nothing is pending anywhere: hold no outstanding work so io_context::run() can return.
+  idle_ = true;
+  for (auto& l : links_) l->disarm();
+  for (auto* ch : channels_) ch->disarm_timer();
+  if (wake_armed_) {
+    asio::error_code ignored;
+    wake_.cancel(ignored);
+  }
+}
+
+void reactor::schedule_pass() {
+  if (pass_posted_ || shut_down_) return;
+  pass_posted_ = true;
+  asio::post(io_, [this] { pass(); });
+}
+
+void reactor::pass() {
+  pass_posted_ = false;
+  if (shut_down_) return;
+  std::size_t work = 0;
+  for (std::size_t i = 0; i < links_.size(); ++i) {
+    links_[i]->woke_up();
+    work += links_[i]->drain_doorbells();
+  }
+  polling_now_.swap(active_);
+  for (std::size_t i = 0; i < polling_now_.size(); ++i) {
+    if (channel_state* ch = polling_now_[i]) {
+      ch->in_active = false;
+      ch->poll();
+      ++work;
+    }
+  }
+  polling_now_.clear();
+  for (std::size_t i = 0; i < watched_.size(); ++i)
+    if (channel_state* ch = watched_[i]) ch->poll();
+  std::erase(watched_, nullptr);
+  drop_dead_links();
+
+  const auto now = std::chrono::steady_clock::now();
+  if (work != 0) last_work_ = now;
+  if (ops_ == 0 && active_.empty()) return go_idle();
+  if (polling_ || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
+  sleep();
+}
+
+void reactor::sleep() {
+  for (auto& l : links_) {
+    if (!l->prepare_to_sleep()) {
+      // A doorbell raced in while we were announcing sleep.
+      for (auto& other : links_) other->woke_up();
+      return schedule_pass();
+    }
+  }
+  if (wake_armed_) return;
+  wake_armed_ = true;
+  wake_.async_wait(asio::posix::descriptor_base::wait_read, [this](std::error_code ec) {
+    if (ec == asio::error::operation_aborted && shut_down_) return;
+    wake_armed_ = false;
+    std::uint64_t count;
+    [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
+    if (!ec && !idle_) {
+      last_work_ = std::chrono::steady_clock::now();
+      schedule_pass();
+    }
+  });
+}
+
+void reactor::drop_dead_links() {
+  std::erase_if(links_, [this](const std::shared_ptr<shm::link>& l) {
+    if (l->failed()) return true;
+    // A client link nobody uses any more goes; its peer sees the socket close.
+    if (!l->name().empty() && l->unused() && l.use_count() == 2) {
+      client_links_.erase(l->name());
+      return true;
+    }
+    return false;
+  });
+}
+
+context_stats reactor::stats() const {
+  context_stats s;
+  s.channels = channels_.size();
+  s.links = links_.size();
+  s.registered_bytes = budget_.used;
+  s.registered_memory_budget = budget_.limit;
+  for (const auto* ch : channels_) {
+    const auto c = ch->stats();
+    if (s.registered_bytes_by_tier.size() < c.registered_bytes_by_tier.size())
+      s.registered_bytes_by_tier.resize(c.registered_bytes_by_tier.size());
+    for (std::size_t t = 0; t < c.registered_bytes_by_tier.size(); ++t)
+      s.registered_bytes_by_tier[t] += c.registered_bytes_by_tier[t];
+    s.enlargements += c.enlargements;
+    s.shrinks += c.shrinks;
+    s.denials += c.denials;
+    s.messages_sent += c.messages_sent;
+    s.bytes_sent += c.bytes_sent;
+    s.messages_received += c.messages_received;
+    s.bytes_received += c.bytes_received;
+  }
+  return s;
+}
+
+}  // namespace bellows::detail
+
+namespace bellows {
+
+void configure(asio::io_context& io, const context_options& options) { detail::reactor::of(io).configure(options); }
+
+context_stats stats(asio::io_context& io) { return detail::reactor::of(io).stats(); }
+
+void run_polling(asio::io_context& io) {
+  auto& r = detail::reactor::of(io);
+  r.set_polling(true);
+  while (!io.stopped()) io.poll();
+  r.set_polling(false);
+}
+
+}  // namespace bellows

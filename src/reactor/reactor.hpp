@@ -1,0 +1,99 @@
+#pragma once
+// The completion reactor: one per io_context, an Asio service. It polls what can change
+// without a syscall (doorbell rings, the control blocks of channels waiting for an ack or for
+// credit, the rings of channels that were rung) and resumes the operations waiting on them.
+// It spins while there is activity, then sleeps on an eventfd that peers write only when they
+// see it asleep, so an idle process burns no CPU. With no operation pending anywhere it holds
+// no outstanding work, so io_context::run() can return, exactly as with Asio sockets.
+
+#include "fabric/shm/arena.hpp"
+#include "fabric/shm/link.hpp"
+
+#include <bellows/options.hpp>
+#include <bellows/stats.hpp>
+
+#include <asio/execution_context.hpp>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace bellows::detail {
+
+class channel_state;
+class acceptor_state;
+
+class reactor final : public asio::execution_context::service {
+ public:
+  static inline asio::execution_context::id id;
+
+  explicit reactor(asio::io_context& io);
+  ~reactor() override;
+
+  /// The reactor of the io_context behind `ex`; throws invalid_argument for another kind of context.
+  static reactor& of(const asio::any_io_executor& ex);
+  static reactor& of(asio::io_context& io) { return asio::use_service<reactor>(io); }
+
+  asio::io_context& io() noexcept { return io_; }
+  asio::any_io_executor executor() { return io_.get_executor(); }
+  void configure(const context_options& options);
+  const context_options& options() const noexcept { return options_; }
+  shm::memory_budget& budget() noexcept { return budget_; }
+
+  /// A link to shm://name, reusing the one already open to that peer.
+  proto::outcome<std::shared_ptr<shm::link>> client_link(const std::string& name);
+  /// Takes an accepted socket; `owner` is told about channels opened over it.
+  void adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner);
+
+  void add_acceptor(acceptor_state* a) { acceptors_.insert(a); }
+  void remove_acceptor(acceptor_state* a) { acceptors_.erase(a); }
+  void add_channel(channel_state* ch) { channels_.insert(ch); }
+  void remove_channel(channel_state* ch);
+  /// Polls the channel on the next pass.
+  void activate(channel_state* ch);
+  /// Polls the channel on every pass while it waits for an ack or for credit.
+  void watch(channel_state* ch, bool on);
+
+  void op_started();
+  void op_finished();
+
+  context_stats stats() const;
+  /// Never sleep; for run_polling.
+  void set_polling(bool on) { polling_ = on; }
+
+ private:
+  void shutdown() override;
+  void schedule_pass();
+  void pass();
+  void sleep();
+  void wake_from_idle();
+  void go_idle();
+  void drop_dead_links();
+
+  asio::io_context& io_;
+  context_options options_;
+  shm::memory_budget budget_;
+  int wake_fd_ = -1;
+  asio::posix::stream_descriptor wake_;
+  bool wake_armed_ = false;
+  bool idle_ = true;
+  bool pass_posted_ = false;
+  bool polling_ = false;
+  bool shut_down_ = false;
+  std::size_t ops_ = 0;
+  std::chrono::steady_clock::time_point last_work_;
+  std::vector<std::shared_ptr<shm::link>> links_;
+  std::map<std::string, std::weak_ptr<shm::link>> client_links_;
+  std::unordered_set<channel_state*> channels_;
+  std::unordered_set<acceptor_state*> acceptors_;
+  std::vector<channel_state*> active_;
+  std::vector<channel_state*> polling_now_;
+  std::vector<channel_state*> watched_;
+};
+
+}  // namespace bellows::detail
