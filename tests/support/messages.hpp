@@ -20,3 +20,12 @@ inline std::vector<std::byte> random_bytes(std::mt19937_64& rng, std::size_t siz
 }
 
 }  // namespace bellows::test
+
+namespace bellows::test {
+
+inline std::vector<std::byte> random_bytes(std::size_t size, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  return random_bytes(rng, size);
+}
+
+}  // namespace bellows::test

@@ -1,0 +1,282 @@
+// Channels between two real processes over shared memory: delivery, scale, completion tokens,
+// cancellation and graceful close.
+
+#include "support/echo_peer.hpp"
+#include "support/messages.hpp"
+#include "support/processes.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/deferred.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <random>
+
+using namespace std::chrono_literals;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+using namespace asio::experimental::awaitable_operators;
+namespace bt = bellows::test;
+
+namespace {
+
+std::size_t random_size(std::mt19937_64& rng) {
+  const auto pick = std::uniform_int_distribution<int>(0, 99)(rng);
+  const std::size_t limit = pick < 70 ? 256 : pick < 90 ? 64 * 1024 : 4 * 1024 * 1024;
+  return std::uniform_int_distribution<std::size_t>(0, limit)(rng);
+}
+
+struct tally {
+  int intact = 0;
+  int wrong = 0;
+  int errors = 0;
+};
+
+asio::awaitable<void> send_all(bellows::channel& ch, const std::vector<std::vector<std::byte>>& messages, tally& t) {
+  for (const auto& m : messages) {
+    auto [ec, n] = co_await ch.async_send(asio::buffer(m), as_tuple(use_awaitable));
+    if (ec || n != m.size()) ++t.errors;
+  }
+}
+
+asio::awaitable<void> receive_all(bellows::channel& ch, const std::vector<std::vector<std::byte>>& messages, tally& t) {
+  std::vector<std::byte> reply(4 * 1024 * 1024 + 1);
+  for (const auto& m : messages) {
+    auto [ec, n] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+    if (ec) {
+      ++t.errors;
+      co_return;
+    }
+    const bool same = n == m.size() && std::equal(m.begin(), m.end(), reply.begin());
+    ++(same ? t.intact : t.wrong);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order, intact", "[shm]") {
+  const auto name = bt::unique_name("random");
+  constexpr int channels = 50;
+  constexpr int per_channel = 10;
+  bt::child_process server([&] { return bt::run_echo_server(name, channels); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  tally t;
+  int closed = 0;
+  for (int c = 0; c < channels; ++c) {
+    asio::co_spawn(
+        io,
+        [&, c]() -> asio::awaitable<void> {
+          std::mt19937_64 rng(1000 + c);
+          std::vector<std::vector<std::byte>> messages;
+          for (int i = 0; i < per_channel; ++i) messages.push_back(bt::random_bytes(random_size(rng), rng()));
+          auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+          co_await (send_all(ch, messages, t) && receive_all(ch, messages, t));
+          co_await ch.async_close(use_awaitable);
+          std::vector<std::byte> tail(16);
+          auto [ec, n] = co_await ch.async_receive(asio::buffer(tail), as_tuple(use_awaitable));
+          if (ec == bellows::error::end_of_stream) ++closed;
+        },
+        asio::detached);
+  }
+  io.run_for(120s);
+  CHECK(t.intact == channels * per_channel);
+  CHECK(t.wrong == 0);
+  CHECK(t.errors == 0);
+  CHECK(closed == channels);
+  CHECK(server.wait() == 0);
+}
+
+TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[shm]") {
+  const auto name = bt::unique_name("thousand");
+  constexpr int channels = 1000;
+  bt::child_process server([&] { return bt::run_echo_server(name, channels); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  std::vector<bellows::channel> open;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int c = 0; c < channels; ++c)
+          open.push_back(co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable));
+      },
+      asio::detached);
+  io.run_for(60s);
+  REQUIRE(open.size() == channels);
+  CHECK(bellows::stats(io).links == 1);  // one link, whatever the number of channels
+
+  io.restart();
+  const auto message = bt::random_bytes(100'000, 5);
+  tally t;
+  std::uint64_t enlargements = 0;
+  for (auto& ch : open) {
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          std::vector<std::byte> reply(message.size());
+          co_await ch.async_send(asio::buffer(message), use_awaitable);
+          const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+          ++(n == message.size() && reply == message ? t.intact : t.wrong);
+          enlargements += ch.stats().enlargements;
+          co_await ch.async_close(use_awaitable);
+        },
+        asio::detached);
+  }
+  io.run_for(120s);
+  CHECK(t.intact == channels);
+  CHECK(t.wrong == 0);
+  CHECK(enlargements == channels);
+  open.clear();
+  CHECK(server.wait() == 0);
+}
+
+TEST_CASE("Every completion token kind works, a receive is cancelled by ||, close loses nothing", "[shm]") {
+  const auto name = bt::unique_name("tokens");
+  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  REQUIRE(server.wait_ready());
+  asio::io_context io;
+
+  // use_future, driven by running the io_context on this thread.
+  auto connecting = bellows::async_connect(io.get_executor(), "shm://" + name, asio::use_future);
+  io.run_for(10s);
+  bellows::channel ch = connecting.get();
+  REQUIRE(ch.is_open());
+
+  // A plain callback.
+  const auto hello = bt::random_bytes(300, 1);
+  std::error_code sent_ec = make_error_code(bellows::error::channel_closed);
+  std::size_t sent = 0;
+  ch.async_send(asio::buffer(hello), [&](std::error_code ec, std::size_t n) {
+    sent_ec = ec;
+    sent = n;
+  });
+  CHECK(sent == 0);  // never completed inside the initiating function
+  io.restart();
+  io.run_for(5s);
+  CHECK(!sent_ec);
+  CHECK(sent == hello.size());
+
+  // deferred, launched later with a callback; then use_future for the reply.
+  std::vector<std::byte> reply(1000);
+  auto deferred_receive = ch.async_receive(asio::buffer(reply), asio::experimental::deferred);
+  std::size_t received = 0;
+  std::move(deferred_receive)([&](std::error_code ec, std::size_t n) { received = ec ? 0 : n; });
+  io.restart();
+  io.run_for(5s);
+  CHECK(received == hello.size());
+  CHECK(std::equal(hello.begin(), hello.end(), reply.begin()));
+
+  bool cancelled = false, closed_cleanly = false;
+  int echoed_after_close = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        // Nothing is coming, so the timer wins and the receive is cancelled.
+        asio::steady_timer timer(io, 50ms);
+        auto winner = co_await (ch.async_receive(asio::buffer(reply), use_awaitable) || timer.async_wait(use_awaitable));
+        cancelled = winner.index() == 1;
+        // Nothing was lost by the cancellation: the next exchange works.
+        co_await ch.async_send(asio::buffer(hello), use_awaitable);
+        auto [ec, n] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        CHECK(!ec);
+        CHECK(n == hello.size());
+        // Close right behind 200 sends: every one of them is still delivered and echoed. The
+        // echoes are read meanwhile, or the echo server would block on a full ring.
+        auto send_then_close = [&]() -> asio::awaitable<void> {
+          for (int i = 0; i < 200; ++i) co_await ch.async_send(asio::buffer(hello), use_awaitable);
+          co_await ch.async_close(use_awaitable);
+          closed_cleanly = true;
+        };
+        auto read_until_end = [&]() -> asio::awaitable<void> {
+          std::vector<std::byte> echo(1000);
+          for (;;) {
+            auto [rec, rn] = co_await ch.async_receive(asio::buffer(echo), as_tuple(use_awaitable));
+            if (rec) {
+              CHECK(rec == bellows::error::end_of_stream);
+              break;
+            }
+            if (rn == hello.size() && std::equal(hello.begin(), hello.end(), echo.begin())) ++echoed_after_close;
+          }
+        };
+        co_await (send_then_close() && read_until_end());
+      },
+      asio::detached);
+  io.restart();
+  io.run_for(20s);
+  CHECK(cancelled);
+  CHECK(closed_cleanly);
+  CHECK(echoed_after_close == 200);
+  CHECK(server.wait() == 0);
+}
+
+TEST_CASE("A receive buffer too small gets message_size and only that message is lost", "[shm]") {
+  const auto name = bt::unique_name("small");
+  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  REQUIRE(server.wait_ready());
+  asio::io_context io;
+  std::vector<std::error_code> results;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        const auto big = bt::random_bytes(200'000, 2);
+        const auto small = bt::random_bytes(100, 3);
+        co_await ch.async_send(asio::buffer(small), use_awaitable);
+        co_await ch.async_send(asio::buffer(big), use_awaitable);
+        co_await ch.async_send(asio::buffer(small), use_awaitable);
+        std::vector<std::byte> buffer(1000);
+        for (int i = 0; i < 3; ++i) {
+          auto [ec, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+          results.push_back(ec);
+          if (!ec) CHECK(std::equal(small.begin(), small.end(), buffer.begin()));
+        }
+        co_await ch.async_close(use_awaitable);
+      },
+      asio::detached);
+  io.run_for(20s);
+  REQUIRE(results.size() == 3);
+  CHECK(!results[0]);
+  CHECK(results[1] == bellows::error::message_size);
+  CHECK(!results[2]);
+  CHECK(server.wait() == 0);
+}
+
+TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives in fragments", "[shm]") {
+  const auto name = bt::unique_name("budget");
+  bellows::context_options tight;
+  tight.registered_memory_budget = 8 * 1024;  // the first tier fits, nothing larger does
+  bt::child_process server([&] { return bt::run_echo_server(name, 1, tight); });
+  REQUIRE(server.wait_ready());
+  asio::io_context io;
+  bool intact = false;
+  bellows::channel_stats stats;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        const auto message = bt::random_bytes(1 << 20, 9);
+        std::vector<std::byte> reply(message.size());
+        co_await ch.async_send(asio::buffer(message), use_awaitable);
+        const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+        intact = n == message.size() && reply == message;
+        stats = ch.stats();
+        co_await ch.async_close(use_awaitable);
+      },
+      asio::detached);
+  io.run_for(30s);
+  CHECK(intact);
+  CHECK(stats.denials >= 1);
+  CHECK(stats.send_tier == 0);
+  CHECK(server.wait() == 0);
+}

@@ -1,0 +1,102 @@
+#pragma once
+// Peers in a child process, for tests that need two real processes. fork() without exec is
+// enough: the test binary is single-threaded when it forks and the child builds its own
+// io_context. Every child has a deadline; a child that outlives it is killed.
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <functional>
+#include <poll.h>
+#include <string>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+namespace bellows::test {
+
+/// A name no other test (or concurrent ctest job) uses.
+inline std::string unique_name(const char* what) {
+  static int counter = 0;
+  return std::string("test-") + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
+}
+
+class child_process {
+ public:
+  /// Runs `body` in a child; its return value becomes the exit status.
+  explicit child_process(std::function<int()> body) {
+    if (::pipe(ready_pipe_) != 0) std::abort();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(ready_pipe_[0]);
+      ready_write_end() = ready_pipe_[1];
+      int status = 99;
+      try {
+        status = body();
+      } catch (...) {
+        status = 98;
+      }
+      ::_exit(status);
+    }
+    ::close(ready_pipe_[1]);
+  }
+
+  /// Called in the child once it is listening (or otherwise ready for the parent).
+  static void signal_ready() {
+    const char one = 1;
+    [[maybe_unused]] auto n = ::write(ready_write_end(), &one, 1);
+  }
+
+  /// Blocks until the child called signal_ready(); false if it died or `limit` passed first.
+  bool wait_ready(std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    pollfd p{ready_pipe_[0], POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) != 1) return false;
+    char c = 0;
+    return ::read(ready_pipe_[0], &c, 1) == 1;
+  }
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  ~child_process() {
+    ::close(ready_pipe_[0]);
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  pid_t pid() const noexcept { return pid_; }
+  void kill(int signal = SIGKILL) { ::kill(pid_, signal); }
+
+  /// The child's exit status, or -signal if a signal ended it, or -1000 if it was still
+  /// running after `limit` (it is then killed).
+  int wait(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    int status = 0;
+    for (;;) {
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        reaped_ = true;
+        return -1000;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    reaped_ = true;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return -WTERMSIG(status);
+  }
+
+ private:
+  static int& ready_write_end() {
+    static int fd = -1;
+    return fd;
+  }
+
+  int ready_pipe_[2] = {-1, -1};
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+};
+
+}  // namespace bellows::test
