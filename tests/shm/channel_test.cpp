@@ -119,6 +119,7 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
   io.restart();
   const auto message = bt::random_bytes(100'000, 5);
   tally t;
+  int ended = 0;
   std::uint64_t enlargements = 0;
   for (auto& ch : open) {
     asio::co_spawn(
@@ -130,6 +131,8 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
           ++(n == message.size() && reply == message ? t.intact : t.wrong);
           enlargements += ch.stats().enlargements;
           co_await ch.async_close(use_awaitable);
+          auto [ec, n2] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+          if (ec == bellows::error::end_of_stream) ++ended;
         },
         asio::detached);
   }
@@ -137,6 +140,7 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
   CHECK(t.intact == channels);
   CHECK(t.wrong == 0);
   CHECK(enlargements == channels);
+  CHECK(ended == channels);
   open.clear();
   CHECK(server.wait() == 0);
 }
@@ -242,6 +246,8 @@ TEST_CASE("A receive buffer too small gets message_size and only that message is
           if (!ec) CHECK(std::equal(small.begin(), small.end(), buffer.begin()));
         }
         co_await ch.async_close(use_awaitable);
+        auto [end, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+        CHECK(end == bellows::error::end_of_stream);
       },
       asio::detached);
   io.run_for(20s);
@@ -272,6 +278,8 @@ TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives i
         intact = n == message.size() && reply == message;
         stats = ch.stats();
         co_await ch.async_close(use_awaitable);
+        auto [end, n2] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        CHECK(end == bellows::error::end_of_stream);
       },
       asio::detached);
   io.run_for(30s);

@@ -59,6 +59,7 @@ inline int run_echo_server(const std::string& name, int channels, context_option
       },
       asio::detached);
   io.run_for(limit);
+  if (std::getenv("BELLOWS_TEST_DEBUG")) fprintf(stderr, "echo server: %d of %d channels done, %d failures\n", result.channels_done, channels, result.failures);
   if (result.channels_done != channels) return 10;
   return result.failures == 0 ? 0 : 11;
 }

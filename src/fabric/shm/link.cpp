@@ -112,6 +112,7 @@ void link::start_handshake() {
 }
 
 void link::arm() {
+  armed_ = true;
   if (state_ == state::failed) return;
   read_messages();
   flush_outgoing();
@@ -123,6 +124,7 @@ void link::shutdown() {
 }
 
 void link::disarm() {
+  armed_ = false;
   if (!socket_ || (!reading_ && !writing_)) return;
   asio::error_code ignored;
   socket_->cancel(ignored);
@@ -164,7 +166,7 @@ void link::flush_outgoing() {
       socket_->async_wait(asio::posix::descriptor_base::wait_write,
                          [self = shared_from_this()](std::error_code ec) {
                            self->writing_ = false;
-                           if (!ec) self->flush_outgoing();
+                           if (!ec || self->armed_) self->flush_outgoing();
                          });
       return;
     }
@@ -206,9 +208,9 @@ void link::read_messages() {
     if (state_ == state::failed) return;
   }
   reading_ = true;
-  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code ec) {
+  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
     self->reading_ = false;
-    if (!ec) self->read_messages();
+    if (self->armed_) self->read_messages();
   });
 }
 

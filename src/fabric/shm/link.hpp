@@ -129,6 +129,7 @@ class link final : public fabric::provider, public std::enable_shared_from_this<
   link_options options_;
   std::string name_;
   state state_ = state::handshaking;
+  bool armed_ = false;  // reading wanted; a wait cancelled by disarm() then re-armed is resumed
   bool reading_ = false;
   bool writing_ = false;
   std::deque<outgoing> outgoing_;

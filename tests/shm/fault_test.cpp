@@ -1,0 +1,319 @@
+// Channels whose peer dies, lies or idles: every pending operation ends with an error in
+// bounded time, a lying peer breaks only its own channel, and idle channels cost no CPU.
+
+#include "fabric/shm/link.hpp"
+#include "proto/shared_access.hpp"
+#include "proto/wire.hpp"
+#include "reactor/reactor.hpp"
+#include "support/echo_peer.hpp"
+#include "support/messages.hpp"
+#include "support/processes.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/use_future.hpp>
+#include <asio/post.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sys/resource.h>
+
+using namespace std::chrono_literals;
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+namespace bt = bellows::test;
+
+namespace {
+
+/// Accepts channels and keeps them without ever receiving; an accept stays pending so the
+/// reactor keeps serving the protocol (scan-ahead, provisioning) for the channels it holds.
+int run_passive_server(const std::string& name, bellows::context_options options) {
+  asio::io_context io;
+  bellows::configure(io, options);
+  bellows::acceptor acc(io.get_executor(), "shm://" + name);
+  bt::child_process::signal_ready();
+  std::vector<bellows::channel> held;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) held.push_back(co_await acc.async_accept(use_awaitable));
+      },
+      asio::detached);
+  io.run_for(60s);
+  return 0;
+}
+
+struct pending_ops {
+  int started = 0;
+  int completed = 0;
+  int with_error = 0;
+  std::chrono::steady_clock::time_point last_completion;
+
+  auto on_size() {
+    ++started;
+    return [this](std::error_code ec, std::size_t) { done(ec); };
+  }
+  void done(std::error_code ec) {
+    ++completed;
+    with_error += ec ? 1 : 0;
+    last_completion = std::chrono::steady_clock::now();
+  }
+};
+
+enum class kill_moment { idle, mid_send, awaiting_ack, mid_fragment };
+
+const char* to_string(kill_moment m) {
+  switch (m) {
+    case kill_moment::idle: return "idle";
+    case kill_moment::mid_send: return "mid-send";
+    case kill_moment::awaiting_ack: return "awaiting an ack";
+    case kill_moment::mid_fragment: return "mid-fragment";
+  }
+  return "?";
+}
+
+}  // namespace
+
+TEST_CASE("A peer killed with SIGKILL fails every pending operation within a second", "[shm][fault]") {
+  const auto moment = GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack,
+                               kill_moment::mid_fragment);
+  INFO("killed " << to_string(moment));
+  const auto name = bt::unique_name("kill");
+  bellows::context_options server_options;
+  if (moment == kill_moment::mid_fragment) server_options.registered_memory_budget = 8 * 1024;
+  bt::child_process server([&] { return run_passive_server(name, server_options); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  bellows::channel_options options;
+  options.ack_timeout = 30s;  // the death, not the timeout, must end the wait
+  auto connecting = bellows::async_connect(io.get_executor(), "shm://" + name, options, asio::use_future);
+  io.run_for(10s);
+  bellows::channel ch = connecting.get();
+
+  pending_ops ops;
+  std::vector<std::byte> inbox(1 << 20);
+  ch.async_receive(asio::buffer(inbox), ops.on_size());
+  const auto small = bt::random_bytes(1000, 1);
+  const auto large = bt::random_bytes(1 << 20, 2);
+  switch (moment) {
+    case kill_moment::idle: break;
+    case kill_moment::mid_send:
+      // The peer never receives, so its 4 KiB ring fills after a few of these.
+      for (int i = 0; i < 20; ++i) ch.async_send(asio::buffer(small), ops.on_size());
+      break;
+    case kill_moment::awaiting_ack:
+      server.kill(SIGSTOP);  // it will never answer the ENLARGE_REQ
+      ch.async_send(asio::buffer(large), ops.on_size());
+      break;
+    case kill_moment::mid_fragment:
+      ch.async_send(asio::buffer(large), ops.on_size());  // denied by the budget, so fragmented
+      break;
+  }
+  io.restart();
+  io.run_for(300ms);
+  REQUIRE(ops.completed < ops.started);  // something is pending when the peer dies
+  if (moment == kill_moment::mid_fragment) CHECK(ch.stats().denials == 1);
+
+  server.kill(SIGKILL);
+  const auto killed = std::chrono::steady_clock::now();
+  io.restart();
+  for (int i = 0; i < 500 && ops.completed < ops.started; ++i) io.run_for(10ms);
+  CHECK(ops.completed == ops.started);
+  CHECK(ops.with_error >= 1);
+  CHECK(ops.last_completion - killed < 1s);
+  CHECK(!ch.is_open());
+  server.wait();
+}
+
+namespace {
+
+enum class lie { garbage_frame, garbage_ack, garbage_credit };
+
+/// The victim: accepts a good channel and a bad one. On the bad one it sends a message large
+/// enough to ask for an enlargement and waits to receive; both must fail with
+/// protocol_violation. On the good one it echoes until the peer closes.
+int run_victim(const std::string& name) {
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), "shm://" + name);
+  bt::child_process::signal_ready();
+  int verdict = 1;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        bellows::channel good = co_await acc.async_accept(use_awaitable);
+        bellows::channel bad = co_await acc.async_accept(use_awaitable);
+        bt::echo_result echo;
+        asio::co_spawn(io, bt::echo_channel(std::move(good), echo, 1, io), asio::detached);
+        const auto large = bt::random_bytes(100'000, 4);
+        std::error_code send_ec, receive_ec;
+        int done = 0;
+        bad.async_send(asio::buffer(large), [&](std::error_code ec, std::size_t) {
+          send_ec = ec;
+          ++done;
+        });
+        std::vector<std::byte> inbox(1000);
+        auto [ec, n] = co_await bad.async_receive(asio::buffer(inbox), as_tuple(use_awaitable));
+        receive_ec = ec;
+        while (done == 0) co_await asio::post(io, use_awaitable);
+        const bool violated = send_ec == bellows::error::protocol_violation ||
+                              receive_ec == bellows::error::protocol_violation;
+        verdict = violated && send_ec && receive_ec ? 0 : 2;
+      },
+      asio::detached);
+  io.run_for(30s);
+  return verdict;
+}
+
+}  // namespace
+
+TEST_CASE("A peer writing garbage into ring or control block breaks only that channel", "[shm][fault]") {
+  const auto how = GENERATE(lie::garbage_frame, lie::garbage_ack, lie::garbage_credit);
+  const auto name = bt::unique_name("liar");
+  bt::child_process victim([&] { return run_victim(name); });
+  REQUIRE(victim.wait_ready());
+
+  asio::io_context io;
+  auto connecting = bellows::async_connect(io.get_executor(), "shm://" + name, asio::use_future);
+  io.run_for(10s);
+  bellows::channel good = connecting.get();
+
+  // The bad channel is opened over the same link by hand, with no protocol engine behind it.
+  auto link = bellows::detail::reactor::of(io).client_link(name);
+  REQUIRE(link);
+  std::optional<bellows::fabric::channel_setup> raw;
+  (*link)->open_channel(bellows::default_tiers(), 1 << 20, [&](auto setup) {
+    if (setup) raw = *setup;
+  });
+  // A pending receive keeps the reactor (and so the link) running while we wait; the hello
+  // that answers it goes only once the bad channel is open.
+  std::vector<std::byte> reply(100);
+  std::optional<std::error_code> first_echo;
+  const auto hello = bt::random_bytes(100, 3);
+  good.async_receive(asio::buffer(reply), [&](std::error_code ec, std::size_t) { first_echo = ec; });
+  io.restart();
+  for (int i = 0; i < 500 && !raw; ++i) io.run_for(10ms);
+  good.async_send(asio::buffer(hello), [](std::error_code, std::size_t) {});
+  for (int i = 0; i < 500 && !first_echo; ++i) io.run_for(10ms);
+  REQUIRE(raw);
+  REQUIRE(first_echo == std::error_code{});
+
+  using namespace bellows::proto;
+  auto write = [&](bellows::fabric::remote_address at, std::span<const std::byte> bytes) {
+    const std::span<const std::byte> pieces[] = {bytes};
+    REQUIRE(!(*link)->write(at, pieces));
+    (*link)->ring_doorbell(raw->peer_id);
+  };
+  switch (how) {
+    case lie::garbage_frame: {
+      // A head flag that matches, with a length far beyond the ring.
+      const auto header = encode_header(frame_header{1, 1u << 30, frame_kind::data, 0, 1, 0});
+      write(raw->peer_ring, header);
+      break;
+    }
+    case lie::garbage_ack: {
+      // Wait for the victim's ENLARGE_REQ in our ring, then grant a ring outside its window.
+      const std::byte* first = raw->ring.data;
+      for (int i = 0; i < 500 && load_acquire<std::uint32_t>(first) != 1; ++i) io.run_for(10ms);
+      REQUIRE(read_header(first).kind == frame_kind::enlarge_req);
+      const auto request = decode_retier(first + header_bytes);
+      REQUIRE(request);
+      const ack_record ack{request->request_id, ack_status::granted, request->tier, 0x10, raw->peer_ring.key,
+                           4096, 16, 1};
+      write({raw->peer_control.key, raw->peer_control.address + control_block::ack_offset}, encode_ack(ack));
+      break;
+    }
+    case lie::garbage_credit: {
+      // Credit for slots never written.
+      std::byte word[8];
+      put(word, make_credit_word(0, 1000));
+      write({raw->peer_control.key, raw->peer_control.address + control_block::credit_offset}, word);
+      break;
+    }
+  }
+
+  // The good channel is untouched: more round trips, then a graceful close.
+  int echoed = 0;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 20; ++i) {
+          co_await good.async_send(asio::buffer(hello), use_awaitable);
+          const auto n = co_await good.async_receive(asio::buffer(reply), use_awaitable);
+          if (n == hello.size() && std::equal(hello.begin(), hello.end(), reply.begin())) ++echoed;
+        }
+        co_await good.async_close(use_awaitable);
+        auto [ec, n] = co_await good.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        CHECK(ec == bellows::error::end_of_stream);
+      },
+      asio::detached);
+  io.restart();
+  io.run_for(10s);
+  CHECK(echoed == 20);
+  CHECK(victim.wait() == 0);
+}
+
+namespace {
+
+std::chrono::microseconds cpu_time_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string skip;
+  for (int i = 0; i < 11; ++i) fields >> skip;  // state .. cmajflt
+  long utime = 0, stime = 0;
+  fields >> utime >> stime;
+  return std::chrono::microseconds((utime + stime) * 1'000'000 / ::sysconf(_SC_CLK_TCK));
+}
+
+}  // namespace
+
+TEST_CASE("An idle process with 1,000 open channels uses under 1% of a core", "[shm]") {
+  const auto name = bt::unique_name("idle");
+  constexpr int channels = 1000;
+  bt::child_process server([&] { return bt::run_echo_server(name, channels); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  std::vector<bellows::channel> open;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int c = 0; c < channels; ++c)
+          open.push_back(co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable));
+      },
+      asio::detached);
+  io.run_for(60s);
+  REQUIRE(open.size() == channels);
+
+  // Every channel waits in a receive, as a server's would.
+  int ended = 0;
+  std::vector<std::byte> inbox(64);
+  for (auto& ch : open)
+    ch.async_receive(asio::buffer(inbox), [&](std::error_code ec, std::size_t) {
+      ended += ec == bellows::error::end_of_stream ? 1 : 0;
+    });
+  io.restart();
+  io.run_for(200ms);  // the reactors finish their spin and go to sleep
+
+  const auto self_before = cpu_time_of(::getpid());
+  const auto peer_before = cpu_time_of(server.pid());
+  io.run_for(2s);
+  const auto self_used = cpu_time_of(::getpid()) - self_before;
+  const auto peer_used = cpu_time_of(server.pid()) - peer_before;
+  INFO("CPU over 2 s: this process " << self_used.count() << " us, peer " << peer_used.count() << " us");
+  CHECK(self_used < 20ms);
+  CHECK(peer_used < 20ms);
+
+  for (auto& ch : open) ch.async_close([](std::error_code) {});
+  for (int i = 0; i < 1000 && ended < channels; ++i) io.run_for(10ms);
+  CHECK(ended == channels);
+  CHECK(server.wait() == 0);
+}
