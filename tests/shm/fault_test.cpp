@@ -144,12 +144,12 @@ int run_victim(const std::string& name) {
   bellows::acceptor acc(io.get_executor(), "shm://" + name);
   bt::child_process::signal_ready();
   int verdict = 1;
+  bt::echo_result echo;  // outlives both coroutines
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
         bellows::channel good = co_await acc.async_accept(use_awaitable);
         bellows::channel bad = co_await acc.async_accept(use_awaitable);
-        bt::echo_result echo;
         asio::co_spawn(io, bt::echo_channel(std::move(good), echo, 1, io), asio::detached);
         const auto large = bt::random_bytes(100'000, 4);
         std::error_code send_ec, receive_ec;
