@@ -10,14 +10,14 @@
 #include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <csignal>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 using asio::use_awaitable;
@@ -78,7 +78,8 @@ asio::awaitable<void> measure(std::string uri, settings s) {
   double sum = 0;
   for (double v : half_trips) sum += v;
   std::printf("bellows shm  lat  %6zu B  p50 %8.3f us  avg %8.3f us  (%d round trips, half round trip)\n",
-              s.latency_size, half_trips[half_trips.size() / 2], sum / static_cast<double>(half_trips.size()), s.iterations);
+              s.latency_size, half_trips[half_trips.size() / 2], sum / static_cast<double>(half_trips.size()),
+              s.iterations);
 
   bellows::channel stream = co_await bellows::async_connect(ex, uri, use_awaitable);
   std::vector<std::byte> block(s.stream_size, std::byte{7});

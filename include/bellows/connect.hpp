@@ -18,8 +18,8 @@
 namespace bellows {
 
 namespace detail {
-void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options,
-                   channel_completion done, asio::cancellation_slot slot);
+void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options, channel_completion done,
+                   asio::cancellation_slot slot);
 }  // namespace detail
 
 /// Opens a channel to the acceptor listening on `uri` (shm://NAME). Channels to the same peer

@@ -14,9 +14,9 @@ struct channel_stats {
   /// still holds (a retired ring stays until the application released its last frame).
   std::size_t registered_bytes = 0;
   std::vector<std::size_t> registered_bytes_by_tier;  ///< receive rings only, indexed by tier
-  std::uint64_t enlargements = 0;  ///< granted enlargements of the sending direction
-  std::uint64_t shrinks = 0;       ///< granted shrinks of the sending direction
-  std::uint64_t denials = 0;       ///< enlargements or shrinks the peer denied
+  std::uint64_t enlargements = 0;                     ///< granted enlargements of the sending direction
+  std::uint64_t shrinks = 0;                          ///< granted shrinks of the sending direction
+  std::uint64_t denials = 0;                          ///< enlargements or shrinks the peer denied
   std::uint64_t ack_timeouts = 0;
   std::uint64_t messages_sent = 0;
   std::uint64_t bytes_sent = 0;

@@ -46,7 +46,8 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
   const std::uint64_t first_chunk = geometry().max_frame_payload() - fragment_prefix_bytes;
   const std::uint64_t full_frames = length <= first_chunk ? 0 : (length - first_chunk) / geometry().max_frame_payload();
   const std::uint64_t rest = length <= first_chunk ? 0 : (length - first_chunk) % geometry().max_frame_payload();
-  const std::uint64_t needed = geometry().max_frame_slots() * (1 + full_frames) + (rest ? geometry().slots_for(rest) : 0);
+  const std::uint64_t needed =
+      geometry().max_frame_slots() * (1 + full_frames) + (rest ? geometry().slots_for(rest) : 0);
   if (needed + geometry().max_frame_slots() > geometry().slot_count) return try_result::too_large;
   if (needed + geometry().max_frame_slots() > free_slots()) {
     stalled_ = true;

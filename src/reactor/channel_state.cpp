@@ -409,7 +409,8 @@ bool channel_state::deliver_front() {
       ready_.pop_front();
       ++counters_.messages_received;
       counters_.bytes_received += f.payload.size();
-      op.done_view.post({}, message_view(shared_from_this(), frame_ref{f.token.ring_epoch, f.token.ordinal}, f.payload));
+      op.done_view.post({},
+                        message_view(shared_from_this(), frame_ref{f.token.ring_epoch, f.token.ordinal}, f.payload));
       op_done();
       receives_.pop_front();
       return true;

@@ -17,8 +17,8 @@ struct pending_connect {
 
 }  // namespace
 
-void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options,
-                   channel_completion done, asio::cancellation_slot slot) {
+void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options, channel_completion done,
+                   asio::cancellation_slot slot) {
   reactor& r = reactor::of(ex);
   r.op_started();
   auto fail_now = [&](std::error_code ec) {

@@ -8,9 +8,9 @@
 
 #include <asio/post.hpp>
 
-#include <algorithm>
 #include <sys/eventfd.h>
 #include <unistd.h>
+#include <algorithm>
 
 namespace bellows::detail {
 
@@ -76,7 +76,9 @@ void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& own
 
 void reactor::remove_channel(channel_state* ch) {
   channels_.erase(ch);
-  auto forget = [ch](std::vector<channel_state*>& list) { std::replace(list.begin(), list.end(), ch, static_cast<channel_state*>(nullptr)); };
+  auto forget = [ch](std::vector<channel_state*>& list) {
+    std::replace(list.begin(), list.end(), ch, static_cast<channel_state*>(nullptr));
+  };
   if (ch->in_active) forget(active_);
   forget(polling_now_);
   if (ch->watched) forget(watched_);

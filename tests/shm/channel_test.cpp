@@ -104,15 +104,7 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
-  std::vector<bellows::channel> open;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        for (int c = 0; c < channels; ++c)
-          open.push_back(co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable));
-      },
-      asio::detached);
-  io.run_for(60s);
+  std::vector<bellows::channel> open = bt::connect_many(io, name, channels);
   REQUIRE(open.size() == channels);
   CHECK(bellows::stats(io).links == 1);  // one link, whatever the number of channels
 
@@ -188,7 +180,8 @@ TEST_CASE("Every completion token kind works, a receive is cancelled by ||, clos
       [&]() -> asio::awaitable<void> {
         // Nothing is coming, so the timer wins and the receive is cancelled.
         asio::steady_timer timer(io, 50ms);
-        auto winner = co_await (ch.async_receive(asio::buffer(reply), use_awaitable) || timer.async_wait(use_awaitable));
+        auto winner =
+            co_await (ch.async_receive(asio::buffer(reply), use_awaitable) || timer.async_wait(use_awaitable));
         cancelled = winner.index() == 1;
         // Nothing was lost by the cancellation: the next exchange works.
         co_await ch.async_send(asio::buffer(hello), use_awaitable);

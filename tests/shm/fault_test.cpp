@@ -15,14 +15,14 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
-#include <asio/post.hpp>
 
 #include <catch2/catch.hpp>
 
-#include <fstream>
 #include <sys/resource.h>
+#include <fstream>
 
 using namespace std::chrono_literals;
 using asio::use_awaitable;
@@ -81,8 +81,8 @@ const char* to_string(kill_moment m) {
 }  // namespace
 
 TEST_CASE("A peer killed with SIGKILL fails every pending operation within a second", "[shm][fault]") {
-  const auto moment = GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack,
-                               kill_moment::mid_fragment);
+  const auto moment =
+      GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack, kill_moment::mid_fragment);
   INFO("killed " << to_string(moment));
   const auto name = bt::unique_name("kill");
   bellows::context_options server_options;
@@ -162,8 +162,8 @@ int run_victim(const std::string& name) {
         auto [ec, n] = co_await bad.async_receive(asio::buffer(inbox), as_tuple(use_awaitable));
         receive_ec = ec;
         while (done == 0) co_await asio::post(io, use_awaitable);
-        const bool violated = send_ec == bellows::error::protocol_violation ||
-                              receive_ec == bellows::error::protocol_violation;
+        const bool violated =
+            send_ec == bellows::error::protocol_violation || receive_ec == bellows::error::protocol_violation;
         verdict = violated && send_ec && receive_ec ? 0 : 2;
       },
       asio::detached);
@@ -224,8 +224,8 @@ TEST_CASE("A peer writing garbage into ring or control block breaks only that ch
       REQUIRE(read_header(first).kind == frame_kind::enlarge_req);
       const auto request = decode_retier(first + header_bytes);
       REQUIRE(request);
-      const ack_record ack{request->request_id, ack_status::granted, request->tier, 0x10, raw->peer_ring.key,
-                           4096, 16, 1};
+      const ack_record ack{
+          request->request_id, ack_status::granted, request->tier, 0x10, raw->peer_ring.key, 4096, 16, 1};
       write({raw->peer_control.key, raw->peer_control.address + control_block::ack_offset}, encode_ack(ack));
       break;
     }
@@ -282,24 +282,15 @@ TEST_CASE("An idle process with 1,000 open channels uses under 1% of a core", "[
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
-  std::vector<bellows::channel> open;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        for (int c = 0; c < channels; ++c)
-          open.push_back(co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable));
-      },
-      asio::detached);
-  io.run_for(60s);
+  std::vector<bellows::channel> open = bt::connect_many(io, name, channels);
   REQUIRE(open.size() == channels);
 
   // Every channel waits in a receive, as a server's would.
   int ended = 0;
   std::vector<std::byte> inbox(64);
   for (auto& ch : open)
-    ch.async_receive(asio::buffer(inbox), [&](std::error_code ec, std::size_t) {
-      ended += ec == bellows::error::end_of_stream ? 1 : 0;
-    });
+    ch.async_receive(asio::buffer(inbox),
+                     [&](std::error_code ec, std::size_t) { ended += ec == bellows::error::end_of_stream ? 1 : 0; });
   io.restart();
   io.run_for(200ms);  // the reactors finish their spin and go to sleep
 

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace bellows::test {
 
@@ -41,6 +42,21 @@ inline asio::awaitable<void> echo_channel(channel ch, echo_result& result, int e
   if (++result.channels_done == expected) io.stop();
 }
 
+/// Opens `count` channels to shm://name one after another, running `io` until done or `limit`.
+inline std::vector<channel> connect_many(asio::io_context& io, const std::string& name, int count,
+                                         std::chrono::seconds limit = std::chrono::seconds(60)) {
+  std::vector<channel> open;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (int c = 0; c < count; ++c)
+          open.push_back(co_await async_connect(io.get_executor(), "shm://" + name, asio::use_awaitable));
+      },
+      asio::detached);
+  io.run_for(limit);
+  return open;
+}
+
 /// Runs in the child: listens on shm://name, signals ready, echoes on `channels` channels.
 inline int run_echo_server(const std::string& name, int channels, context_options options = {},
                            std::chrono::seconds limit = std::chrono::seconds(60)) {
@@ -59,7 +75,9 @@ inline int run_echo_server(const std::string& name, int channels, context_option
       },
       asio::detached);
   io.run_for(limit);
-  if (std::getenv("BELLOWS_TEST_DEBUG")) fprintf(stderr, "echo server: %d of %d channels done, %d failures\n", result.channels_done, channels, result.failures);
+  if (std::getenv("BELLOWS_TEST_DEBUG"))
+    fprintf(stderr, "echo server: %d of %d channels done, %d failures\n", result.channels_done, channels,
+            result.failures);
   if (result.channels_done != channels) return 10;
   return result.failures == 0 ? 0 : 11;
 }

@@ -3,15 +3,15 @@
 // enough: the test binary is single-threaded when it forks and the child builds its own
 // io_context. Every child has a deadline; a child that outlives it is killed.
 
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <functional>
-#include <poll.h>
 #include <string>
-#include <sys/wait.h>
 #include <thread>
-#include <unistd.h>
 
 namespace bellows::test {
 

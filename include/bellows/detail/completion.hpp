@@ -57,7 +57,8 @@ class completion {
       auto h = std::move(handler);
       auto bound = std::make_tuple(std::move(args)...);
       delete this;
-      asio::post(ex, [h = std::move(h), bound = std::move(bound)]() mutable { std::apply(std::move(h), std::move(bound)); });
+      asio::post(
+          ex, [h = std::move(h), bound = std::move(bound)]() mutable { std::apply(std::move(h), std::move(bound)); });
     }
 
     Handler handler;

@@ -2,13 +2,13 @@
 
 #include <bellows/error.hpp>
 
-#include <bit>
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <bit>
+#include <cerrno>
+#include <cstring>
 #include <utility>
 
 namespace bellows::shm {
@@ -27,7 +27,9 @@ proto::outcome<std::byte*> map_shared(int fd, std::size_t size) {
 }  // namespace
 
 mapping::mapping(mapping&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), base_(std::exchange(other.base_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      base_(std::exchange(other.base_, nullptr)),
+      size_(std::exchange(other.size_, 0)) {}
 
 mapping& mapping::operator=(mapping&& other) noexcept {
   if (this != &other) {
@@ -75,7 +77,8 @@ proto::outcome<arena> arena::create(std::size_t size, memory_budget& budget) {
 }
 
 proto::outcome<fabric::region> arena::allocate(std::size_t length) {
-  const auto size_class = std::max(min_class, static_cast<unsigned>(std::bit_width(std::max<std::size_t>(length, 1) - 1)));
+  const auto size_class =
+      std::max(min_class, static_cast<unsigned>(std::bit_width(std::max<std::size_t>(length, 1) - 1)));
   if (size_class >= class_count) return make_error_code(error::invalid_argument);
   const std::size_t bytes = std::size_t{1} << size_class;
   if (budget_->used + bytes > budget_->limit || budget_->used + bytes < budget_->used)

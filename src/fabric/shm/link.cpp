@@ -1,19 +1,19 @@
 #include "fabric/shm/link.hpp"
 
 #include "fabric/shm/doorbell_ring.hpp"
-#include "proto/wire.hpp"
 #include "proto/tier_table.hpp"
+#include "proto/wire.hpp"
 
 #include <bellows/error.hpp>
 
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <random>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <random>
 
 namespace bellows::shm {
 namespace {
@@ -163,11 +163,10 @@ void link::flush_outgoing() {
     const ssize_t n = ::sendmsg(socket_->native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       writing_ = true;
-      socket_->async_wait(asio::posix::descriptor_base::wait_write,
-                         [self = shared_from_this()](std::error_code ec) {
-                           self->writing_ = false;
-                           if (!ec || self->armed_) self->flush_outgoing();
-                         });
+      socket_->async_wait(asio::posix::descriptor_base::wait_write, [self = shared_from_this()](std::error_code ec) {
+        self->writing_ = false;
+        if (!ec || self->armed_) self->flush_outgoing();
+      });
       return;
     }
     if (n < 0) return fail(make_error_code(error::connection_reset));
@@ -256,6 +255,20 @@ std::uint32_t link::allocate_id() {
   return static_cast<std::uint32_t>(slots_.size());
 }
 
+proto::outcome<std::uint32_t> link::new_channel_slot(const tier& first) {
+  auto control = arena_.allocate(proto::control_block::size);
+  if (!control) return control.failure();
+  auto ring = arena_.allocate(first.ring_bytes());
+  if (!ring) {
+    arena_.release(control->handle);
+    return ring.failure();
+  }
+  const std::uint32_t id = allocate_id();
+  slots_[id - 1].control = *control;
+  slots_[id - 1].ring = *ring;
+  return id;
+}
+
 link::channel_slot* link::slot(std::uint32_t id) {
   if (id == 0 || id > slots_.size() || !slots_[id - 1].in_use) return nullptr;
   return &slots_[id - 1];
@@ -277,23 +290,16 @@ std::uint32_t link::open_channel(const std::vector<tier>& tiers, std::uint64_t m
   };
   if (state_ == state::failed) return fail_now(make_error_code(error::connection_reset));
   if (tiers.empty() || tiers.size() > proto::max_tiers) return fail_now(make_error_code(error::invalid_argument));
-  auto control = arena_.allocate(proto::control_block::size);
-  if (!control) return fail_now(control.failure());
-  auto ring = arena_.allocate(tiers[0].ring_bytes());
-  if (!ring) {
-    arena_.release(control->handle);
-    return fail_now(ring.failure());
-  }
-  const std::uint32_t id = allocate_id();
+  auto allocated = new_channel_slot(tiers[0]);
+  if (!allocated) return fail_now(allocated.failure());
+  const std::uint32_t id = *allocated;
   channel_slot& s = slots_[id - 1];
-  s.control = *control;
-  s.ring = *ring;
   s.opening = std::move(done);
   link_message m;
   m.kind = message_kind::open;
   m.first = id;
-  m.control = control->address;
-  m.ring = ring->address;
+  m.control = s.control.address;
+  m.ring = s.ring.address;
   m.value = max_message_size;
   m.tier_count = static_cast<std::uint32_t>(tiers.size());
   std::copy(tiers.begin(), tiers.end(), m.tiers);
@@ -329,35 +335,32 @@ void link::on_open(const link_message& m) {
     send(answer);
   };
   std::vector<tier> tiers(m.tiers, m.tiers + std::min<std::size_t>(m.tier_count, proto::max_tiers));
-  if (m.tier_count > proto::max_tiers || !proto::tier_table::make(tiers)) return refuse(make_error_code(error::invalid_argument));
-  auto control = arena_.allocate(proto::control_block::size);
-  if (!control) return refuse(control.failure());
-  auto ring = arena_.allocate(tiers[0].ring_bytes());
-  if (!ring) {
-    arena_.release(control->handle);
-    return refuse(ring.failure());
-  }
-  const std::uint32_t id = allocate_id();
-  slots_[id - 1].control = *control;
-  slots_[id - 1].ring = *ring;
+  if (m.tier_count > proto::max_tiers || !proto::tier_table::make(tiers))
+    return refuse(make_error_code(error::invalid_argument));
+  auto allocated = new_channel_slot(tiers[0]);
+  if (!allocated) return refuse(allocated.failure());
+  const std::uint32_t id = *allocated;
+  const fabric::region control = slots_[id - 1].control;
+  const fabric::region ring = slots_[id - 1].ring;
   fabric::channel_setup setup = setup_for(id, m.first, m);
   setup.tiers = std::move(tiers);
   setup.max_message_size = m.value;
   if (!on_accept_ || !on_accept_(*this, setup)) {
-    slots_[id - 1].graveyard = std::vector<std::uint64_t>{control->handle, ring->handle};
+    slots_[id - 1].graveyard = std::vector<std::uint64_t>{control.handle, ring.handle};
     free_slot(id);
     return refuse(std::make_error_code(std::errc::connection_refused));
   }
   answer.kind = message_kind::accepted;
   answer.second = id;
-  answer.control = control->address;
-  answer.ring = ring->address;
+  answer.control = control.address;
+  answer.ring = ring.address;
   send(answer);
 }
 
 void link::on_accepted(const link_message& m) {
   channel_slot* s = slot(m.first);
-  if (s == nullptr || s->endpoint != nullptr || s->retired || m.second == 0) return fail(make_error_code(error::protocol_violation));
+  if (s == nullptr || s->endpoint != nullptr || s->retired || m.second == 0)
+    return fail(make_error_code(error::protocol_violation));
   if (!s->opening) {
     // Cancelled while the peer was accepting: undo it on both sides.
     send_detach(m.second);

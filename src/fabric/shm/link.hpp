@@ -116,6 +116,8 @@ class link final : public fabric::provider, public std::enable_shared_from_this<
   void on_detach(const link_message& m);
   void fail(std::error_code ec);
   std::uint32_t allocate_id();
+  /// A slot with the channel's control block and first ring already carved from the arena.
+  proto::outcome<std::uint32_t> new_channel_slot(const tier& first);
   void free_slot(std::uint32_t id);
   fabric::channel_setup setup_for(std::uint32_t id, std::uint32_t peer_id, const link_message& m) const;
   channel_slot* slot(std::uint32_t id);

@@ -4,11 +4,11 @@
 
 #include <bellows/error.hpp>
 
-#include <cerrno>
-#include <cstring>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <cerrno>
+#include <cstring>
 
 namespace bellows::shm {
 
