@@ -9,4 +9,5 @@
 #include <bellows/options.hpp>
 #include <bellows/stats.hpp>
 #include <bellows/tier.hpp>
+#include <bellows/tier_event.hpp>
 #include <bellows/version.hpp>

@@ -2,10 +2,12 @@
 // Options of a channel and of the bellows context of an io_context.
 
 #include <bellows/tier.hpp>
+#include <bellows/tier_event.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace bellows {
@@ -23,6 +25,9 @@ struct channel_options {
   std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);
   /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 32;
+  /// Called for every tier change of this side of the channel, posted to the channel's
+  /// executor like a completion handler, so it may use the channel. Empty: nothing is reported.
+  std::function<void(const tier_event&)> on_tier_event;
 };
 
 /// Settings shared by every channel of one io_context; set them before the first channel.

@@ -6,6 +6,7 @@
 #include <bellows/error.hpp>
 
 #include <asio/error.hpp>
+#include <asio/post.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -14,6 +15,16 @@ namespace bellows::detail {
 namespace {
 
 std::error_code aborted() { return asio::error::operation_aborted; }
+
+tier_event::what public_kind(proto::retier_event::what kind) {
+  switch (kind) {
+    case proto::retier_event::what::requested: return tier_event::what::requested;
+    case proto::retier_event::what::granted: return tier_event::what::granted;
+    case proto::retier_event::what::denied: return tier_event::what::denied;
+    case proto::retier_event::what::timed_out: return tier_event::what::timed_out;
+  }
+  return tier_event::what::requested;
+}
 
 /// Copies `bytes` into the scatter list starting at message offset `at`.
 void copy_into(const scatter& into, std::uint64_t at, std::span<const std::byte> bytes) {
@@ -39,18 +50,20 @@ proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, s
   if (!table) return table.failure();
   proto::direction_options options{*table, local.ack_timeout, local.idle_shrink_after, local.retry_after_denial,
                                    std::min(local.max_message_size, setup.max_message_size)};
-  return std::shared_ptr<channel_state>(new channel_state(r, std::move(link), setup, std::move(options)));
+  return std::shared_ptr<channel_state>(
+      new channel_state(r, std::move(link), setup, std::move(options), local.on_tier_event));
 }
 
 channel_state::channel_state(reactor& r, std::shared_ptr<shm::link> link, const fabric::channel_setup& setup,
-                             proto::direction_options options)
+                             proto::direction_options options, std::function<void(const tier_event&)> on_tier_event)
     : reactor_(r),
       link_(std::move(link)),
       setup_(setup),
       options_(std::move(options)),
       tx_(options_, proto::remote_ring{setup.peer_ring.key, setup.peer_ring.address, 0, 0},
           proto::remote_window{setup.peer_window_key, setup.peer_window_begin, setup.peer_window_end}, now()),
-      rx_(options_, proto::local_ring{setup.ring.handle, setup.ring.key, setup.ring.address, setup.ring.data, 0, 0}) {
+      rx_(options_, proto::local_ring{setup.ring.handle, setup.ring.key, setup.ring.address, setup.ring.data, 0, 0}),
+      on_tier_event_(std::move(on_tier_event)) {
   reactor_.add_channel(this);
   link_->attach(setup_.local_id, this);
 }
@@ -69,6 +82,10 @@ asio::any_io_executor channel_state::executor() const { return reactor_.executor
 
 void channel_state::op_done() {
   if (!reactor_gone_) reactor_.op_finished();
+}
+
+void channel_state::report(const tier_event& e) {
+  if (on_tier_event_ && !reactor_gone_) asio::post(reactor_.executor(), [fn = on_tier_event_, e] { fn(e); });
 }
 
 void channel_state::start_send(std::uint64_t id, gather message, size_completion done) {
@@ -331,6 +348,10 @@ void channel_state::execute(proto::sender_events& ev) {
     if (r.kind == what::granted) ++(r.shrink ? counters_.shrinks : counters_.enlargements);
     if (r.kind == what::denied) ++counters_.denials;
     if (r.kind == what::timed_out) ++counters_.ack_timeouts;
+    const auto t = now();
+    if (r.kind == what::requested) requested_at_ = t;
+    report({public_kind(r.kind), r.shrink, r.from_tier, r.to_tier, r.trigger_length,
+            r.kind == what::requested ? std::chrono::nanoseconds{0} : t - requested_at_});
   }
   if (ev.closed) {
     close_result_ = *ev.closed;
@@ -363,6 +384,8 @@ void channel_state::execute(proto::receiver_events& ev) {
 }
 
 void channel_state::provision(const proto::provision_request& request) {
+  const auto started = now();
+  const auto from = rx_.tier();
   const auto& g = options_.tiers[request.tier];
   auto region = link_->register_region(g.ring_bytes());
   std::optional<proto::local_ring> ring;
@@ -370,6 +393,8 @@ void channel_state::provision(const proto::provision_request& request) {
   proto::receiver_events ev;
   rx_.provisioned(request.request_id, ring, ev);
   execute(ev);
+  report({ring ? tier_event::what::provisioned : tier_event::what::refused, request.shrink, from, request.tier, 0,
+          now() - started});
 }
 
 void channel_state::deliver() {

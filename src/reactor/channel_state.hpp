@@ -76,7 +76,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   };
 
   channel_state(reactor& r, std::shared_ptr<shm::link> link, const fabric::channel_setup& setup,
-                proto::direction_options options);
+                proto::direction_options options, std::function<void(const tier_event&)> on_tier_event);
 
   static proto::clock_time now();
   void execute(proto::sender_events& ev);
@@ -93,6 +93,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void after_poll();
   void arm_timer();
   void op_done();
+  void report(const tier_event& e);
 
   reactor& reactor_;
   std::shared_ptr<shm::link> link_;
@@ -119,6 +120,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   std::optional<asio::steady_timer> timer_;
   std::optional<proto::clock_time> timer_deadline_;
   channel_stats counters_;
+  std::function<void(const tier_event&)> on_tier_event_;
+  proto::clock_time requested_at_{};
 };
 
 }  // namespace bellows::detail

@@ -1,0 +1,29 @@
+#pragma once
+// What a channel reports when one of its directions changes tier, for monitoring and demos.
+
+#include <chrono>
+#include <cstdint>
+
+namespace bellows {
+
+struct tier_event {
+  enum class what {
+    requested,    ///< this side asked the peer for another receive ring (ENLARGE_REQ or SHRINK_REQ)
+    granted,      ///< the peer's acknowledgement arrived; this side now sends on `to_tier`
+    denied,       ///< the peer's budget was short; large messages are fragmented instead
+    timed_out,    ///< no acknowledgement within ack_timeout; the request stays outstanding
+    provisioned,  ///< the peer asked; this side registered a receive ring of `to_tier` and acknowledged
+    refused,      ///< the peer asked; this side's memory budget was short and it answered denied
+  };
+  what kind = what::requested;
+  bool shrink = false;
+  std::uint32_t from_tier = 0;
+  std::uint32_t to_tier = 0;
+  /// Size of the message that made the sender ask (zero for a shrink).
+  std::uint64_t message_bytes = 0;
+  /// For granted, denied and timed_out: from the request's write to the acknowledgement's
+  /// arrival. For provisioned and refused: the time spent registering the ring and writing the answer.
+  std::chrono::nanoseconds elapsed{0};
+};
+
+}  // namespace bellows
