@@ -84,6 +84,9 @@ void channel_state::op_done() {
   if (!reactor_gone_) reactor_.op_finished();
 }
 
+bool channel_state::reactor_in_poll() const noexcept { return !reactor_gone_ && reactor_.in_poll(); }
+void channel_state::defer(std::unique_ptr<ready_completion> ready) { reactor_.defer(std::move(ready)); }
+
 void channel_state::report(const tier_event& e) {
   if (on_tier_event_ && !reactor_gone_) asio::post(reactor_.executor(), [fn = on_tier_event_, e] { fn(e); });
 }
@@ -201,9 +204,9 @@ void channel_state::cancel_all() {
 
 void channel_state::complete_receive(receive_op& op, std::error_code ec) {
   if (op.wants_view()) {
-    op.done_view.post(ec, message_view{});
+    complete(op.done_view, ec, message_view{});
   } else {
-    op.done_size.post(ec, ec ? 0 : op.filled);
+    complete(op.done_size, ec, ec ? 0 : op.filled);
   }
   op_done();
 }
@@ -255,9 +258,8 @@ void channel_state::on_link_failed(std::error_code ec) {
   fail(ec == error::protocol_violation ? ec : make_error_code(error::connection_reset));
 }
 
-void channel_state::poll() {
+void channel_state::poll(proto::clock_time t) {
   if (!failed_) {
-    const auto t = now();
     tx_events_.clear();
     tx_.step(setup_.control.data, t, tx_events_);
     execute(tx_events_);
@@ -340,7 +342,7 @@ void channel_state::execute(proto::sender_events& ev) {
     if (it == sends_.end()) continue;
     auto op = std::move(*it);
     sends_.erase(it);
-    op->done.post(ec, ec ? 0 : c.bytes);
+    complete(op->done, ec, ec ? 0 : c.bytes);
     op_done();
   }
   for (const auto& r : ev.retiers) {
@@ -356,7 +358,7 @@ void channel_state::execute(proto::sender_events& ev) {
   if (ev.closed) {
     close_result_ = *ev.closed;
     if (close_) {
-      close_->post(*ev.closed);
+      complete(*close_, *ev.closed);
       close_.reset();
       op_done();
     }
@@ -434,8 +436,8 @@ bool channel_state::deliver_front() {
       ready_.pop_front();
       ++counters_.messages_received;
       counters_.bytes_received += f.payload.size();
-      op.done_view.post({},
-                        message_view(shared_from_this(), frame_ref{f.token.ring_epoch, f.token.ordinal}, f.payload));
+      complete(op.done_view, {},
+               message_view(shared_from_this(), frame_ref{f.token.ring_epoch, f.token.ordinal}, f.payload));
       op_done();
       receives_.pop_front();
       return true;
@@ -470,7 +472,7 @@ bool channel_state::deliver_front() {
   if (op.wants_view()) {
     ++counters_.messages_received;
     counters_.bytes_received += op.filled;
-    op.done_view.post({}, message_view(std::move(op.assembled)));
+    complete(op.done_view, {}, message_view(std::move(op.assembled)));
     op_done();
     receives_.pop_front();
   } else {
@@ -516,7 +518,7 @@ void channel_state::fail(std::error_code ec) {
   rx_.fail(ec, rx_ev);
   execute(rx_ev);
   if (close_) {
-    close_->post(ec);
+    complete(*close_, ec);
     close_.reset();
     op_done();
   }

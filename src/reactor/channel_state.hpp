@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 namespace bellows::detail {
@@ -48,7 +49,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void release(frame_ref frame);
 
   // Reactor side.
-  void poll();
+  /// Reads the control block and the ring; `now` may be a time the reactor read for a whole pass.
+  void poll(proto::clock_time now = std::chrono::steady_clock::now().time_since_epoch());
   bool in_active = false;
   bool watched = false;
   void shutdown();
@@ -94,6 +96,17 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void arm_timer();
   void op_done();
   void report(const tier_event& e);
+  /// Completes an operation: dispatched after the reactor's poll when one is running, else posted.
+  template <class... Args>
+  void complete(completion<Args...>& done, std::type_identity_t<Args>... args) {
+    if (reactor_in_poll()) {
+      defer(done.bind(std::move(args)...));
+    } else {
+      done.post(std::move(args)...);
+    }
+  }
+  bool reactor_in_poll() const noexcept;
+  void defer(std::unique_ptr<ready_completion> ready);
 
   reactor& reactor_;
   std::shared_ptr<shm::link> link_;

@@ -11,8 +11,21 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <algorithm>
+#include <utility>
 
 namespace bellows::detail {
+namespace {
+
+/// Tells the core that this thread is busy-waiting (saves power, frees the sibling hyperthread).
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+}  // namespace
 
 reactor::reactor(asio::io_context& io) : asio::execution_context::service(io), io_(io), wake_(io) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -76,6 +89,8 @@ void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& own
 
 void reactor::remove_channel(channel_state* ch) {
   channels_.erase(ch);
+  // A pass drops the link if this was its last channel, even when nothing else is pending.
+  schedule_pass();
   auto forget = [ch](std::vector<channel_state*>& list) {
     std::replace(list.begin(), list.end(), ch, static_cast<channel_state*>(nullptr));
   };
@@ -104,11 +119,13 @@ void reactor::watch(channel_state* ch, bool on) {
 
 void reactor::op_started() {
   ++ops_;
+  ++op_changes_;
   if (idle_) wake_from_idle();
 }
 
 void reactor::op_finished() {
-  // The pass that finds nothing pending lets go of the io_context (see go_idle).
+  ++op_changes_;
+  // A later pass that finds nothing pending lets go of the io_context (see go_idle).
   if (ops_ > 0 && --ops_ == 0) schedule_pass();
 }
 
@@ -137,9 +154,7 @@ void reactor::schedule_pass() {
   asio::post(io_, [this] { pass(); });
 }
 
-void reactor::pass() {
-  pass_posted_ = false;
-  if (shut_down_) return;
+std::size_t reactor::poll_round() {
   std::size_t work = 0;
   for (std::size_t i = 0; i < links_.size(); ++i) {
     links_[i]->woke_up();
@@ -149,21 +164,71 @@ void reactor::pass() {
   for (std::size_t i = 0; i < polling_now_.size(); ++i) {
     if (channel_state* ch = polling_now_[i]) {
       ch->in_active = false;
-      ch->poll();
+      ch->poll(pass_time_);
       ++work;
     }
   }
   polling_now_.clear();
   for (std::size_t i = 0; i < watched_.size(); ++i)
-    if (channel_state* ch = watched_[i]) ch->poll();
+    if (channel_state* ch = watched_[i]) ch->poll(pass_time_);
   std::erase(watched_, nullptr);
+  // Operations starting and finishing count as activity: a receive's completion handler usually
+  // starts the next send, and going idle in between would disarm and re-arm every link.
+  return work + std::exchange(op_changes_, 0);
+}
+
+std::size_t reactor::spin_for_work() {
+  // Going back to the scheduler for every empty poll costs an epoll_wait each time; waiting here
+  // instead, for a slice short enough not to starve the application's other handlers, keeps a
+  // ping-pong's round trip free of system calls.
+  constexpr auto slice = std::chrono::microseconds(20);
+  const auto until = std::min(std::chrono::steady_clock::now() + slice, last_work_ + options_.spin_before_sleep);
+  for (unsigned round = 1;; ++round) {
+    cpu_relax();
+    if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
+    if (round % 32 == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      pass_time_ = now.time_since_epoch();
+      if (now >= until) return 0;
+    }
+  }
+}
+
+void reactor::pass() {
+  pass_posted_ = false;
+  if (shut_down_) return;
+  // One clock read serves every channel polled in this pass (deadlines are milliseconds).
+  pass_time_ = std::chrono::steady_clock::now().time_since_epoch();
+  in_poll_ = true;
+  std::size_t work = poll_round();
+  if (work == 0 && ops_ != 0 && active_.empty()) work = spin_for_work();
+  in_poll_ = false;
   drop_dead_links();
+  run_deferred();
 
   const auto now = std::chrono::steady_clock::now();
   if (work != 0) last_work_ = now;
-  if (ops_ == 0 && active_.empty()) return go_idle();
-  if (polling_ || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
+  if (!active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
+  if (ops_ == 0) return go_idle();
+  if (polling_) return schedule_pass();
   sleep();
+}
+
+void reactor::run_deferred() {
+  // The handlers run here, outside every channel's code, so they may start operations or drop
+  // the last reference to a channel. One that throws leaves the rest for the next pass, and
+  // the exception leaves io_context::run() as with any Asio handler.
+  running_.swap(deferred_);
+  std::size_t next = 0;
+  try {
+    while (next < running_.size()) running_[next++].release()->dispatch();
+  } catch (...) {
+    for (; next < running_.size(); ++next) deferred_.push_back(std::move(running_[next]));
+    running_.clear();
+    schedule_pass();
+    throw;
+  }
+  running_.clear();
 }
 
 void reactor::sleep() {
@@ -190,13 +255,13 @@ void reactor::sleep() {
 
 void reactor::drop_dead_links() {
   std::erase_if(links_, [this](const std::shared_ptr<shm::link>& l) {
-    if (l->failed()) return true;
     // A client link nobody uses any more goes; its peer sees the socket close.
-    if (!l->name().empty() && l->unused() && l.use_count() == 2) {
-      client_links_.erase(l->name());
-      return true;
-    }
-    return false;
+    const bool unused_client = !l->name().empty() && l->unused();
+    if (!l->failed() && !unused_client) return false;
+    if (unused_client) client_links_.erase(l->name());
+    // Its pending socket wait would otherwise keep the io_context from running out of work.
+    l->disarm();
+    return true;
   });
 }
 

@@ -8,7 +8,9 @@
 
 #include "fabric/shm/arena.hpp"
 #include "fabric/shm/link.hpp"
+#include "proto/direction.hpp"
 
+#include <bellows/detail/completion.hpp>
 #include <bellows/options.hpp>
 #include <bellows/stats.hpp>
 
@@ -59,6 +61,10 @@ class reactor final : public asio::execution_context::service {
   /// Polls the channel on every pass while it waits for an ack or for credit.
   void watch(channel_state* ch, bool on);
 
+  /// True while the reactor polls channels; completions found then are dispatched after the poll.
+  bool in_poll() const noexcept { return in_poll_; }
+  void defer(std::unique_ptr<ready_completion> ready) { deferred_.push_back(std::move(ready)); }
+
   void op_started();
   void op_finished();
 
@@ -70,10 +76,13 @@ class reactor final : public asio::execution_context::service {
   void shutdown() override;
   void schedule_pass();
   void pass();
+  std::size_t poll_round();
+  std::size_t spin_for_work();
   void sleep();
   void wake_from_idle();
   void go_idle();
   void drop_dead_links();
+  void run_deferred();
 
   asio::io_context& io_;
   context_options options_;
@@ -85,8 +94,13 @@ class reactor final : public asio::execution_context::service {
   bool pass_posted_ = false;
   bool polling_ = false;
   bool shut_down_ = false;
+  bool in_poll_ = false;
+  std::vector<std::unique_ptr<ready_completion>> deferred_;
+  std::vector<std::unique_ptr<ready_completion>> running_;
   std::size_t ops_ = 0;
+  std::size_t op_changes_ = 0;
   std::chrono::steady_clock::time_point last_work_;
+  proto::clock_time pass_time_{};
   std::vector<std::shared_ptr<shm::link>> links_;
   std::map<std::string, std::weak_ptr<shm::link>> client_links_;
   std::unordered_set<channel_state*> channels_;

@@ -281,3 +281,33 @@ TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives i
   CHECK(stats.send_tier == 0);
   CHECK(server.wait() == 0);
 }
+
+TEST_CASE("io_context::run returns once the last channel to a peer is closed, as with sockets", "[shm]") {
+  const auto name = bt::unique_name("run-returns");
+  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  bool echoed = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        bellows::channel ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        const auto message = bt::random_bytes(64 * 1024, 7);  // enlarges, so a shrink timer is armed too
+        std::vector<std::byte> reply(message.size());
+        co_await ch.async_send(asio::buffer(message), use_awaitable);
+        const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+        echoed = n == message.size() && reply == message;
+        co_await ch.async_close(use_awaitable);
+        std::byte none[1];
+        auto [ec, ignored] = co_await ch.async_receive(asio::buffer(none), as_tuple(use_awaitable));
+        CHECK(ec == bellows::error::end_of_stream);
+      },
+      asio::detached);
+  // run_for returns early, with the context stopped, only when no work is left.
+  io.run_for(10s);
+  CHECK(echoed);
+  CHECK(io.stopped());
+  CHECK(bellows::stats(io).links == 0);
+  CHECK(server.wait(10s) == 0);
+}

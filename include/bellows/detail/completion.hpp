@@ -1,21 +1,34 @@
 #pragma once
 // A type-erased, move-only completion handler: it keeps the handler's executor busy while the
-// operation is pending and, when completed, clears the handler's cancellation slot and posts the
-// handler to its associated executor. Completions are always posted, never run inside the
-// initiating function or inside the reactor's poll.
+// operation is pending and, when completed, clears the handler's cancellation slot and hands the
+// handler to its associated executor. Inside an initiating function it is always posted. The
+// reactor may instead bind the result during a poll and dispatch it once the poll is over, so
+// that a reply can be written without a round through the scheduler; no handler ever runs
+// inside a channel's own code.
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/execution/outstanding_work.hpp>
 #include <asio/post.hpp>
 #include <asio/prefer.hpp>
 
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
 namespace bellows::detail {
+
+/// A completion whose result is already bound; dispatch() hands it to the handler's executor,
+/// which runs it at once when the caller is already running on that executor.
+class ready_completion {
+ public:
+  virtual ~ready_completion() = default;
+  /// Consumes the object: it deletes itself before the handler runs.
+  virtual void dispatch() = 0;
+};
 
 template <class... Args>
 class completion {
@@ -34,14 +47,21 @@ class completion {
     p->post_and_destroy(std::move(args)...);
   }
 
+  /// Binds `args` for a later dispatch(); afterwards this completion is empty.
+  std::unique_ptr<ready_completion> bind(Args... args) {
+    auto* p = impl_.release();
+    return p->bind(std::move(args)...);
+  }
+
  private:
   struct base {
     virtual ~base() = default;
     virtual void post_and_destroy(Args&&... args) = 0;
+    virtual std::unique_ptr<ready_completion> bind(Args&&... args) = 0;
   };
 
   template <class Handler, class IoExecutor>
-  struct impl final : base {
+  struct impl final : base, ready_completion {
     using handler_executor = asio::associated_executor_t<Handler, IoExecutor>;
     using tracked_executor = std::decay_t<decltype(asio::prefer(std::declval<handler_executor>(),
                                                                 asio::execution::outstanding_work.tracked))>;
@@ -51,18 +71,33 @@ class completion {
           work(asio::prefer(asio::get_associated_executor(handler, io), asio::execution::outstanding_work.tracked)) {}
 
     void post_and_destroy(Args&&... args) override {
+      bound.emplace(std::move(args)...);
+      hand_over([](auto& ex, auto&& fn) { asio::post(ex, std::move(fn)); });
+    }
+
+    std::unique_ptr<ready_completion> bind(Args&&... args) override {
+      bound.emplace(std::move(args)...);
+      return std::unique_ptr<ready_completion>(this);
+    }
+
+    void dispatch() override {
+      hand_over([](auto& ex, auto&& fn) { asio::dispatch(ex, std::move(fn)); });
+    }
+
+    template <class How>
+    void hand_over(How how) {
       auto slot = asio::get_associated_cancellation_slot(handler);
       if (slot.is_connected()) slot.clear();
       auto ex = std::move(work);
       auto h = std::move(handler);
-      auto bound = std::make_tuple(std::move(args)...);
+      auto args = std::move(*bound);
       delete this;
-      asio::post(
-          ex, [h = std::move(h), bound = std::move(bound)]() mutable { std::apply(std::move(h), std::move(bound)); });
+      how(ex, [h = std::move(h), args = std::move(args)]() mutable { std::apply(std::move(h), std::move(args)); });
     }
 
     Handler handler;
     tracked_executor work;
+    std::optional<std::tuple<Args...>> bound;
   };
 
   std::unique_ptr<base> impl_;

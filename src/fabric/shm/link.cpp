@@ -281,7 +281,12 @@ void link::free_slot(std::uint32_t id) {
   free_ids_.push_back(id);
 }
 
-bool link::unused() const noexcept { return slots_.size() == free_ids_.size(); }
+bool link::unused() const noexcept {
+  // A retired slot only waits for the peer's detach before its memory may be reused; dropping
+  // the whole link (and its arena) makes that wait moot.
+  return std::all_of(slots_.begin(), slots_.end(),
+                     [](const channel_slot& s) { return !s.in_use || (s.retired && !s.opening); });
+}
 
 std::uint32_t link::open_channel(const std::vector<tier>& tiers, std::uint64_t max_message_size, open_handler done) {
   auto fail_now = [&](std::error_code ec) {

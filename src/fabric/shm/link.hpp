@@ -75,7 +75,8 @@ class link final : public fabric::provider, public std::enable_shared_from_this<
   void woke_up();
   bool ready() const noexcept { return state_ == state::ready; }
   bool failed() const noexcept { return state_ == state::failed; }
-  /// No channel, open or graveyard entry left: the link can be dropped.
+  /// No channel is open or opening (retired ones may still await the peer's detach): the link
+  /// can be dropped.
   bool unused() const noexcept;
   const std::string& name() const noexcept { return name_; }
 
