@@ -1,6 +1,6 @@
 // First benchmark over shm between two processes: 8 B ping-pong latency (half round trip,
 // p50 and average) and 64 KiB streaming bandwidth. Prints figures, asserts nothing.
-//   bellows_bench [--iterations N] [--messages N]
+//   bellows_bench [--iterations N] [--messages N] [--stream-size BYTES] [--cpus A,B|none]
 
 #include <bellows/bellows.hpp>
 
@@ -10,6 +10,7 @@
 #include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
@@ -30,10 +31,22 @@ struct settings {
   int messages = 20'000;
   std::size_t latency_size = 8;
   std::size_t stream_size = 64 * 1024;
+  int sender_cpu = 0;  ///< -1: leave placement to the kernel
+  int peer_cpu = 1;
 };
 
-/// The peer: answers every ping with a pong on the first channel; on the second channel takes
-/// every streamed message and answers the last with one byte.
+/// Pins the calling process to one CPU, as ucx_perftest -c does, so that the two spinning
+/// processes never share a core and the figures do not depend on the scheduler's mood.
+void pin_to(int cpu) {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(0, sizeof set, &set) != 0) std::perror("bellows_bench: sched_setaffinity");
+}
+
+/// The peer: answers every ping with a pong on the first channel; on the second channel receives
+/// every streamed message into a buffer and answers the last with one byte.
 int run_peer(const std::string& name, const settings& s, int ready_fd) {
   asio::io_context io;
   bellows::acceptor acc(io.get_executor(), "shm://" + name);
@@ -49,9 +62,9 @@ int run_peer(const std::string& name, const settings& s, int ready_fd) {
           co_await ping.async_send(asio::buffer(buffer.data(), n), use_awaitable);
         }
         bellows::channel stream = co_await acc.async_accept(use_awaitable);
-        for (int i = 0; i < s.messages; ++i) {
-          bellows::message_view view = co_await stream.async_receive_view(use_awaitable);
-        }
+        // Copied out into a buffer, as ucx_perftest's tag_bw receives, not read in place.
+        std::vector<std::byte> block(s.stream_size);
+        for (int i = 0; i < s.messages; ++i) co_await stream.async_receive(asio::buffer(block), use_awaitable);
         co_await stream.async_send(asio::buffer(&one, 1), use_awaitable);
         std::vector<std::byte> tail(1);
         co_await stream.async_receive(asio::buffer(tail), asio::experimental::as_tuple(use_awaitable));
@@ -101,6 +114,16 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--iterations") == 0) s.iterations = std::stoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--messages") == 0) s.messages = std::stoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--stream-size") == 0) s.stream_size = std::stoul(argv[i + 1]);
+    if (std::strcmp(argv[i], "--cpus") == 0) {
+      // "A,B": the measuring process on A, the peer on B; "none" to not pin.
+      if (std::strcmp(argv[i + 1], "none") == 0) {
+        s.sender_cpu = s.peer_cpu = -1;
+      } else if (std::sscanf(argv[i + 1], "%d,%d", &s.sender_cpu, &s.peer_cpu) != 2) {
+        std::fprintf(stderr, "bellows_bench: --cpus takes A,B or none\n");
+        return 2;
+      }
+    }
   }
   const std::string name = "bench-" + std::to_string(::getpid());
   int ready[2];
@@ -108,8 +131,10 @@ int main(int argc, char** argv) {
   const pid_t peer = ::fork();
   if (peer == 0) {
     ::close(ready[0]);
+    pin_to(s.peer_cpu);
     ::_exit(run_peer(name, s, ready[1]));
   }
+  pin_to(s.sender_cpu);
   ::close(ready[1]);
   char c;
   if (::read(ready[0], &c, 1) != 1) return 1;
