@@ -137,6 +137,56 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
   CHECK(server.wait() == 0);
 }
 
+TEST_CASE("10,000 channels between two processes over one link, every one used at once", "[shm]") {
+  const auto name = bt::unique_name("ten-thousand");
+  constexpr int channels = 10'000;
+  bt::child_process server([&] { return bt::run_echo_server(name, channels, {}, 240s); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  std::vector<bellows::channel> open = bt::connect_many(io, name, 1);
+  REQUIRE(open.size() == 1);
+  // Descriptors grow with peers, not with channels: the first channel brought the link's socket,
+  // arenas and eventfds; 9,999 more add none.
+  const auto fds_with_one = bt::open_fd_count();
+  io.restart();
+  for (auto& ch : bt::connect_many(io, name, channels - 1, 180s)) open.push_back(std::move(ch));
+  REQUIRE(open.size() == channels);
+  CHECK(bt::open_fd_count() == fds_with_one);
+  const auto context = bellows::stats(io);
+  CHECK(context.links == 1);
+  // Each idle channel holds its control block and a 4 KiB ring on this side, nothing more.
+  CHECK(context.registered_bytes == std::size_t{channels} * (128 + 4096));
+
+  io.restart();
+  tally t;
+  int ended = 0;
+  for (int c = 0; c < channels; ++c) {
+    asio::co_spawn(
+        io,
+        [&, c]() -> asio::awaitable<void> {
+          auto& ch = open[static_cast<std::size_t>(c)];
+          // Up to 10,000 doorbells at once, more than the 8,192-entry ring holds: the overflow
+          // path may run too.
+          const auto message = bt::random_bytes(64, static_cast<std::uint64_t>(c));
+          std::vector<std::byte> reply(message.size());
+          co_await ch.async_send(asio::buffer(message), use_awaitable);
+          const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+          ++(n == message.size() && reply == message ? t.intact : t.wrong);
+          co_await ch.async_close(use_awaitable);
+          auto [ec, n2] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+          if (ec == bellows::error::end_of_stream) ++ended;
+        },
+        asio::detached);
+  }
+  io.run_for(180s);
+  CHECK(t.intact == channels);
+  CHECK(t.wrong == 0);
+  CHECK(ended == channels);
+  open.clear();
+  CHECK(server.wait(60s) == 0);
+}
+
 TEST_CASE("Every completion token kind works, a receive is cancelled by ||, close loses nothing", "[shm]") {
   const auto name = bt::unique_name("tokens");
   bt::child_process server([&] { return bt::run_echo_server(name, 1); });

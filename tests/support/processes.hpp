@@ -9,11 +9,19 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <thread>
 
 namespace bellows::test {
+
+/// Descriptors this process has open now.
+inline std::size_t open_fd_count() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
 
 /// A name no other test (or concurrent ctest job) uses.
 inline std::string unique_name(const char* what) {
