@@ -43,7 +43,7 @@ void copy_into(const scatter& into, std::uint64_t at, std::span<const std::byte>
 
 }  // namespace
 
-proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, std::shared_ptr<shm::link> link,
+proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, std::shared_ptr<fabric::link> link,
                                                                    const fabric::channel_setup& setup,
                                                                    const channel_options& local) {
   auto table = proto::tier_table::make(setup.tiers);
@@ -54,7 +54,7 @@ proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, s
       new channel_state(r, std::move(link), setup, std::move(options), local.on_tier_event));
 }
 
-channel_state::channel_state(reactor& r, std::shared_ptr<shm::link> link, const fabric::channel_setup& setup,
+channel_state::channel_state(reactor& r, std::shared_ptr<fabric::link> link, const fabric::channel_setup& setup,
                              proto::direction_options options, std::function<void(const tier_event&)> on_tier_event)
     : reactor_(r),
       link_(std::move(link)),

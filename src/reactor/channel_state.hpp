@@ -4,7 +4,7 @@
 // doorbells, provisioning) and matches delivered frames with pending receives.
 
 #include "fabric/endpoint.hpp"
-#include "fabric/shm/link.hpp"
+#include "fabric/link.hpp"
 #include "proto/receiver.hpp"
 #include "proto/sender.hpp"
 
@@ -28,7 +28,7 @@ class reactor;
 
 class channel_state final : public fabric::channel_endpoint, public std::enable_shared_from_this<channel_state> {
  public:
-  static proto::outcome<std::shared_ptr<channel_state>> make(reactor& r, std::shared_ptr<shm::link> link,
+  static proto::outcome<std::shared_ptr<channel_state>> make(reactor& r, std::shared_ptr<fabric::link> link,
                                                              const fabric::channel_setup& setup,
                                                              const channel_options& local);
   ~channel_state();
@@ -77,7 +77,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
     bool wants_view() const noexcept { return static_cast<bool>(done_view); }
   };
 
-  channel_state(reactor& r, std::shared_ptr<shm::link> link, const fabric::channel_setup& setup,
+  channel_state(reactor& r, std::shared_ptr<fabric::link> link, const fabric::channel_setup& setup,
                 proto::direction_options options, std::function<void(const tier_event&)> on_tier_event);
 
   static proto::clock_time now();
@@ -109,7 +109,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void defer(std::unique_ptr<ready_completion> ready);
 
   reactor& reactor_;
-  std::shared_ptr<shm::link> link_;
+  std::shared_ptr<fabric::link> link_;
   fabric::channel_setup setup_;
   proto::direction_options options_;
   proto::sender tx_;

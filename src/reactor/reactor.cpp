@@ -87,6 +87,11 @@ void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& own
   if (!idle_) (*l)->arm();
 }
 
+void reactor::adopt_link(std::shared_ptr<fabric::link> l) {
+  links_.push_back(std::move(l));
+  if (!idle_) links_.back()->arm();
+}
+
 void reactor::remove_channel(channel_state* ch) {
   channels_.erase(ch);
   // A pass drops the link if this was its last channel, even when nothing else is pending.
@@ -254,7 +259,7 @@ void reactor::sleep() {
 }
 
 void reactor::drop_dead_links() {
-  std::erase_if(links_, [this](const std::shared_ptr<shm::link>& l) {
+  std::erase_if(links_, [this](const std::shared_ptr<fabric::link>& l) {
     // A client link nobody uses any more goes; its peer sees the socket close.
     const bool unused_client = !l->name().empty() && l->unused();
     if (!l->failed() && !unused_client) return false;

@@ -46,11 +46,16 @@ class reactor final : public asio::execution_context::service {
   void configure(const context_options& options);
   const context_options& options() const noexcept { return options_; }
   shm::memory_budget& budget() noexcept { return budget_; }
+  /// The eventfd this reactor sleeps on; links write it to wake it.
+  int wake_fd() const noexcept { return wake_fd_; }
 
   /// A link to shm://name, reusing the one already open to that peer.
   proto::outcome<std::shared_ptr<shm::link>> client_link(const std::string& name);
   /// Takes an accepted socket; `owner` is told about channels opened over it.
   void adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner);
+
+  /// Serves a link made elsewhere (the simulator's in-process pairs).
+  void adopt_link(std::shared_ptr<fabric::link> l);
 
   void add_acceptor(acceptor_state* a) { acceptors_.insert(a); }
   void remove_acceptor(acceptor_state* a) { acceptors_.erase(a); }
@@ -101,7 +106,7 @@ class reactor final : public asio::execution_context::service {
   std::size_t op_changes_ = 0;
   std::chrono::steady_clock::time_point last_work_;
   proto::clock_time pass_time_{};
-  std::vector<std::shared_ptr<shm::link>> links_;
+  std::vector<std::shared_ptr<fabric::link>> links_;
   std::map<std::string, std::weak_ptr<shm::link>> client_links_;
   std::unordered_set<channel_state*> channels_;
   std::unordered_set<acceptor_state*> acceptors_;

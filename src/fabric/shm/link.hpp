@@ -6,7 +6,7 @@
 // closing, the news that the peer died.
 
 #include "fabric/endpoint.hpp"
-#include "fabric/provider.hpp"
+#include "fabric/link.hpp"
 #include "fabric/shm/arena.hpp"
 #include "fabric/shm/link_protocol.hpp"
 
@@ -32,7 +32,7 @@ struct link_options {
 /// The abstract socket name for shm://NAME.
 std::string socket_name(const std::string& name);
 
-class link final : public fabric::provider, public std::enable_shared_from_this<link> {
+class link final : public fabric::link, public std::enable_shared_from_this<link> {
  public:
   using open_handler = std::function<void(proto::outcome<fabric::channel_setup>)>;
   /// Server side: a peer opens a channel. Return true after attaching an endpoint to
@@ -52,33 +52,33 @@ class link final : public fabric::provider, public std::enable_shared_from_this<
   void set_hooks(accept_hook on_accept, failure_hook on_failure);
   /// Starts (or stops) reading the socket; a stopped link holds no outstanding work, so an
   /// io_context with nothing pending can return from run().
-  void arm();
-  void disarm();
+  void arm() override;
+  void disarm() override;
   /// The io_context is being destroyed: drop the socket without touching its services again.
-  void shutdown();
+  void shutdown() override;
 
   /// Opens a channel whose first rings use `tiers[0]`; `done` gets the agreed set-up.
   /// Returns the local id to cancel it with, or 0 when `done` was already told why not.
   std::uint32_t open_channel(const std::vector<tier>& tiers, std::uint64_t max_message_size, open_handler done);
   /// Abandons an open still waiting for the peer; its answer will be undone when it comes.
   void cancel_open(std::uint32_t local_id);
-  void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint);
+  void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   /// Tells the peer we will not write into its channel `peer_id` again.
-  void send_detach(std::uint32_t peer_id);
+  void send_detach(std::uint32_t peer_id) override;
   /// The local channel is gone: its regions are freed once the peer has detached too, since
   /// until then the peer may still write into them.
-  void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions);
+  void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
 
   /// Pops doorbells and reports them to endpoints; returns how many it found.
-  std::size_t drain_doorbells();
-  bool prepare_to_sleep();
-  void woke_up();
+  std::size_t drain_doorbells() override;
+  bool prepare_to_sleep() override;
+  void woke_up() override;
   bool ready() const noexcept { return state_ == state::ready; }
-  bool failed() const noexcept { return state_ == state::failed; }
+  bool failed() const noexcept override { return state_ == state::failed; }
   /// No channel is open or opening (retired ones may still await the peer's detach): the link
   /// can be dropped.
-  bool unused() const noexcept;
-  const std::string& name() const noexcept { return name_; }
+  bool unused() const noexcept override;
+  const std::string& name() const noexcept override { return name_; }
 
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;
