@@ -242,6 +242,16 @@ channel_stats channel_state::stats() const {
   return s;
 }
 
+void channel_state::set_pressure(bool on) {
+  if (failed_ || (on && rx_.tier() == 0)) return;
+  proto::receiver_events ev;
+  rx_.set_pressure(on, ev);
+  if (!ev.flags_word) return;
+  // An idle sender reads its control block only when rung.
+  ev.ring_doorbell = true;
+  execute(ev);
+}
+
 void channel_state::on_doorbell() { reactor_.activate(this); }
 
 void channel_state::on_peer_detached() {
@@ -395,6 +405,8 @@ void channel_state::provision(const proto::provision_request& request) {
   proto::receiver_events ev;
   rx_.provisioned(request.request_id, ring, ev);
   execute(ev);
+  if (!ring) reactor_.provision_refused();
+  if (ring && request.tier > 0 && reactor_.under_pressure()) set_pressure(true);
   report({ring ? tier_event::what::provisioned : tier_event::what::refused, request.shrink, from, request.tier, 0,
           now() - started});
 }

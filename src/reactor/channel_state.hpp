@@ -49,6 +49,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void release(frame_ref frame);
 
   // Reactor side.
+  /// Asks the peer to shrink our receive ring back (the budget is short), or lifts that.
+  void set_pressure(bool on);
   /// Reads the control block and the ring; `now` may be a time the reactor read for a whole pass.
   void poll(proto::clock_time now = std::chrono::steady_clock::now().time_since_epoch());
   bool in_active = false;

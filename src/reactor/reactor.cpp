@@ -209,6 +209,7 @@ void reactor::pass() {
   if (work == 0 && ops_ != 0 && active_.empty()) work = spin_for_work();
   in_poll_ = false;
   drop_dead_links();
+  update_pressure();
   run_deferred();
 
   const auto now = std::chrono::steady_clock::now();
@@ -217,6 +218,18 @@ void reactor::pass() {
   if (ops_ == 0) return go_idle();
   if (polling_) return schedule_pass();
   sleep();
+}
+
+void reactor::update_pressure() {
+  // Pressure goes on when a ring was refused or seven eighths of the budget are taken, and off
+  // once half of it is free again; the gap keeps it from flapping with every ring.
+  const bool refused = std::exchange(refused_, false);
+  if (budget_.limit == SIZE_MAX) return;
+  const bool short_now = refused || budget_.used > budget_.limit / 8 * 7;
+  const bool relieved = budget_.used <= budget_.limit / 2;
+  if (under_pressure_ == short_now || (under_pressure_ && !relieved)) return;
+  under_pressure_ = short_now;
+  for (auto* ch : channels_) ch->set_pressure(under_pressure_);
 }
 
 void reactor::run_deferred() {

@@ -70,6 +70,11 @@ class reactor final : public asio::execution_context::service {
   bool in_poll() const noexcept { return in_poll_; }
   void defer(std::unique_ptr<ready_completion> ready) { deferred_.push_back(std::move(ready)); }
 
+  /// A channel could not provision a ring within the budget.
+  void provision_refused() noexcept { refused_ = true; }
+  /// The budget is short: channels holding rings above the first tier ask their senders to shrink.
+  bool under_pressure() const noexcept { return under_pressure_; }
+
   void op_started();
   void op_finished();
 
@@ -88,6 +93,7 @@ class reactor final : public asio::execution_context::service {
   void go_idle();
   void drop_dead_links();
   void run_deferred();
+  void update_pressure();
 
   asio::io_context& io_;
   context_options options_;
@@ -100,6 +106,8 @@ class reactor final : public asio::execution_context::service {
   bool polling_ = false;
   bool shut_down_ = false;
   bool in_poll_ = false;
+  bool refused_ = false;
+  bool under_pressure_ = false;
   std::vector<std::unique_ptr<ready_completion>> deferred_;
   std::vector<std::unique_ptr<ready_completion>> running_;
   std::size_t ops_ = 0;

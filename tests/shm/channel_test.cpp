@@ -361,3 +361,71 @@ TEST_CASE("io_context::run returns once the last channel to a peer is closed, as
   CHECK(bellows::stats(io).links == 0);
   CHECK(server.wait(10s) == 0);
 }
+
+TEST_CASE("A short budget raises pressure: an idle large ring shrinks at once, then another channel grows", "[shm]") {
+  const auto name = bt::unique_name("pressure");
+  bellows::context_options tight;
+  tight.registered_memory_budget = 1536 * 1024;  // one 1 MiB ring fits, two do not
+  bt::child_process server([&] { return bt::run_echo_server(name, 2, tight); });
+  REQUIRE(server.wait_ready());
+
+  asio::io_context io;
+  bellows::channel_options options;
+  options.idle_shrink_after = 60s;  // only pressure can make the first channel shrink in time
+  options.retry_after_denial = 50ms;
+  bellows::channel first, second;
+  int intact = 0, ended = 0;
+  bellows::channel_stats first_after, second_after;
+  auto echo = [&](bellows::channel& ch, std::uint64_t seed) -> asio::awaitable<void> {
+    const auto message = bt::random_bytes(100'000, seed);  // needs the 1 MiB tier
+    std::vector<std::byte> reply(message.size());
+    co_await ch.async_send(asio::buffer(message), use_awaitable);
+    const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+    if (n == message.size() && reply == message) ++intact;
+  };
+  auto wait_end = [&](bellows::channel& ch) -> asio::awaitable<void> {
+    std::byte none[1];
+    auto [ec, n] = co_await ch.async_receive(asio::buffer(none), as_tuple(use_awaitable));
+    if (ec == bellows::error::end_of_stream) ++ended;
+  };
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const auto uri = "shm://" + name;
+        first = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        second = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        co_await echo(first, 1);
+        CHECK(first.stats().send_tier == 2);
+        asio::co_spawn(io, wait_end(first), asio::detached);  // keeps this side serving the peer
+
+        // The peer cannot give the second channel 1 MiB: it fragments, and the peer asks the
+        // first channel, idle now, to give its ring back.
+        co_await echo(second, 2);
+        asio::steady_timer tick(io);
+        for (int i = 0; i < 500 && first.stats().send_tier != 0; ++i) {
+          tick.expires_after(10ms);
+          co_await tick.async_wait(use_awaitable);
+        }
+        first_after = first.stats();
+
+        // Once the denial's back-off is over the second channel grows into the freed memory.
+        tick.expires_after(options.retry_after_denial);
+        co_await tick.async_wait(use_awaitable);
+        co_await echo(second, 3);
+        second_after = second.stats();
+
+        co_await first.async_close(use_awaitable);
+        co_await second.async_close(use_awaitable);
+        co_await wait_end(second);
+      },
+      asio::detached);
+  io.run_for(60s);
+  CHECK(intact == 3);
+  CHECK(first_after.send_tier == 0);
+  CHECK(first_after.shrinks == 1);
+  CHECK(second_after.denials == 1);
+  CHECK(second_after.enlargements == 1);
+  CHECK(second_after.send_tier == 2);
+  CHECK(ended == 2);
+  CHECK(server.wait() == 0);
+}
