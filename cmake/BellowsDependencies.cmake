@@ -15,7 +15,11 @@ if(NOT TARGET bellows_asio)
   add_library(bellows_asio INTERFACE)
   add_library(bellows::asio ALIAS bellows_asio)
   target_include_directories(bellows_asio SYSTEM INTERFACE "$<BUILD_INTERFACE:${BELLOWS_ASIO_INCLUDE_DIR}>")
-  # clang 14 does not advertise coroutine support to Asio 1.22 on its own.
-  target_compile_definitions(bellows_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT)
+  # clang 14 does not advertise coroutine support to Asio 1.22 on its own. Asio 1.22 picks
+  # aligned_alloc or operator new for its handler memory by whether a libstdc++ header came
+  # before its own, which differs between translation units; a block recycled across two of
+  # them was then freed with the wrong function (ASan: alloc-dealloc-mismatch). One choice for all.
+  target_compile_definitions(bellows_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT
+                                                    ASIO_DISABLE_STD_ALIGNED_ALLOC)
   target_link_libraries(bellows_asio INTERFACE Threads::Threads)
 endif()
