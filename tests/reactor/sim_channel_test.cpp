@@ -64,7 +64,9 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
   auto links = make_sim_links(io, io);
   bellows::channel_options options;
   options.idle_shrink_after = 20ms;
-  auto [a, b] = open_sim_channel(links, io, io, options);
+  auto channels = open_sim_channel(links, io, io, options);
+  auto& a = channels.first;  // clang 14 cannot capture structured bindings
+  auto& b = channels.second;
 
   for (std::size_t size : {0u, 8u, 3000u, 40'000u, 300'000u, 3'000'000u}) {
     const auto message = bt::random_bytes(size, size + 1);
@@ -107,7 +109,9 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
 TEST_CASE("sim under the reactor: the peer dies between an acknowledgement's head and its tail", "[sim-reactor]") {
   asio::io_context io;
   auto links = make_sim_links(io, io);
-  auto [a, b] = open_sim_channel(links, io, io);
+  auto channels = open_sim_channel(links, io, io);
+  auto& a = channels.first;
+  auto& b = channels.second;
 
   // B answers A's ENLARGE_REQ: only the head word of its ack lands, then B's process "dies".
   int acks_torn = 0;
@@ -136,7 +140,9 @@ TEST_CASE("sim under the reactor: the peer dies between an acknowledgement's hea
 TEST_CASE("sim under the reactor: a torn frame is not delivered until its trailer lands", "[sim-reactor]") {
   asio::io_context io;
   auto links = make_sim_links(io, io);
-  auto [a, b] = open_sim_channel(links, io, io);
+  auto channels = open_sim_channel(links, io, io);
+  auto& a = channels.first;
+  auto& b = channels.second;
 
   // The frame's header lands, its payload and trailer are held back.
   bool torn = false;
@@ -167,7 +173,9 @@ TEST_CASE("sim under the reactor: a torn frame is not delivered until its traile
 TEST_CASE("sim under the reactor: an ack whose doorbell never rings is still found", "[sim-reactor]") {
   asio::io_context io;
   auto links = make_sim_links(io, io);
-  auto [a, b] = open_sim_channel(links, io, io);
+  auto channels = open_sim_channel(links, io, io);
+  auto& a = channels.first;
+  auto& b = channels.second;
 
   // Every doorbell B rings for A is lost: A must watch its control block while it waits.
   links.b->hold_doorbells(true);
@@ -187,7 +195,9 @@ TEST_CASE("sim under the reactor: the peer dies between two fragments", "[sim-re
   asio::io_context io;
   // B's budget holds its first ring and nothing more: A's large message is fragmented.
   auto links = make_sim_links(io, io, SIZE_MAX, 128 + 4096);
-  auto [a, b] = open_sim_channel(links, io, io);
+  auto channels = open_sim_channel(links, io, io);
+  auto& a = channels.first;
+  auto& b = channels.second;
 
   int ring_writes = 0;
   links.a->set_write_hook([&](const link_write& w) -> std::size_t {
