@@ -94,7 +94,7 @@ for m in "${module_list[@]}"; do cp "$modules/kernel/$m" "$root/lib/modules/"; d
   echo 'ip link set lo up; ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy'
   echo 'ip addr add 192.0.2.1/24 dev dummy0; ip link set dummy0 up'
   echo 'rdma link add rxe0 type rxe netdev dummy0 || echo "guest: rdma link add failed"'
-  echo 'export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/libibverbs'
+  echo 'export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/libibverbs BELLOWS_IN_RXE_GUEST=1'
   printf 'echo %q\n' "guest: running $*"
   printf '%q ' "$program" "${@:2}"
   echo

@@ -4,6 +4,7 @@
 // (the doorbell ring); rings and control blocks are carved from the rest in power-of-two size
 // classes and given back with a hole punch, so released memory really returns to the system.
 
+#include "fabric/memory_budget.hpp"
 #include "fabric/provider.hpp"
 #include "proto/outcome.hpp"
 
@@ -15,11 +16,7 @@
 
 namespace bellows::shm {
 
-/// Registered bytes a context may hold across all its links, shared by their arenas.
-struct memory_budget {
-  std::size_t limit = SIZE_MAX;
-  std::size_t used = 0;
-};
+using fabric::memory_budget;
 
 /// A mapping of an arena, ours or the peer's; owns the mapping and the descriptor.
 class mapping {
