@@ -5,6 +5,7 @@
 
 #include "reactor/sim_channels.hpp"
 #include "support/messages.hpp"
+#include "support/run_until.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -21,6 +22,7 @@ using bellows::detail::open_sim_channel;
 using bellows::sim::link_write;
 using bellows::sim::write_target;
 namespace bt = bellows::test;
+using bt::run_until;
 
 namespace {
 
@@ -35,17 +37,6 @@ auto record(result& r) {
     r.ec = ec;
     r.bytes = n;
   };
-}
-
-/// Runs `io` until `done()` holds or `limit` passes; true if it held.
-template <class Done>
-bool run_until(asio::io_context& io, Done done, std::chrono::milliseconds limit = 2000ms) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    io.restart();
-    io.run_for(1ms);
-  }
-  return done();
 }
 
 /// Runs `io` for `span`, for checking that something does not happen.
