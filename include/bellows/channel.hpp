@@ -5,9 +5,11 @@
 //
 // Every asynchronous operation takes an Asio completion token (a callback, use_awaitable,
 // use_future, experimental::as_tuple, experimental::deferred, ...) and completes with an
-// std::error_code first. Handlers never run inside the initiating function; they are posted
-// to their associated executor. Buffers passed to an operation must stay valid until it
-// completes. Per-operation cancellation (a cancellation slot bound to the token, as the `||`
+// std::error_code first. Handlers never run inside the initiating function (there they are
+// posted to their associated executor). An operation completed by the reactor is dispatched
+// to that executor once the reactor's poll is over, as Asio's own sockets do: on the thread
+// running the io_context it runs at once, outside any bellows code. Buffers passed to an
+// operation must stay valid until it completes. Per-operation cancellation (a cancellation slot bound to the token, as the `||`
 // operator of awaitable operators does) completes a pending receive or close wait with
 // asio::error::operation_aborted, and a send only if it has not written anything yet.
 
