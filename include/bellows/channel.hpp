@@ -9,8 +9,8 @@
 // posted to their associated executor). An operation completed by the reactor is dispatched
 // to that executor once the reactor's poll is over, as Asio's own sockets do: on the thread
 // running the io_context it runs at once, outside any bellows code. Buffers passed to an
-// operation must stay valid until it completes. Per-operation cancellation (a cancellation slot bound to the token, as the `||`
-// operator of awaitable operators does) completes a pending receive or close wait with
+// operation must stay valid until it completes. Per-operation cancellation (a cancellation slot bound to the token, as
+// the `||` operator of awaitable operators does) completes a pending receive or close wait with
 // asio::error::operation_aborted, and a send only if it has not written anything yet.
 
 #include <bellows/detail/channel_access.hpp>
