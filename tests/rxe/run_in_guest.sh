@@ -38,7 +38,12 @@ if [[ ${#need[@]} -gt 0 ]]; then
 fi
 
 # The kernel: whatever linux-image-amd64 depends on today, fetched once into the cache.
-package=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+resolve_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}'; }
+package=$(resolve_kernel)
+if [[ -z $package && $(id -u) -eq 0 ]]; then  # a fresh machine may not have the package lists yet
+  apt-get update -qq
+  package=$(resolve_kernel)
+fi
 [[ -n $package ]] || { echo "run_in_guest: cannot resolve linux-image-amd64" >&2; exit 2; }
 kernel_root=$cache/$package
 if [[ ! -d $kernel_root/boot ]]; then
