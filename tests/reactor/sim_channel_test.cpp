@@ -48,6 +48,19 @@ void run_for(asio::io_context& io, std::chrono::milliseconds span) {
   }
 }
 
+/// One message from `from` to `to`: the send and the receive started, their results recorded.
+struct transfer {
+  result sent, received;
+
+  transfer(bellows::channel& from, bellows::channel& to, asio::const_buffer message, asio::mutable_buffer into) {
+    from.async_send(message, record(sent));
+    to.async_receive(into, record(received));
+  }
+  transfer(const transfer&) = delete;  // the handlers point into it
+  transfer& operator=(const transfer&) = delete;
+  bool done() const noexcept { return sent.done() && received.done(); }
+};
+
 }  // namespace
 
 TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways, then shrink", "[sim-reactor]") {
@@ -62,22 +75,18 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
   for (std::size_t size : {0u, 8u, 3000u, 40'000u, 300'000u, 3'000'000u}) {
     const auto message = bt::random_bytes(size, size + 1);
     std::vector<std::byte> got(size + 1);
-    result sent, received;
-    a.async_send(asio::buffer(message), record(sent));
-    b.async_receive(asio::buffer(got), record(received));
-    REQUIRE(run_until(io, [&] { return sent.done() && received.done(); }));
-    CHECK(!*sent.ec);
-    CHECK(!*received.ec);
-    REQUIRE(received.bytes == size);
+    transfer there(a, b, asio::buffer(message), asio::buffer(got));
+    REQUIRE(run_until(io, [&] { return there.done(); }));
+    CHECK(!*there.sent.ec);
+    CHECK(!*there.received.ec);
+    REQUIRE(there.received.bytes == size);
     CHECK(std::equal(message.begin(), message.end(), got.begin()));
 
     // And back, so both directions grow.
-    result back_sent, back_received;
-    b.async_send(asio::buffer(got.data(), size), record(back_sent));
     std::vector<std::byte> echoed(size + 1);
-    a.async_receive(asio::buffer(echoed), record(back_received));
-    REQUIRE(run_until(io, [&] { return back_sent.done() && back_received.done(); }));
-    CHECK(back_received.bytes == size);
+    transfer back(b, a, asio::buffer(got.data(), size), asio::buffer(echoed));
+    REQUIRE(run_until(io, [&] { return back.done(); }));
+    CHECK(back.received.bytes == size);
   }
   CHECK(a.stats().send_tier == 2);
   CHECK(a.stats().enlargements == 2);
@@ -115,16 +124,14 @@ TEST_CASE("sim under the reactor: the peer dies between an acknowledgement's hea
 
   const auto message = bt::random_bytes(3000, 1);  // larger than tier 0's frames
   std::vector<std::byte> got(message.size());
-  result sent, received;
-  a.async_send(asio::buffer(message), record(sent));
-  b.async_receive(asio::buffer(got), record(received));
+  transfer t(a, b, asio::buffer(message), asio::buffer(got));
   REQUIRE(run_until(
-      io, [&] { return sent.done() && received.done(); }, 1000ms));
+      io, [&] { return t.done(); }, 1000ms));
   CHECK(acks_torn == 1);
   // A saw a head without a tail and must not act on it: the send fails, nothing hangs.
-  CHECK(*sent.ec == bellows::error::connection_reset);
-  CHECK(sent.bytes == 0);
-  CHECK(*received.ec == bellows::error::connection_reset);
+  CHECK(*t.sent.ec == bellows::error::connection_reset);
+  CHECK(t.sent.bytes == 0);
+  CHECK(*t.received.ec == bellows::error::connection_reset);
   CHECK(a.stats().enlargements == 0);
 }
 
@@ -144,20 +151,18 @@ TEST_CASE("sim under the reactor: a torn frame is not delivered until its traile
   });
   const auto message = bt::random_bytes(100, 2);
   std::vector<std::byte> got(message.size());
-  result sent, received;
-  a.async_send(asio::buffer(message), record(sent));
-  b.async_receive(asio::buffer(got), record(received));
+  transfer t(a, b, asio::buffer(message), asio::buffer(got));
   run_for(io, 50ms);
   CHECK(torn);
-  CHECK(sent.done());       // the writes were issued; the provider places them later
-  CHECK(!received.done());  // a header without its trailer is not a frame yet
+  CHECK(t.sent.done());       // the writes were issued; the provider places them later
+  CHECK(!t.received.done());  // a header without its trailer is not a frame yet
   CHECK(b.stats().messages_received == 0);
 
   links.a->release_writes();
   links.a->ring_doorbell(1);  // what the writer does after placing; the held write needs one more
-  REQUIRE(run_until(io, [&] { return received.done(); }));
-  CHECK(!*received.ec);
-  CHECK(received.bytes == message.size());
+  REQUIRE(run_until(io, [&] { return t.received.done(); }));
+  CHECK(!*t.received.ec);
+  CHECK(t.received.bytes == message.size());
   CHECK(got == message);
 }
 
@@ -172,12 +177,10 @@ TEST_CASE("sim under the reactor: an ack whose doorbell never rings is still fou
   links.b->hold_doorbells(true);
   const auto message = bt::random_bytes(40'000, 3);
   std::vector<std::byte> got(message.size());
-  result sent, received;
-  a.async_send(asio::buffer(message), record(sent));
-  b.async_receive(asio::buffer(got), record(received));
-  REQUIRE(run_until(io, [&] { return sent.done() && received.done(); }));
-  CHECK(!*sent.ec);
-  CHECK(!*received.ec);
+  transfer t(a, b, asio::buffer(message), asio::buffer(got));
+  REQUIRE(run_until(io, [&] { return t.done(); }));
+  CHECK(!*t.sent.ec);
+  CHECK(!*t.received.ec);
   CHECK(got == message);
   CHECK(a.stats().enlargements == 1);
 }
@@ -197,15 +200,13 @@ TEST_CASE("sim under the reactor: the peer dies between two fragments", "[sim-re
   });
   const auto message = bt::random_bytes(200'000, 4);
   std::vector<std::byte> got(message.size());
-  result sent, received;
-  a.async_send(asio::buffer(message), record(sent));
-  b.async_receive(asio::buffer(got), record(received));
+  transfer t(a, b, asio::buffer(message), asio::buffer(got));
   REQUIRE(run_until(
-      io, [&] { return sent.done() && received.done(); }, 1000ms));
+      io, [&] { return t.done(); }, 1000ms));
   CHECK(ring_writes >= 12);
   CHECK(a.stats().denials == 1);
-  CHECK(*sent.ec == bellows::error::connection_reset);
+  CHECK(*t.sent.ec == bellows::error::connection_reset);
   // Half a message is never handed out.
-  CHECK(*received.ec == bellows::error::connection_reset);
+  CHECK(*t.received.ec == bellows::error::connection_reset);
   CHECK(b.stats().messages_received == 0);
 }
