@@ -37,6 +37,7 @@ struct channel_setup {
   std::uint64_t peer_window_key = 0;
   std::uint64_t peer_window_begin = 0;
   std::uint64_t peer_window_end = 0;
+  bool peer_window_any_key = false;
   std::vector<tier> tiers;
   std::uint64_t max_message_size = 0;
 };

@@ -133,12 +133,15 @@ inline constexpr std::size_t size = 56;
 std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept;
 
 /// The region a peer granted us for its rings: shm arena bounds, or an RDMA key and range.
+/// With `any_key` (RDMA, where every ring is a registration with its own key) only the range
+/// is checked here; the peer's device refuses a write outside what the key covers.
 struct remote_window {
   std::uint64_t key = 0;
   std::uint64_t begin = 0;
   std::uint64_t end = 0;
+  bool any_key = false;
   bool contains(std::uint64_t k, std::uint64_t address, std::uint64_t length) const noexcept {
-    return k == key && address >= begin && address <= end && length <= end - address;
+    return (any_key || k == key) && address >= begin && address <= end && length <= end - address;
   }
 };
 

@@ -1,6 +1,7 @@
 #include "reactor/acceptor_state.hpp"
 
 #include "fabric/shm/listener.hpp"
+#include "fabric/verbs/address.hpp"
 #include "reactor/channel_state.hpp"
 #include "reactor/reactor.hpp"
 
@@ -13,9 +14,27 @@
 
 namespace bellows::detail {
 
-acceptor_state::acceptor_state(reactor& r, int listener, channel_options options)
-    : reactor_(r), listener_(std::in_place, r.io(), listener), options_(std::move(options)) {
+acceptor_state::acceptor_state(reactor& r, int shm_listener, channel_options options)
+    : reactor_(r), options_(std::move(options)) {
+  if (shm_listener >= 0) listener_.emplace(r.io(), shm_listener);
   reactor_.add_acceptor(this);
+}
+
+std::error_code acceptor_state::listen_rdma(const sockaddr_storage& at) {
+  auto weak = weak_from_this();
+  auto l = reactor_.rdma().listen(
+      at,
+      [weak] {
+        auto self = weak.lock();
+        return self && !self->closed_;
+      },
+      [weak](const verbs::opened_channel& c) {
+        auto self = weak.lock();
+        return self && self->on_channel_opened(c.link, c.setup);
+      });
+  if (!l) return l.failure();
+  rdma_listener_ = std::move(*l);
+  return {};
 }
 
 acceptor_state::~acceptor_state() {
@@ -53,6 +72,7 @@ void acceptor_state::close() {
   if (closed_) return;
   closed_ = true;
   if (listener_) listener_->close();
+  rdma_listener_.reset();
   backlog_.clear();  // their peers see connection_reset
   while (!waiting_.empty()) {
     waiting_.front().second.post(asio::error::operation_aborted, channel{});
@@ -66,6 +86,7 @@ void acceptor_state::shutdown() {
   waiting_.clear();
   backlog_.clear();
   listener_.reset();
+  rdma_listener_.reset();
 }
 
 void acceptor_state::accept_links() {
@@ -85,9 +106,9 @@ void acceptor_state::accept_links() {
   });
 }
 
-bool acceptor_state::on_channel_opened(shm::link& link, const fabric::channel_setup& setup) {
+bool acceptor_state::on_channel_opened(const std::shared_ptr<fabric::link>& link, const fabric::channel_setup& setup) {
   if (closed_) return false;
-  auto state = channel_state::make(reactor_, link.shared_from_this(), setup, options_);
+  auto state = channel_state::make(reactor_, link, setup, options_);
   if (!state) return false;
   channel accepted(std::move(*state));
   if (!waiting_.empty()) {
@@ -104,18 +125,27 @@ bool acceptor_state::on_channel_opened(shm::link& link, const fabric::channel_se
 
 std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::string_view uri,
                                        const channel_options& options, std::error_code& ec) {
+  constexpr std::string_view shm_scheme = "shm://";
+  constexpr std::string_view rdma_scheme = "rdma://";
   ec = {};
-  constexpr std::string_view scheme = "shm://";
-  if (uri.substr(0, scheme.size()) != scheme) {
-    ec = make_error_code(error::invalid_argument);
-    return nullptr;
-  }
-  if (!proto::tier_table::make(options.tiers)) {
+  const bool shm = uri.starts_with(shm_scheme);
+  const bool rdma = uri.starts_with(rdma_scheme);
+  if ((!shm && !rdma) || !proto::tier_table::make(options.tiers)) {
     ec = make_error_code(error::invalid_argument);
     return nullptr;
   }
   reactor& r = reactor::of(ex);
-  auto fd = shm::listen_on(std::string(uri.substr(scheme.size())));
+  if (rdma) {
+    auto at = verbs::resolve(uri.substr(rdma_scheme.size()), true);
+    if (!at) {
+      ec = at.failure();
+      return nullptr;
+    }
+    auto state = std::make_shared<acceptor_state>(r, -1, options);
+    ec = state->listen_rdma(*at);
+    return ec ? nullptr : state;
+  }
+  auto fd = shm::listen_on(std::string(uri.substr(shm_scheme.size())));
   if (!fd) {
     ec = fd.failure();
     return nullptr;

@@ -4,6 +4,7 @@
 
 #include "fabric/endpoint.hpp"
 #include "fabric/shm/link.hpp"
+#include "fabric/verbs/network.hpp"
 
 #include <bellows/channel.hpp>
 #include <bellows/detail/channel_access.hpp>
@@ -22,7 +23,10 @@ class reactor;
 
 class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
  public:
-  acceptor_state(reactor& r, int listener, channel_options options);
+  /// `shm_listener`: the listening socket of shm://NAME, or -1 for an rdma:// acceptor.
+  acceptor_state(reactor& r, int shm_listener, channel_options options);
+  /// Listens on rdma://`at` as well.
+  std::error_code listen_rdma(const sockaddr_storage& at);
   ~acceptor_state();
 
   asio::any_io_executor executor() const;
@@ -31,7 +35,7 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
   void cancel(std::uint64_t id);
   void close();
   /// A peer opened a channel over one of the links this acceptor accepted.
-  bool on_channel_opened(shm::link& link, const fabric::channel_setup& setup);
+  bool on_channel_opened(const std::shared_ptr<fabric::link>& link, const fabric::channel_setup& setup);
   void shutdown();
 
  private:
@@ -39,6 +43,7 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
 
   reactor& reactor_;
   std::optional<asio::posix::stream_descriptor> listener_;
+  std::shared_ptr<verbs::network::listener> rdma_listener_;
   channel_options options_;
   std::deque<channel> backlog_;
   std::deque<std::pair<std::uint64_t, channel_completion>> waiting_;

@@ -61,7 +61,9 @@ channel_state::channel_state(reactor& r, std::shared_ptr<fabric::link> link, con
       setup_(setup),
       options_(std::move(options)),
       tx_(options_, proto::remote_ring{setup.peer_ring.key, setup.peer_ring.address, 0, 0},
-          proto::remote_window{setup.peer_window_key, setup.peer_window_begin, setup.peer_window_end}, now()),
+          proto::remote_window{setup.peer_window_key, setup.peer_window_begin, setup.peer_window_end,
+                               setup.peer_window_any_key},
+          now()),
       rx_(options_, proto::local_ring{setup.ring.handle, setup.ring.key, setup.ring.address, setup.ring.data, 0, 0}),
       on_tier_event_(std::move(on_tier_event)) {
   reactor_.add_channel(this);

@@ -57,8 +57,17 @@ void reactor::shutdown() {
     if (auto l = weak.lock()) l->shutdown();
   links_.clear();
   client_links_.clear();
+  if (rdma_) rdma_->shutdown();
   asio::error_code ignored;
   wake_.close(ignored);
+}
+
+verbs::network& reactor::rdma() {
+  if (!rdma_) {
+    rdma_ = std::make_unique<verbs::network>(io_, budget_, wake_fd_);
+    if (!idle_) rdma_->arm();
+  }
+  return *rdma_;
 }
 
 proto::outcome<std::shared_ptr<shm::link>> reactor::client_link(const std::string& name) {
@@ -80,7 +89,7 @@ void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& own
   (*l)->set_hooks(
       [owner](shm::link& link, const fabric::channel_setup& setup) {
         auto a = owner.lock();
-        return a && a->on_channel_opened(link, setup);
+        return a && a->on_channel_opened(link.shared_from_this(), setup);
       },
       nullptr);
   links_.push_back(*l);
@@ -137,6 +146,7 @@ void reactor::op_finished() {
 void reactor::wake_from_idle() {
   idle_ = false;
   for (auto& l : links_) l->arm();
+  if (rdma_) rdma_->arm();
   last_work_ = std::chrono::steady_clock::now();
   // Doorbells rung while nothing was pending wait in the rings; the first pass takes them.
   schedule_pass();
@@ -146,6 +156,7 @@ void reactor::go_idle() {
   // Nothing is pending anywhere: hold no outstanding work so io_context::run() can return.
   idle_ = true;
   for (auto& l : links_) l->disarm();
+  if (rdma_) rdma_->disarm();
   for (auto* ch : channels_) ch->disarm_timer();
   if (wake_armed_) {
     asio::error_code ignored;
@@ -165,6 +176,7 @@ std::size_t reactor::poll_round() {
     links_[i]->woke_up();
     work += links_[i]->drain_doorbells();
   }
+  if (rdma_) work += rdma_->poll();
   polling_now_.swap(active_);
   for (std::size_t i = 0; i < polling_now_.size(); ++i) {
     if (channel_state* ch = polling_now_[i]) {
@@ -215,7 +227,8 @@ void reactor::pass() {
   const auto now = std::chrono::steady_clock::now();
   if (work != 0) last_work_ = now;
   if (!active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
-  if (ops_ == 0) return go_idle();
+  // Closing RDMA links still wait for their last writes to complete before they let go.
+  if (ops_ == 0 && !(rdma_ && rdma_->busy())) return go_idle();
   if (polling_) return schedule_pass();
   sleep();
 }
@@ -256,6 +269,10 @@ void reactor::sleep() {
       for (auto& other : links_) other->woke_up();
       return schedule_pass();
     }
+  }
+  if (rdma_ && !rdma_->prepare_to_sleep()) {
+    for (auto& l : links_) l->woke_up();
+    return schedule_pass();
   }
   if (wake_armed_) return;
   wake_armed_ = true;

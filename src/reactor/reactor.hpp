@@ -8,6 +8,7 @@
 
 #include "fabric/shm/arena.hpp"
 #include "fabric/shm/link.hpp"
+#include "fabric/verbs/network.hpp"
 #include "proto/direction.hpp"
 
 #include <bellows/detail/completion.hpp>
@@ -53,6 +54,9 @@ class reactor final : public asio::execution_context::service {
   proto::outcome<std::shared_ptr<shm::link>> client_link(const std::string& name);
   /// Takes an accepted socket; `owner` is told about channels opened over it.
   void adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner);
+
+  /// The rdma:// side: rdma_cm, the devices' transports and their links (made on first use).
+  verbs::network& rdma();
 
   /// Serves a link made elsewhere (the simulator's in-process pairs).
   void adopt_link(std::shared_ptr<fabric::link> l);
@@ -116,6 +120,7 @@ class reactor final : public asio::execution_context::service {
   proto::clock_time pass_time_{};
   std::vector<std::shared_ptr<fabric::link>> links_;
   std::map<std::string, std::weak_ptr<shm::link>> client_links_;
+  std::unique_ptr<verbs::network> rdma_;
   std::unordered_set<channel_state*> channels_;
   std::unordered_set<acceptor_state*> acceptors_;
   std::vector<channel_state*> active_;

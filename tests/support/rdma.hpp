@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <cstdlib>
 #include <functional>
+#include <random>
 #include <string>
 
 namespace bellows::test {
@@ -33,6 +34,19 @@ inline sockaddr_in rdma_address(std::uint16_t port) {
   const char* text = std::getenv("BELLOWS_RDMA_ADDRESS");
   ::inet_pton(AF_INET, text != nullptr ? text : "192.0.2.1", &a.sin_addr);
   return a;
+}
+
+/// A port for a test's listener; tests running at once rarely collide, and a collision fails
+/// loudly (address_in_use).
+inline std::uint16_t random_port() {
+  static std::mt19937 rng(std::random_device{}());
+  return static_cast<std::uint16_t>(std::uniform_int_distribution<int>(20000, 60000)(rng));
+}
+
+/// rdma://ADDRESS:PORT on the guest's RDMA address.
+inline std::string rdma_uri(std::uint16_t port) {
+  const char* text = std::getenv("BELLOWS_RDMA_ADDRESS");
+  return "rdma://" + std::string(text != nullptr ? text : "192.0.2.1") + ":" + std::to_string(port);
 }
 
 /// An id and the verbs objects a connected id needs, destroyed in the order verbs requires:

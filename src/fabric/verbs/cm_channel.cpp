@@ -2,6 +2,8 @@
 
 #include <bellows/error.hpp>
 
+#include <asio/error.hpp>
+
 #include <fcntl.h>
 #include <cerrno>
 #include <cstring>
@@ -52,12 +54,21 @@ void cm_channel::forget(rdma_cm_id* id) {
   }
 }
 
+void cm_channel::set_armed(bool on) {
+  armed_ = on;
+  if (armed_) return wait();
+  if (waiting_) {
+    asio::error_code ignored;
+    descriptor_.cancel(ignored);
+  }
+}
+
 void cm_channel::wait() {
-  if (waiting_ || handlers_.empty()) return;
+  if (waiting_ || handlers_.empty() || !armed_) return;
   waiting_ = true;
   descriptor_.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code ec) {
     self->waiting_ = false;
-    if (ec) return;
+    if (ec && !(ec == asio::error::operation_aborted && self->armed_)) return;
     self->drain();
     self->wait();
   });

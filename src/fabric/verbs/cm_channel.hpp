@@ -43,6 +43,9 @@ class cm_channel final : public std::enable_shared_from_this<cm_channel> {
   void watch(rdma_cm_id* id, handler h);
   /// No more events for `id` are delivered (call before rdma_destroy_id).
   void forget(rdma_cm_id* id);
+  /// Stops (or resumes) reading events, so that an idle io_context holds no work for it;
+  /// events that come meanwhile wait in the channel.
+  void set_armed(bool on);
 
  private:
   explicit cm_channel(asio::io_context& io, rdma_event_channel* channel);
@@ -53,6 +56,7 @@ class cm_channel final : public std::enable_shared_from_this<cm_channel> {
   asio::posix::stream_descriptor descriptor_;
   std::unordered_map<rdma_cm_id*, handler> handlers_;
   bool waiting_ = false;
+  bool armed_ = true;
 };
 
 /// What a failed connection event means to a bellows user.

@@ -51,6 +51,7 @@ class completion_source final : public std::enable_shared_from_this<completion_s
   /// this returns true, and cancel_sleep() if that finds work. False if arming failed.
   bool sleep_until_completion(std::function<void()> woken);
   void cancel_sleep();
+  bool sleeping() const noexcept { return sleeping_; }
 
  private:
   completion_source(asio::io_context& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq);

@@ -1,0 +1,92 @@
+#pragma once
+// The rdma:// side of one reactor: the rdma_cm event channel, a transport per device, and the
+// opening and accepting of channels. Opening resolves the address and the route, registers
+// the channel's control block and first ring, creates the queue pair and connects with them
+// in the private data; the acceptor's answer carries its own. Every step is an rdma_cm event
+// read through Asio: nothing blocks.
+
+#include "fabric/endpoint.hpp"
+#include "fabric/memory_budget.hpp"
+#include "fabric/verbs/cm_channel.hpp"
+#include "fabric/verbs/handshake.hpp"
+#include "fabric/verbs/qp_link.hpp"
+#include "fabric/verbs/transport.hpp"
+
+#include <bellows/tier.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <sys/socket.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <vector>
+
+namespace bellows::verbs {
+
+struct opened_channel {
+  std::shared_ptr<qp_link> link;
+  fabric::channel_setup setup;
+};
+
+class network {
+ public:
+  using open_handler = std::function<void(proto::outcome<opened_channel>)>;
+  /// A peer's channel is connected: return true after attaching an endpoint to it, false to
+  /// refuse it (the peer's channel then fails with connection_reset).
+  using accept_hook = std::function<bool(const opened_channel&)>;
+  /// Whether a listener still takes channels; asked before anything is registered for one.
+  using accepting_check = std::function<bool()>;
+
+  struct pending_open;
+  class listener;
+
+  network(asio::io_context& io, fabric::memory_budget& budget, int wake_fd);
+  ~network();
+  network(const network&) = delete;
+  network& operator=(const network&) = delete;
+
+  /// Opens a channel to `to`; `done` is called once, unless cancel() came first.
+  std::shared_ptr<pending_open> open(const sockaddr_storage& to, std::vector<tier> tiers,
+                                     std::uint64_t max_message_size, open_handler done);
+  void cancel(const std::shared_ptr<pending_open>& p);
+  /// Listens on `at` until the listener is destroyed.
+  proto::outcome<std::shared_ptr<listener>> listen(const sockaddr_storage& at, accepting_check accepting,
+                                                   accept_hook on_accept);
+
+  std::size_t poll();
+  bool prepare_to_sleep();
+  void arm();
+  void disarm();
+  /// A closing link is flushing its last writes: the reactor keeps polling for them.
+  bool busy() const noexcept;
+  void shutdown();
+
+ private:
+  struct pending_accept;
+
+  proto::outcome<std::shared_ptr<cm_channel>> events();
+  proto::outcome<std::shared_ptr<transport>> transport_for(ibv_context* context);
+  std::uint32_t next_channel_id() noexcept;
+  void on_open_event(const std::shared_ptr<pending_open>& p, const cm_event& e);
+  void finish_open(const std::shared_ptr<pending_open>& p, proto::outcome<opened_channel> result);
+  void on_connect_request(const std::shared_ptr<listener>& l, const cm_event& e);
+  void on_accept_event(const std::shared_ptr<pending_accept>& p, const cm_event& e);
+  /// The link's id events go to the link from now on.
+  void hand_over(const std::shared_ptr<qp_link>& link, rdma_cm_id* id);
+
+  asio::io_context& io_;
+  fabric::memory_budget& budget_;
+  int wake_fd_;
+  bool armed_ = false;
+  std::shared_ptr<cm_channel> events_;
+  std::map<ibv_context*, std::shared_ptr<transport>> transports_;
+  std::uint32_t last_channel_id_ = 0;
+};
+
+/// The channel set-up both sides agree on, from this side's registrations and the peer's.
+fabric::channel_setup make_setup(const qp_link& link, std::uint32_t peer_id, const remote_block& peer_control,
+                                 const remote_block& peer_ring);
+
+}  // namespace bellows::verbs

@@ -1,0 +1,264 @@
+#include "fabric/verbs/transport.hpp"
+
+#include "fabric/verbs/qp_link.hpp"
+
+#include <bellows/error.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+
+namespace bellows::verbs {
+namespace {
+
+std::error_code last_error(int fallback) { return {errno != 0 ? errno : fallback, std::system_category()}; }
+
+}  // namespace
+
+proto::outcome<std::shared_ptr<transport>> transport::create(asio::io_context& io, ibv_context* context,
+                                                             fabric::memory_budget& budget, int wake_fd) {
+  ibv_pd* pd = ::ibv_alloc_pd(context);
+  if (pd == nullptr) return last_error(ENOMEM);
+  std::shared_ptr<transport> t(new transport(io, context, pd, budget, wake_fd));
+  auto source = completion_source::create(io, context, pd);
+  if (!source) return source.failure();
+  t->source_ = std::move(*source);
+  // Async events arrive on the device context's descriptor, which rdma_cm shares with us; a
+  // non-blocking read lets the reactor take them without ever waiting.
+  const int flags = ::fcntl(context->async_fd, F_GETFL);
+  if (flags < 0 || ::fcntl(context->async_fd, F_SETFL, flags | O_NONBLOCK) < 0) return last_error(EINVAL);
+  t->async_events_.assign(::dup(context->async_fd));
+  return t;
+}
+
+transport::transport(asio::io_context& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd)
+    : context_(context),
+      pd_(pd),
+      pool_(pd, budget),
+      async_events_(io),
+      wake_fd_(wake_fd),
+      signalled_capacity_(completion_source::queue_depth - completion_source::doorbell_receives) {}
+
+transport::~transport() {
+  asio::error_code ignored;
+  async_events_.close(ignored);
+  // Queue pairs are gone (their links held this transport); the CQ and SRQ go before the
+  // registrations and the protection domain (members, destroyed after this body).
+  source_.reset();
+}
+
+proto::outcome<std::uint32_t> transport::create_queue_pair(rdma_cm_id* id) {
+  // Small frames (credits, acks, doorbells, short messages) go inline: no staging copy and no
+  // local key. Devices differ in how much they allow; ask for a generous amount, then less.
+  for (std::uint32_t inline_bytes : {256u, 128u, 64u, 0u}) {
+    ibv_qp_init_attr attr{};
+    attr.send_cq = attr.recv_cq = source_->queue();
+    attr.srq = source_->shared_receive_queue();
+    attr.cap.max_send_wr = send_queue_depth;
+    attr.cap.max_send_sge = 1;
+    attr.cap.max_inline_data = inline_bytes;
+    attr.qp_type = IBV_QPT_RC;
+    attr.sq_sig_all = 0;
+    if (::rdma_create_qp(id, pd_.get(), &attr) == 0) return attr.cap.max_inline_data;
+    if (errno != EINVAL) break;
+  }
+  return last_error(ENOMEM);
+}
+
+void transport::add(const std::shared_ptr<qp_link>& link) { links_[link->qp_num()] = link; }
+
+void transport::remove(std::uint32_t qp_num, std::size_t signalled_outstanding) {
+  sends_completed(qp_num, UINT64_MAX);
+  signalled_retired(signalled_outstanding);
+  links_.erase(qp_num);
+}
+
+void transport::report_failure_later(std::uint32_t qp_num, std::error_code ec) {
+  late_failures_.emplace_back(qp_num, ec);
+}
+
+std::shared_ptr<qp_link> transport::find(std::uint32_t qp_num) const {
+  auto it = links_.find(qp_num);
+  return it == links_.end() ? nullptr : it->second;
+}
+
+std::size_t transport::poll() {
+  std::size_t found = kept_.size() + late_failures_.size();
+  if (!kept_.empty()) {
+    std::vector<completion_event> kept;
+    kept.swap(kept_);
+    for (const auto& e : kept) handle(e, true);
+  }
+  if (!late_failures_.empty()) {
+    auto failures = std::move(late_failures_);
+    late_failures_.clear();
+    for (const auto& [qp_num, ec] : failures)
+      if (auto link = find(qp_num)) link->on_failure(ec);
+  }
+  return found + take(true);
+}
+
+void transport::reap_sends() { take(false); }
+
+std::size_t transport::take(bool dispatch) {
+  std::size_t found = 0;
+  // A batch at a time, up to a bound, so one busy peer cannot hold the reactor here.
+  for (int batch = 0; batch < 8; ++batch) {
+    const std::size_t n = source_->poll([&](const completion_event& e) { handle(e, dispatch); });
+    found += n;
+    if (n == 0) break;
+  }
+  return found;
+}
+
+void transport::handle(const completion_event& e, bool dispatch) {
+  // A queue pair already closed: its late or flushed completions say nothing new.
+  auto link = find(e.qp_num);
+  if (e.wr_id != completion_source::doorbell_wr_id) {
+    // A send. Failed ones report themselves whether signalled or not; the link knows which
+    // were, and so which the CQ had room reserved for.
+    if (link) signalled_retired(link->on_sends_completed(e.wr_id));
+    sends_completed(e.qp_num, e.wr_id);
+    if (e.kind == completion_event::what::write_done) return;
+  }
+  if (!link) return;
+  if (e.kind == completion_event::what::failed) link->on_failure(e.ec, !dispatch);
+  if (!dispatch) {
+    kept_.push_back(e);
+    return;
+  }
+  if (e.kind == completion_event::what::doorbell) link->on_doorbell(e.channel);
+}
+
+void transport::sends_completed(std::uint32_t qp_num, std::uint64_t up_to) {
+  bool any = false;
+  for (auto& w : staged_) {
+    if (w.qp_num == qp_num && w.wr_index <= up_to && !w.done) {
+      w.done = true;
+      any = true;
+    }
+  }
+  if (any) release_staging();
+}
+
+void transport::release_staging() {
+  while (!staged_.empty() && staged_.front().done) staged_.pop_front();
+  if (staged_.empty()) {
+    staging_head_ = staging_tail_ = 0;
+  } else {
+    staging_tail_ = staged_.front().begin;
+  }
+}
+
+transport::staging_chunk transport::stage(std::size_t bytes, std::uint32_t qp_num, std::uint64_t wr_index,
+                                          std::error_code& ec) {
+  ec = {};
+  // The ring holds at least two of the largest frames so that one can be in flight while the
+  // next is copied; it is replaced by a larger one only when nothing is in flight in it.
+  const std::size_t wanted = std::max(first_staging_bytes, std::bit_ceil(bytes * 2));
+  if (staging_.length < wanted) {
+    if (!staged_.empty()) return {};
+    if (staging_.handle != 0) pool_.release(staging_.handle);
+    staging_ = {};
+    auto block = pool_.allocate(wanted);
+    if (!block) {
+      ec = block.failure();
+      return {};
+    }
+    staging_ = *block;
+    staging_key_ = pool_.local_key(staging_.handle);
+    staging_head_ = staging_tail_ = 0;
+  }
+  const std::size_t capacity = staging_.length;
+  std::size_t at = SIZE_MAX;
+  if (staged_.empty()) {
+    at = 0;
+  } else if (staging_head_ > staging_tail_) {
+    if (capacity - staging_head_ >= bytes) {
+      at = staging_head_;
+    } else if (staging_tail_ >= bytes) {
+      at = 0;
+    }
+  } else if (staging_tail_ - staging_head_ >= bytes) {
+    at = staging_head_;
+  }
+  if (at == SIZE_MAX) return {};
+  // Eight-byte aligned starts keep the copies cheap.
+  staging_head_ = at + ((bytes + 7) & ~std::size_t{7});
+  if (staging_head_ > capacity) staging_head_ = capacity;
+  staged_.push_back({at, staging_head_, qp_num, wr_index});
+  if (staged_.size() == 1) staging_tail_ = at;
+  return {staging_.data + at, staging_key_};
+}
+
+bool transport::prepare_to_sleep() {
+  if (!source_->sleeping()) {
+    const int fd = wake_fd_;
+    if (!source_->sleep_until_completion([fd] {
+          const std::uint64_t one = 1;
+          [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+        }))
+      return false;
+  }
+  // What completed before the queue was armed raised no notification.
+  return poll() == 0;
+}
+
+void transport::arm() {
+  armed_ = true;
+  watch_async_events();
+}
+
+void transport::disarm() {
+  armed_ = false;
+  source_->cancel_sleep();
+  if (async_waiting_) {
+    asio::error_code ignored;
+    async_events_.cancel(ignored);
+  }
+}
+
+void transport::shutdown() {
+  armed_ = false;
+  auto links = std::move(links_);
+  links_.clear();
+  for (auto& [qp_num, link] : links) link->shutdown();
+  kept_.clear();
+}
+
+void transport::watch_async_events() {
+  if (async_waiting_ || !armed_) return;
+  async_waiting_ = true;
+  async_events_.async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code ec) {
+    self->async_waiting_ = false;
+    if (ec) return;
+    self->take_async_events();
+    self->watch_async_events();
+  });
+}
+
+void transport::take_async_events() {
+  ibv_async_event event;
+  while (::ibv_get_async_event(context_, &event) == 0) {
+    const auto type = event.event_type;
+    std::uint32_t qp_num = 0;
+    if (type == IBV_EVENT_QP_FATAL || type == IBV_EVENT_QP_REQ_ERR || type == IBV_EVENT_QP_ACCESS_ERR ||
+        type == IBV_EVENT_PATH_MIG_ERR)
+      qp_num = event.element.qp->qp_num;
+    const bool device_wide = type == IBV_EVENT_CQ_ERR || type == IBV_EVENT_DEVICE_FATAL;
+    // Acknowledged before acting: destroying a queue pair waits for its events' acks.
+    ::ibv_ack_async_event(&event);
+    const auto ec = type == IBV_EVENT_QP_ACCESS_ERR ? make_error_code(error::protocol_violation)
+                                                    : make_error_code(error::connection_reset);
+    if (qp_num != 0) {
+      if (auto link = find(qp_num)) link->on_failure(ec);
+    } else if (device_wide) {
+      auto links = links_;
+      for (auto& [num, link] : links) link->on_failure(ec);
+    }
+  }
+}
+
+}  // namespace bellows::verbs
