@@ -26,6 +26,7 @@ struct channel_stats {
 
 struct context_stats {
   std::size_t channels = 0;
+  /// shm: one per peer process; rdma: one queue pair per channel.
   std::size_t links = 0;
   std::size_t registered_bytes = 0;
   std::size_t registered_memory_budget = 0;

@@ -238,6 +238,9 @@ void reactor::update_pressure() {
   // once half of it is free again; the gap keeps it from flapping with every ring.
   const bool refused = std::exchange(refused_, false);
   if (budget_.limit == SIZE_MAX) return;
+  // Registrations kept warm for reuse count against the budget: when it runs short they go
+  // first, or pressure would never lift.
+  if (rdma_ && (refused || under_pressure_ || budget_.used > budget_.limit / 8 * 7)) rdma_->trim_cached();
   const bool short_now = refused || budget_.used > budget_.limit / 8 * 7;
   const bool relieved = budget_.used <= budget_.limit / 2;
   if (under_pressure_ == short_now || (under_pressure_ && !relieved)) return;
@@ -303,7 +306,7 @@ void reactor::drop_dead_links() {
 context_stats reactor::stats() const {
   context_stats s;
   s.channels = channels_.size();
-  s.links = links_.size();
+  s.links = links_.size() + (rdma_ ? rdma_->links() : 0);
   s.registered_bytes = budget_.used;
   s.registered_memory_budget = budget_.limit;
   for (const auto* ch : channels_) {

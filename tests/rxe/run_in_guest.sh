@@ -3,7 +3,7 @@
 # dummy network device, so that RDMA verbs code can be tested on a host whose kernel has no
 # RDMA support. Nothing leaves the guest: it has no network card.
 #
-#   tests/rxe/run_in_guest.sh [--timeout SECONDS] [--file PATH]... -- PROGRAM [ARGS...]
+#   tests/rxe/run_in_guest.sh [--timeout SECONDS] [--file PATH]... [--env NAME=VALUE]... -- PROGRAM [ARGS...]
 #
 # PROGRAM and every --file are copied into the guest at the same absolute paths, with the
 # shared libraries they need. The guest's output comes back on the serial console; the script
@@ -13,10 +13,12 @@ set -euo pipefail
 
 timeout_s=300
 files=()
+environment=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --timeout) timeout_s=$2; shift 2 ;;
     --file) files+=("$2"); shift 2 ;;
+    --env) environment+=("$2"); shift 2 ;;
     --) shift; break ;;
     *) echo "run_in_guest: unknown option $1" >&2; exit 2 ;;
   esac
@@ -100,6 +102,7 @@ for m in "${module_list[@]}"; do cp "$modules/kernel/$m" "$root/lib/modules/"; d
   echo 'ip addr add 192.0.2.1/24 dev dummy0; ip link set dummy0 up'
   echo 'rdma link add rxe0 type rxe netdev dummy0 || echo "guest: rdma link add failed"'
   echo 'export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/libibverbs BELLOWS_IN_RXE_GUEST=1'
+  for e in "${environment[@]}"; do printf 'export %q\n' "$e"; done
   printf 'echo %q\n' "guest: running $*"
   printf '%q ' "$program" "${@:2}"
   echo

@@ -3,6 +3,7 @@
 // enough: the test binary is single-threaded when it forks and the child builds its own
 // io_context. Every child has a deadline; a child that outlives it is killed.
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +14,8 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace bellows::test {
 
@@ -29,8 +32,29 @@ inline std::string unique_name(const char* what) {
   return std::string("test-") + what + "-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
 }
 
+/// The first argument that makes a test binary run a child's body instead of Catch.
+inline constexpr const char* child_flag = "--bellows-child";
+
 class child_process {
  public:
+  /// Runs this test binary again in a child, as `binary --bellows-child ARGS...` (the test
+  /// main hands ARGS to run_child). Unlike a plain fork, the child starts with nothing of the
+  /// parent's state, which RDMA libraries need: their device contexts are per process.
+  static child_process exec_self(const std::vector<std::string>& args) {
+    return child_process([args]() -> int {
+      const int ready = ready_write_end();
+      ::fcntl(ready, F_SETFD, 0);  // survives the exec
+      ::setenv("BELLOWS_READY_FD", std::to_string(ready).c_str(), 1);
+      std::vector<std::string> all{"/proc/self/exe", child_flag};
+      all.insert(all.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (auto& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv("/proc/self/exe", argv.data());
+      return 97;
+    });
+  }
+
   /// Runs `body` in a child; its return value becomes the exit status.
   explicit child_process(std::function<int()> body) {
     if (::pipe(ready_pipe_) != 0) std::abort();
@@ -64,8 +88,12 @@ class child_process {
   }
   child_process(const child_process&) = delete;
   child_process& operator=(const child_process&) = delete;
+  child_process(child_process&& other) noexcept
+      : ready_pipe_{std::exchange(other.ready_pipe_[0], -1), std::exchange(other.ready_pipe_[1], -1)},
+        pid_(std::exchange(other.pid_, -1)),
+        reaped_(other.reaped_) {}
   ~child_process() {
-    ::close(ready_pipe_[0]);
+    if (ready_pipe_[0] >= 0) ::close(ready_pipe_[0]);
     if (pid_ > 0 && !reaped_) {
       ::kill(pid_, SIGKILL);
       ::waitpid(pid_, nullptr, 0);
@@ -98,7 +126,10 @@ class child_process {
 
  private:
   static int& ready_write_end() {
-    static int fd = -1;
+    static int fd = [] {
+      const char* inherited = std::getenv("BELLOWS_READY_FD");
+      return inherited != nullptr ? std::atoi(inherited) : -1;
+    }();
     return fd;
   }
 

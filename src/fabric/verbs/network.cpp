@@ -354,6 +354,16 @@ bool network::busy() const noexcept {
   return false;
 }
 
+void network::trim_cached() {
+  for (auto& [context, t] : transports_) t->pool().trim();
+}
+
+std::size_t network::links() const noexcept {
+  std::size_t n = 0;
+  for (const auto& [context, t] : transports_) n += t->links();
+  return n;
+}
+
 void network::shutdown() {
   armed_ = false;
   for (auto& [context, t] : transports_) t->shutdown();

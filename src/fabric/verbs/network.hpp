@@ -61,6 +61,10 @@ class network {
   void disarm();
   /// A closing link is flushing its last writes: the reactor keeps polling for them.
   bool busy() const noexcept;
+  /// Unregisters the blocks the pools keep for reuse (the budget is short).
+  void trim_cached();
+  /// Queue-pair links open or closing.
+  std::size_t links() const noexcept;
   void shutdown();
 
  private:

@@ -133,11 +133,13 @@ void qp_link::destroy() {
   auto self = shared_from_this();  // the transport may hold the last reference
   state_ = state::closed;
   if (std::exchange(closing_, false)) transport_->closing_finished();
-  cm_->forget(id_);
-  ::rdma_disconnect(id_);
-  ::rdma_destroy_qp(id_);
-  ::rdma_destroy_id(id_);
-  id_ = nullptr;
+  if (id_ != nullptr) {  // null once shutdown() let go of it
+    cm_->forget(id_);
+    ::rdma_disconnect(id_);
+    ::rdma_destroy_qp(id_);
+    ::rdma_destroy_id(id_);
+    id_ = nullptr;
+  }
   // The queue pair is gone, so nothing can reach these any more: back to the pool.
   for (auto handle : graveyard_) transport_->pool().release(handle);
   graveyard_.clear();

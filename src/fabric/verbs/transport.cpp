@@ -47,6 +47,7 @@ transport::~transport() {
   // Queue pairs are gone (their links held this transport); the CQ and SRQ go before the
   // registrations and the protection domain (members, destroyed after this body).
   source_.reset();
+  if (staging_mr_ != nullptr) ::ibv_dereg_mr(staging_mr_);
 }
 
 proto::outcome<std::uint32_t> transport::create_queue_pair(rdma_cm_id* id) {
@@ -158,20 +159,26 @@ transport::staging_chunk transport::stage(std::size_t bytes, std::uint32_t qp_nu
   // The ring holds at least two of the largest frames so that one can be in flight while the
   // next is copied; it is replaced by a larger one only when nothing is in flight in it.
   const std::size_t wanted = std::max(first_staging_bytes, std::bit_ceil(bytes * 2));
-  if (staging_.length < wanted) {
+  if (staging_capacity_ < wanted) {
     if (!staged_.empty()) return {};
-    if (staging_.handle != 0) pool_.release(staging_.handle);
-    staging_ = {};
-    auto block = pool_.allocate(wanted);
-    if (!block) {
-      ec = block.failure();
+    if (staging_mr_ != nullptr) ::ibv_dereg_mr(std::exchange(staging_mr_, nullptr));
+    staging_memory_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, wanted)));
+    staging_capacity_ = 0;
+    if (!staging_memory_) {
+      ec = std::make_error_code(std::errc::not_enough_memory);
       return {};
     }
-    staging_ = *block;
-    staging_key_ = pool_.local_key(staging_.handle);
+    // Only this side reads it: local access is all the device needs.
+    staging_mr_ = ::ibv_reg_mr(pd_.get(), staging_memory_.get(), wanted, 0);
+    if (staging_mr_ == nullptr) {
+      ec = last_error(ENOMEM);
+      staging_memory_.reset();
+      return {};
+    }
+    staging_capacity_ = wanted;
     staging_head_ = staging_tail_ = 0;
   }
-  const std::size_t capacity = staging_.length;
+  const std::size_t capacity = staging_capacity_;
   std::size_t at = SIZE_MAX;
   if (staged_.empty()) {
     at = 0;
@@ -190,7 +197,7 @@ transport::staging_chunk transport::stage(std::size_t bytes, std::uint32_t qp_nu
   if (staging_head_ > capacity) staging_head_ = capacity;
   staged_.push_back({at, staging_head_, qp_num, wr_index});
   if (staged_.size() == 1) staging_tail_ = at;
-  return {staging_.data + at, staging_key_};
+  return {staging_memory_.get() + at, staging_mr_->lkey};
 }
 
 bool transport::prepare_to_sleep() {

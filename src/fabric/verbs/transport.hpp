@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <unordered_map>
@@ -68,6 +69,7 @@ class transport final : public std::enable_shared_from_this<transport> {
   void shutdown();
   /// Links are still flushing their last writes before they close.
   bool busy() const noexcept { return closing_links_ != 0; }
+  std::size_t links() const noexcept { return links_.size(); }
   void closing_started() noexcept { ++closing_links_; }
   void closing_finished() noexcept { --closing_links_; }
 
@@ -123,11 +125,13 @@ class transport final : public std::enable_shared_from_this<transport> {
   std::size_t signalled_outstanding_ = 0;
   std::size_t signalled_capacity_ = 0;
 
-  fabric::region staging_{};
-  std::uint32_t staging_key_ = 0;
+  // Outside the registration pool and the budget: a fixed cost per reactor and device, like the
+  // CQ, and a channel must never fail a send because another one holds the budget.
+  std::unique_ptr<std::byte, void (*)(void*)> staging_memory_{nullptr, std::free};
+  ibv_mr* staging_mr_ = nullptr;
+  std::size_t staging_capacity_ = 0;
   std::size_t staging_head_ = 0;  // next free byte
   std::size_t staging_tail_ = 0;  // oldest byte still in flight
-  std::size_t staging_used_ = 0;
   std::deque<staged_write> staged_;
 };
 

@@ -1,9 +1,10 @@
-// Channels between two real processes over shared memory: delivery, scale, completion tokens,
-// cancellation and graceful close.
+// Channels between two real processes, over each provider: delivery, scale, completion
+// tokens, cancellation, graceful close, budgets and pressure.
 
-#include "support/echo_peer.hpp"
 #include "support/messages.hpp"
+#include "support/peers.hpp"
 #include "support/processes.hpp"
+#include "support/provider.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -63,11 +64,15 @@ asio::awaitable<void> receive_all(bellows::channel& ch, const std::vector<std::v
 
 }  // namespace
 
-TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order, intact", "[shm]") {
+TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order, intact", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("random");
+  const auto uri = bt::uri_for(provider, name);
   constexpr int channels = 50;
   constexpr int per_channel = 10;
-  bt::child_process server([&] { return bt::run_echo_server(name, channels); });
+  auto server = bt::start_echo_server(uri, channels);
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
@@ -80,7 +85,7 @@ TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order,
           std::mt19937_64 rng(1000 + c);
           std::vector<std::vector<std::byte>> messages;
           for (int i = 0; i < per_channel; ++i) messages.push_back(bt::random_bytes(random_size(rng), rng()));
-          auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+          auto ch = co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), use_awaitable);
           co_await (send_all(ch, messages, t) && receive_all(ch, messages, t));
           co_await ch.async_close(use_awaitable);
           std::vector<std::byte> tail(16);
@@ -97,16 +102,21 @@ TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order,
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[shm]") {
+TEST_CASE("1,000 channels (100 over rdma) between two processes enlarge at the same moment", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("thousand");
-  constexpr int channels = 1000;
-  bt::child_process server([&] { return bt::run_echo_server(name, channels); });
+  const auto uri = bt::uri_for(provider, name);
+  const int channels = bt::scaled(provider, 1000, 100);
+  auto server = bt::start_echo_server(uri, channels);
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
-  std::vector<bellows::channel> open = bt::connect_many(io, name, channels);
-  REQUIRE(open.size() == channels);
-  CHECK(bellows::stats(io).links == 1);  // one link, whatever the number of channels
+  std::vector<bellows::channel> open = bt::connect_many(io, uri, channels);
+  REQUIRE(open.size() == static_cast<std::size_t>(channels));
+  // shm: one link to the peer process, whatever the number of channels; rdma: a queue pair each.
+  CHECK(bellows::stats(io).links == (provider == bt::provider::shm ? 1u : open.size()));
 
   io.restart();
   const auto message = bt::random_bytes(100'000, 5);
@@ -131,32 +141,36 @@ TEST_CASE("1,000 channels between two processes enlarge at the same moment", "[s
   io.run_for(120s);
   CHECK(t.intact == channels);
   CHECK(t.wrong == 0);
-  CHECK(enlargements == channels);
+  CHECK(enlargements == static_cast<std::uint64_t>(channels));
   CHECK(ended == channels);
   open.clear();
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("10,000 channels between two processes over one link, every one used at once", "[shm]") {
+TEST_CASE("10,000 channels (200 over rdma) between two processes, every one used at once", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("ten-thousand");
-  constexpr int channels = 10'000;
-  bt::child_process server([&] { return bt::run_echo_server(name, channels, {}, 240s); });
+  const auto uri = bt::uri_for(provider, name);
+  const int channels = bt::scaled(provider, 10'000, 200);
+  auto server = bt::start_echo_server(uri, channels, 0, 240s);
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
-  std::vector<bellows::channel> open = bt::connect_many(io, name, 1);
+  std::vector<bellows::channel> open = bt::connect_many(io, uri, 1);
   REQUIRE(open.size() == 1);
   // Descriptors grow with peers, not with channels: the first channel brought the link's socket,
-  // arenas and eventfds; 9,999 more add none.
+  // arenas and eventfds (rdma: the event and completion channels, the device); the rest add none.
   const auto fds_with_one = bt::open_fd_count();
   io.restart();
-  for (auto& ch : bt::connect_many(io, name, channels - 1, 180s)) open.push_back(std::move(ch));
-  REQUIRE(open.size() == channels);
+  for (auto& ch : bt::connect_many(io, uri, channels - 1, 180s)) open.push_back(std::move(ch));
+  REQUIRE(open.size() == static_cast<std::size_t>(channels));
   CHECK(bt::open_fd_count() == fds_with_one);
   const auto context = bellows::stats(io);
-  CHECK(context.links == 1);
+  CHECK(context.links == (provider == bt::provider::shm ? 1u : open.size()));
   // Each idle channel holds its control block and a 4 KiB ring on this side, nothing more.
-  CHECK(context.registered_bytes == std::size_t{channels} * (128 + 4096));
+  CHECK(context.registered_bytes == static_cast<std::size_t>(channels) * (128 + 4096));
 
   io.restart();
   tally t;
@@ -187,14 +201,18 @@ TEST_CASE("10,000 channels between two processes over one link, every one used a
   CHECK(server.wait(60s) == 0);
 }
 
-TEST_CASE("Every completion token kind works, a receive is cancelled by ||, close loses nothing", "[shm]") {
+TEST_CASE("Every completion token kind works, a receive is cancelled by ||, close loses nothing", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("tokens");
-  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  const auto uri = bt::uri_for(provider, name);
+  auto server = bt::start_echo_server(uri, 1);
   REQUIRE(server.wait_ready());
   asio::io_context io;
 
   // use_future, driven by running the io_context on this thread.
-  auto connecting = bellows::async_connect(io.get_executor(), "shm://" + name, asio::use_future);
+  auto connecting = bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), asio::use_future);
   io.run_for(10s);
   bellows::channel ch = connecting.get();
   REQUIRE(ch.is_open());
@@ -267,16 +285,20 @@ TEST_CASE("Every completion token kind works, a receive is cancelled by ||, clos
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("A receive buffer too small gets message_size and only that message is lost", "[shm]") {
+TEST_CASE("A receive buffer too small gets message_size and only that message is lost", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("small");
-  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  const auto uri = bt::uri_for(provider, name);
+  auto server = bt::start_echo_server(uri, 1);
   REQUIRE(server.wait_ready());
   asio::io_context io;
   std::vector<std::error_code> results;
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        auto ch = co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), use_awaitable);
         const auto big = bt::random_bytes(200'000, 2);
         const auto small = bt::random_bytes(100, 3);
         co_await ch.async_send(asio::buffer(small), use_awaitable);
@@ -301,11 +323,14 @@ TEST_CASE("A receive buffer too small gets message_size and only that message is
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives in fragments", "[shm]") {
+TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives in fragments", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("budget");
-  bellows::context_options tight;
-  tight.registered_memory_budget = 8 * 1024;  // the first tier fits, nothing larger does
-  bt::child_process server([&] { return bt::run_echo_server(name, 1, tight); });
+  const auto uri = bt::uri_for(provider, name);
+  // The first tier fits, nothing larger does.
+  auto server = bt::start_echo_server(uri, 1, 8 * 1024);
   REQUIRE(server.wait_ready());
   asio::io_context io;
   bool intact = false;
@@ -313,7 +338,7 @@ TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives i
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        auto ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        auto ch = co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), use_awaitable);
         const auto message = bt::random_bytes(1 << 20, 9);
         std::vector<std::byte> reply(message.size());
         co_await ch.async_send(asio::buffer(message), use_awaitable);
@@ -332,9 +357,13 @@ TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives i
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("io_context::run returns once the last channel to a peer is closed, as with sockets", "[shm]") {
+TEST_CASE("io_context::run returns once the last channel to a peer is closed, as with sockets", "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("run-returns");
-  bt::child_process server([&] { return bt::run_echo_server(name, 1); });
+  const auto uri = bt::uri_for(provider, name);
+  auto server = bt::start_echo_server(uri, 1);
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
@@ -342,7 +371,8 @@ TEST_CASE("io_context::run returns once the last channel to a peer is closed, as
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        bellows::channel ch = co_await bellows::async_connect(io.get_executor(), "shm://" + name, use_awaitable);
+        bellows::channel ch =
+            co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), use_awaitable);
         const auto message = bt::random_bytes(64 * 1024, 7);  // enlarges, so a shrink timer is armed too
         std::vector<std::byte> reply(message.size());
         co_await ch.async_send(asio::buffer(message), use_awaitable);
@@ -362,15 +392,19 @@ TEST_CASE("io_context::run returns once the last channel to a peer is closed, as
   CHECK(server.wait(10s) == 0);
 }
 
-TEST_CASE("A short budget raises pressure: an idle large ring shrinks at once, then another channel grows", "[shm]") {
+TEST_CASE("A short budget raises pressure: an idle large ring shrinks at once, then another channel grows",
+          "[channel]") {
+  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
+  if (!bt::wanted(provider)) return;
+  INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("pressure");
-  bellows::context_options tight;
-  tight.registered_memory_budget = 1536 * 1024;  // one 1 MiB ring fits, two do not
-  bt::child_process server([&] { return bt::run_echo_server(name, 2, tight); });
+  const auto uri = bt::uri_for(provider, name);
+  // One 1 MiB ring fits, two do not.
+  auto server = bt::start_echo_server(uri, 2, 1536 * 1024);
   REQUIRE(server.wait_ready());
 
   asio::io_context io;
-  bellows::channel_options options;
+  bellows::channel_options options = bt::options_for(uri);
   options.idle_shrink_after = 60s;  // only pressure can make the first channel shrink in time
   options.retry_after_denial = 50ms;
   bellows::channel first, second;
@@ -391,7 +425,6 @@ TEST_CASE("A short budget raises pressure: an idle large ring shrinks at once, t
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        const auto uri = "shm://" + name;
         first = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
         second = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
         co_await echo(first, 1);
