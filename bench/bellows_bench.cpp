@@ -1,6 +1,9 @@
-// First benchmark over shm between two processes: 8 B ping-pong latency (half round trip,
-// p50 and average) and 64 KiB streaming bandwidth. Prints figures, asserts nothing.
+// First benchmark between two processes: 8 B ping-pong latency (half round trip, p50 and
+// average) and 64 KiB streaming bandwidth. Prints figures, asserts nothing. By default it
+// forks its peer and talks to it over shm; across hosts, run the peer with --serve on one and
+// the measurement with --connect on the other (same --iterations and --messages on both).
 //   bellows_bench [--iterations N] [--messages N] [--stream-size BYTES] [--cpus A,B|none]
+//                 [--serve URI | --connect URI]     e.g. --serve rdma://0.0.0.0:7471
 
 #include <bellows/bellows.hpp>
 
@@ -33,7 +36,11 @@ struct settings {
   std::size_t stream_size = 64 * 1024;
   int sender_cpu = 0;  ///< -1: leave placement to the kernel
   int peer_cpu = 1;
+  std::string serve;    ///< be only the peer, listening here
+  std::string connect;  ///< only measure, against a peer listening here
 };
+
+std::string scheme_of(const std::string& uri) { return uri.substr(0, uri.find(':')); }
 
 /// Pins the calling process to one CPU, as ucx_perftest -c does, so that the two spinning
 /// processes never share a core and the figures do not depend on the scheduler's mood.
@@ -47,11 +54,12 @@ void pin_to(int cpu) {
 
 /// The peer: answers every ping with a pong on the first channel; on the second channel receives
 /// every streamed message into a buffer and answers the last with one byte.
-int run_peer(const std::string& name, const settings& s, int ready_fd) {
+int run_peer(const std::string& uri, const settings& s, int ready_fd) {
   asio::io_context io;
-  bellows::acceptor acc(io.get_executor(), "shm://" + name);
+  bellows::acceptor acc(io.get_executor(), uri);
   const char one = 1;
-  [[maybe_unused]] auto w = ::write(ready_fd, &one, 1);
+  if (ready_fd >= 0) [[maybe_unused]]
+    auto w = ::write(ready_fd, &one, 1);
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
@@ -90,9 +98,10 @@ asio::awaitable<void> measure(std::string uri, settings s) {
   std::sort(half_trips.begin(), half_trips.end());
   double sum = 0;
   for (double v : half_trips) sum += v;
-  std::printf("bellows shm  lat  %6zu B  p50 %8.3f us  avg %8.3f us  (%d round trips, half round trip)\n",
-              s.latency_size, half_trips[half_trips.size() / 2], sum / static_cast<double>(half_trips.size()),
-              s.iterations);
+  const auto provider = scheme_of(uri);
+  std::printf("bellows %-4s lat  %6zu B  p50 %8.3f us  avg %8.3f us  (%d round trips, half round trip)\n",
+              provider.c_str(), s.latency_size, half_trips[half_trips.size() / 2],
+              sum / static_cast<double>(half_trips.size()), s.iterations);
 
   bellows::channel stream = co_await bellows::async_connect(ex, uri, use_awaitable);
   std::vector<std::byte> block(s.stream_size, std::byte{7});
@@ -102,8 +111,8 @@ asio::awaitable<void> measure(std::string uri, settings s) {
   co_await stream.async_receive(asio::buffer(done), use_awaitable);
   const double seconds = std::chrono::duration<double>(clock_type::now() - t0).count();
   const double bytes = static_cast<double>(s.stream_size) * s.messages;
-  std::printf("bellows shm  bw   %6zu B  %10.1f MB/s  %10.0f msg/s  (%d messages; send tier %u)\n", s.stream_size,
-              bytes / seconds / 1e6, s.messages / seconds, s.messages, stream.stats().send_tier);
+  std::printf("bellows %-4s bw   %6zu B  %10.1f MB/s  %10.0f msg/s  (%d messages; send tier %u)\n", provider.c_str(),
+              s.stream_size, bytes / seconds / 1e6, s.messages / seconds, s.messages, stream.stats().send_tier);
   co_await stream.async_close(use_awaitable);
 }
 
@@ -115,6 +124,8 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--iterations") == 0) s.iterations = std::stoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--messages") == 0) s.messages = std::stoi(argv[i + 1]);
     if (std::strcmp(argv[i], "--stream-size") == 0) s.stream_size = std::stoul(argv[i + 1]);
+    if (std::strcmp(argv[i], "--serve") == 0) s.serve = argv[i + 1];
+    if (std::strcmp(argv[i], "--connect") == 0) s.connect = argv[i + 1];
     if (std::strcmp(argv[i], "--cpus") == 0) {
       // "A,B": the measuring process on A, the peer on B; "none" to not pin.
       if (std::strcmp(argv[i + 1], "none") == 0) {
@@ -125,21 +136,30 @@ int main(int argc, char** argv) {
       }
     }
   }
-  const std::string name = "bench-" + std::to_string(::getpid());
+  if (!s.serve.empty()) return run_peer(s.serve, s, -1);
+  if (!s.connect.empty()) {
+    asio::io_context io;
+    asio::co_spawn(io, measure(s.connect, s), [](std::exception_ptr e) {
+      if (e) std::rethrow_exception(e);
+    });
+    io.run();
+    return 0;
+  }
+  const std::string uri = "shm://bench-" + std::to_string(::getpid());
   int ready[2];
   if (::pipe(ready) != 0) return 1;
   const pid_t peer = ::fork();
   if (peer == 0) {
     ::close(ready[0]);
     pin_to(s.peer_cpu);
-    ::_exit(run_peer(name, s, ready[1]));
+    ::_exit(run_peer(uri, s, ready[1]));
   }
   pin_to(s.sender_cpu);
   ::close(ready[1]);
   char c;
   if (::read(ready[0], &c, 1) != 1) return 1;
   asio::io_context io;
-  asio::co_spawn(io, measure("shm://" + name, s), [](std::exception_ptr e) {
+  asio::co_spawn(io, measure(uri, s), [](std::exception_ptr e) {
     if (e) std::rethrow_exception(e);
   });
   io.run();

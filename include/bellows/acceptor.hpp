@@ -1,5 +1,6 @@
 #pragma once
-// Accepts channels that peers open to a URI (shm://NAME). Like channel, it is used from the
+// Accepts channels that peers open to a URI (shm://NAME, or rdma://ADDRESS:PORT, where
+// ADDRESS may be 0.0.0.0 for every RDMA device). Like channel, it is used from the
 // thread running its io_context.
 
 #include <bellows/channel.hpp>

@@ -22,11 +22,14 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
                    asio::cancellation_slot slot);
 }  // namespace detail
 
-/// Opens a channel to the acceptor listening on `uri` (shm://NAME). Channels to the same peer
-/// process share one link (one socket, one arena per side), so descriptors grow with peers,
-/// not channels. Errors: error::invalid_argument for a malformed URI or options,
-/// std::errc::connection_refused when nothing listens, error::budget_exhausted. Cancellable:
-/// the channel, if the peer accepts it afterwards, is torn down.
+/// Opens a channel to the acceptor listening on `uri`: shm://NAME, or rdma://HOST:PORT (an
+/// RC queue pair per channel, set up through rdma_cm; at most 7 tiers). Over shm, channels to
+/// the same peer process share one link (one socket, one arena per side), so descriptors grow
+/// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options,
+/// std::errc::connection_refused when nothing listens, error::budget_exhausted,
+/// std::errc::no_such_device (rdma) without an RDMA device, std::errc::host_unreachable when
+/// no route leads to HOST. Cancellable: the channel, if the peer accepts it afterwards, is torn
+/// down.
 /// Signature: void(std::error_code, channel).
 template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
 auto async_connect(const asio::any_io_executor& ex, std::string_view uri, const channel_options& options,

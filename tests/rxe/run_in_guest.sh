@@ -69,7 +69,7 @@ copy_with_libs() {  # copies a file and the shared libraries ldd names, at their
   [[ -e $root$path ]] && return 0  # busybox's applets stay busybox's
   mkdir -p "$root$(dirname "$path")"
   cp -L "$path" "$root$path"
-  ldd "$path" 2>/dev/null | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | while read -r lib; do
+  { ldd "$path" 2>/dev/null || true; } | awk '/=> \//{print $3} /^[ \t]*\//{print $1}' | while read -r lib; do
     [[ -e $root$lib ]] && continue
     mkdir -p "$root$(dirname "$lib")"
     cp -L "$lib" "$root$lib"

@@ -1,6 +1,7 @@
 // Channels over rdma:// on a real device (Soft-RoCE in the rxe guest): acceptor and connector
 // in one process, talking through the device's loopback.
 
+#include "reactor/reactor.hpp"
 #include "support/messages.hpp"
 #include "support/rdma.hpp"
 #include "support/run_until.hpp"
@@ -11,6 +12,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <catch2/catch.hpp>
@@ -69,4 +71,61 @@ TEST_CASE("rdma: a channel carries every tier both ways and closes gracefully", 
       io, [&] { return server_done && client_done; }, 60s));
   CHECK(intact == static_cast<int>(sizes.size()));
   CHECK(errors == 0);
+}
+
+TEST_CASE("rdma: once warm, enlargements and shrinks reuse registrations: no ibv_reg_mr per cycle", "[verbs]") {
+  if (!bt::rdma_here()) return;
+  asio::io_context io;
+  const std::string uri = bt::rdma_uri(bt::random_port());
+  bellows::channel_options options;
+  options.idle_shrink_after = 20ms;
+  options.ack_timeout = 30s;
+  bellows::acceptor acc(io.get_executor(), uri, options);
+  auto& network = bellows::detail::reactor::of(io).rdma();
+  std::vector<std::uint64_t> registrations_after_cycle;
+  int intact = 0;
+  bool done = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ch = co_await acc.async_accept(use_awaitable);
+        std::vector<std::byte> buffer(200'000);
+        for (;;) {
+          auto [ec, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+          if (ec) break;
+          co_await ch.async_send(asio::buffer(buffer.data(), n), use_awaitable);
+        }
+      },
+      asio::detached);
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ch = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        const auto message = bt::random_bytes(100'000, 3);  // the 1 MiB tier, both ways
+        std::vector<std::byte> reply(message.size());
+        asio::steady_timer idle(io);
+        for (int cycle = 0; cycle < 4; ++cycle) {
+          co_await ch.async_send(asio::buffer(message), use_awaitable);
+          const auto n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
+          if (n == message.size() && reply == message) ++intact;
+          // Idle until both directions shrank back to the first tier.
+          for (int i = 0; i < 200 && (ch.stats().send_tier != 0 || ch.stats().receive_tier != 0); ++i) {
+            idle.expires_after(10ms);
+            co_await idle.async_wait(use_awaitable);
+          }
+          registrations_after_cycle.push_back(network.registrations());
+        }
+        co_await ch.async_close(use_awaitable);
+        done = true;
+      },
+      asio::detached);
+  REQUIRE(bt::run_until(
+      io, [&] { return done; }, 60s));
+  CHECK(intact == 4);
+  REQUIRE(registrations_after_cycle.size() == 4);
+  INFO("ibv_reg_mr calls after each cycle: " << registrations_after_cycle[0] << ", " << registrations_after_cycle[1]
+                                             << ", " << registrations_after_cycle[2] << ", "
+                                             << registrations_after_cycle[3]);
+  CHECK(registrations_after_cycle[0] > 0);
+  CHECK(registrations_after_cycle[3] == registrations_after_cycle[1]);
 }

@@ -358,6 +358,12 @@ void network::trim_cached() {
   for (auto& [context, t] : transports_) t->pool().trim();
 }
 
+std::uint64_t network::registrations() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& [context, t] : transports_) n += t->pool().registrations();
+  return n;
+}
+
 std::size_t network::links() const noexcept {
   std::size_t n = 0;
   for (const auto& [context, t] : transports_) n += t->links();

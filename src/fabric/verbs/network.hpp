@@ -63,6 +63,8 @@ class network {
   bool busy() const noexcept;
   /// Unregisters the blocks the pools keep for reuse (the budget is short).
   void trim_cached();
+  /// ibv_reg_mr calls by the pools so far: once warm, enlargements add none.
+  std::uint64_t registrations() const noexcept;
   /// Queue-pair links open or closing.
   std::size_t links() const noexcept;
   void shutdown();

@@ -80,6 +80,9 @@ std::size_t qp_link::on_sends_completed(std::uint64_t up_to) {
 
 void qp_link::on_failure(std::error_code ec, bool quietly) {
   if (state_ == state::closed) return;
+  // The peer's device refused a write into memory the peer itself named (in an ack or the
+  // handshake): the peer broke the protocol.
+  if (ec == std::errc::permission_denied) ec = make_error_code(error::protocol_violation);
   if (state_ != state::failed) {
     state_ = state::failed;
     failure_ = ec;

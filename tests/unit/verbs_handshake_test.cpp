@@ -1,0 +1,94 @@
+// The rdma:// handshake's private data and URI parsing: pure code, tested on every host.
+
+#include "fabric/verbs/address.hpp"
+#include "fabric/verbs/handshake.hpp"
+
+#include <bellows/error.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+
+namespace hs = bellows::verbs::handshake;
+using bellows::verbs::open_answer;
+using bellows::verbs::open_request;
+
+namespace {
+
+open_request sample_request() {
+  return {9, {0x1234, 0x7f0000001000}, {0x5678, 0x7f0000002000}, 1 << 20, bellows::default_tiers()};
+}
+
+}  // namespace
+
+TEST_CASE("rdma handshake: a request and an answer survive encoding, padded with zeros", "[unit][verbs]") {
+  auto bytes = hs::encode(sample_request());
+  REQUIRE(bytes);
+  CHECK(bytes->size() <= 56);  // what an RDMA_PS_TCP connect request may carry
+  std::vector<std::byte> padded(bytes->begin(), bytes->end());
+  padded.resize(56);
+  auto decoded = hs::decode_request(padded);
+  REQUIRE(decoded);
+  CHECK(decoded->channel_id == 9);
+  CHECK(decoded->control.key == 0x1234);
+  CHECK(decoded->ring.address == 0x7f0000002000);
+  CHECK(decoded->max_message_size == 1 << 20);
+  CHECK(decoded->tiers == bellows::default_tiers());
+
+  const open_answer a{3, {0xaa, 0x1000}, {0xbb, 0x2000}};
+  auto answer = hs::decode_answer(hs::encode(a));
+  REQUIRE(answer);
+  CHECK(answer->channel_id == 3);
+  CHECK(answer->ring.key == 0xbb);
+}
+
+TEST_CASE("rdma handshake: malformed private data is refused as a protocol violation", "[unit][verbs]") {
+  auto good = *hs::encode(sample_request());
+  auto corrupt = [&](std::size_t at, std::byte value) {
+    auto copy = good;
+    copy[at] = value;
+    return hs::decode_request(copy).failure();
+  };
+  const auto violation = make_error_code(bellows::error::protocol_violation);
+  CHECK(hs::decode_request(std::span(good).first(40)).failure() == violation);  // truncated
+  CHECK(corrupt(0, std::byte{0}) == violation);                                 // magic
+  CHECK(corrupt(4, std::byte{0}) == violation);                                 // channel id 0
+  CHECK(corrupt(12, std::byte{0x08}) == violation);                             // control misaligned
+  CHECK(corrupt(40, std::byte{0}) == violation);                                // no tiers
+  CHECK(corrupt(40, std::byte{8}) == violation);                                // more tiers than fit
+  CHECK(corrupt(41, std::byte{40}) == violation);                               // slot size 2^40
+  CHECK(corrupt(41, std::byte{2}) == violation);                                // slot size 4 B
+  CHECK(corrupt(43, std::byte{7}) == violation);                                // tiers not ascending
+
+  auto answer = hs::encode(open_answer{3, {0xaa, 0x1000}, {0xbb, 0x2000}});
+  answer[24] = std::byte{0x01};  // ring address no longer aligned
+  CHECK(hs::decode_answer(answer).failure() == violation);
+  std::vector<std::byte> empty;
+  CHECK(hs::decode_answer(empty).failure() == violation);
+}
+
+TEST_CASE("rdma handshake: refusals carry their reason, foreign rejects mean connection_refused", "[unit][verbs]") {
+  CHECK(hs::decode_refusal(hs::encode_refusal(make_error_code(bellows::error::budget_exhausted))) ==
+        bellows::error::budget_exhausted);
+  CHECK(hs::decode_refusal(hs::encode_refusal(std::make_error_code(std::errc::not_enough_memory))) ==
+        std::errc::not_enough_memory);
+  std::vector<std::byte> foreign(148);  // what a CM reject without our private data looks like
+  CHECK(hs::decode_refusal(foreign) == std::errc::connection_refused);
+  CHECK(!hs::encode(open_request{1, {1, 64}, {1, 64}, 1, std::vector<bellows::tier>(8, {64, 2})}));
+}
+
+TEST_CASE("rdma URIs: host and port are parsed, malformed ones are invalid_argument", "[unit][verbs]") {
+  auto v4 = bellows::verbs::resolve("192.0.2.1:7471", false);
+  REQUIRE(v4);
+  CHECK(v4->ss_family == AF_INET);
+  CHECK(ntohs(reinterpret_cast<const sockaddr_in&>(*v4).sin_port) == 7471);
+  auto v6 = bellows::verbs::resolve("[::1]:9", false);
+  REQUIRE(v6);
+  CHECK(v6->ss_family == AF_INET6);
+  CHECK(bellows::verbs::resolve("0.0.0.0:0", true));
+  for (const char* bad :
+       {"", "host", ":1", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:70000", "1.2.3.4:12x", "::1:5", "[::1:5"}) {
+    INFO(bad);
+    CHECK(bellows::verbs::resolve(bad, false).failure() == bellows::error::invalid_argument);
+  }
+}
