@@ -76,11 +76,23 @@ proto::outcome<arena> arena::create(std::size_t size, memory_budget& budget) {
   return arena(std::move(memory), budget);
 }
 
+arena::arena(arena&& other) noexcept
+    : memory_(std::move(other.memory_)),
+      budget_(std::exchange(other.budget_, nullptr)),
+      next_(other.next_),
+      registered_(std::exchange(other.registered_, 0)),
+      free_(std::move(other.free_)) {}
+
+arena::~arena() {
+  if (budget_ != nullptr) budget_->give_back(registered_);
+}
+
 proto::outcome<fabric::region> arena::allocate(std::size_t length) {
   const auto size_class =
       std::max(min_class, static_cast<unsigned>(std::bit_width(std::max<std::size_t>(length, 1) - 1)));
   if (size_class >= class_count) return make_error_code(error::invalid_argument);
   const std::size_t bytes = std::size_t{1} << size_class;
+  if (budget_ == nullptr) return make_error_code(error::channel_closed);  // the reactor is shutting down
   if (budget_->used + bytes > budget_->limit || budget_->used + bytes < budget_->used)
     return make_error_code(error::budget_exhausted);
   std::size_t offset;
@@ -114,7 +126,7 @@ void arena::release(std::uint64_t handle) {
     std::memset(memory_.base() + offset, 0, bytes);
   }
   free_[size_class].push_back(offset);
-  budget_->used -= bytes;
+  if (budget_ != nullptr) budget_->give_back(bytes);
   registered_ -= bytes;
 }
 

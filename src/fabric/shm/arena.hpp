@@ -49,6 +49,13 @@ class arena {
   static constexpr std::size_t page_bytes = 4096;
 
   static proto::outcome<arena> create(std::size_t size, memory_budget& budget);
+  arena(arena&& other) noexcept;
+  arena& operator=(arena&&) = delete;
+  /// Gives whatever is still allocated back to the budget: a link dropped while some of its
+  /// channels wait for the peer's detach takes their memory with it.
+  ~arena();
+  /// Stops accounting to the budget, which is about to be destroyed.
+  void leave_budget() noexcept { budget_ = nullptr; }
 
   /// Zeroed memory of at least `length` bytes; fails with budget_exhausted past the budget or
   /// when the arena is full.
@@ -66,7 +73,7 @@ class arena {
   static constexpr unsigned class_count = 48;
 
   mapping memory_;
-  memory_budget* budget_;
+  memory_budget* budget_;  ///< null once moved from
   std::size_t next_ = header_bytes;
   std::size_t registered_ = 0;
   // Region handles encode offset and size class: offset | class, since offsets are 64-aligned.

@@ -121,6 +121,7 @@ void link::arm() {
 void link::shutdown() {
   if (state_ != state::failed) state_ = state::failed;
   socket_.reset();
+  arena_.leave_budget();  // the reactor, and its budget, go before the channels that hold this link
 }
 
 void link::disarm() {
