@@ -2,7 +2,7 @@
 # package config can replay exactly the same lookups (see bellowsConfig.cmake.in).
 
 find_package(PkgConfig REQUIRED)
-# Used by the providers: liburing for file I/O in examples, verbs and rdmacm by the RDMA provider.
+# liburing for Asio's file I/O (see bellows_asio below), verbs and rdmacm for the RDMA provider.
 pkg_check_modules(liburing REQUIRED IMPORTED_TARGET GLOBAL liburing)
 pkg_check_modules(libibverbs REQUIRED IMPORTED_TARGET GLOBAL libibverbs)
 pkg_check_modules(librdmacm REQUIRED IMPORTED_TARGET GLOBAL librdmacm)
@@ -19,7 +19,10 @@ if(NOT TARGET bellows_asio)
   # aligned_alloc or operator new for its handler memory by whether a libstdc++ header came
   # before its own, which differs between translation units; a block recycled across two of
   # them was then freed with the wrong function (ASan: alloc-dealloc-mismatch). One choice for all.
+  # ASIO_HAS_IO_URING gives files (asio::random_access_file) to io_uring while sockets stay on
+  # epoll. It also changes the size of Asio's recycled handler blocks, so it must be the same in
+  # every translation unit of a program: set here, for the library and all its users alike.
   target_compile_definitions(bellows_asio INTERFACE ASIO_STANDALONE ASIO_NO_DEPRECATED ASIO_HAS_CO_AWAIT
-                                                    ASIO_DISABLE_STD_ALIGNED_ALLOC)
-  target_link_libraries(bellows_asio INTERFACE Threads::Threads)
+                                                    ASIO_DISABLE_STD_ALIGNED_ALLOC ASIO_HAS_IO_URING)
+  target_link_libraries(bellows_asio INTERFACE Threads::Threads PkgConfig::liburing)
 endif()

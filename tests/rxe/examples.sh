@@ -12,9 +12,10 @@ cat >"$script" <<SCRIPT
 $build/examples/bellows_echo_server rdma://192.0.2.1:7471 &
 sleep 1
 $build/examples/bellows_echo_client rdma://192.0.2.1:7471 || exit 3
-$build/bench/bellows_bench --serve rdma://0.0.0.0:7472 --iterations 2000 --messages 2000 &
+$build/bench/bellows-perf --serve rdma://0.0.0.0:7472 &
 sleep 1
-$build/bench/bellows_bench --connect rdma://192.0.2.1:7472 --iterations 2000 --messages 2000 || exit 4
+$build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t lat,bw,rate,scale -s 8,64K -n 500 --channels 0,20 || exit 4
+$build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t enlarge -n 5 || exit 5
 SCRIPT
 exec tests/rxe/run_in_guest.sh --timeout 200 --file "$build/examples/bellows_echo_server" \
-  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows_bench" --file "$script" -- /bin/sh "$script"
+  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows-perf" --file "$script" -- /bin/sh "$script"

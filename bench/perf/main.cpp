@@ -1,0 +1,161 @@
+// bellows-perf: latency, bandwidth, message rate, enlargement time and the cost of many idle
+// channels, between two processes, in the manner of ucx_perftest. Prints figures, asserts
+// nothing. By default it forks its peer and talks to it over shm; across hosts, start
+// `bellows-perf --serve URI` on one and `bellows-perf --connect URI` on the other.
+//
+//   bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
+//                [--active N] [--fixed-large] [--cpus A,B|none] [--json]
+//                [--uri URI | --serve URI | --connect URI]
+//   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
+//           streaming through try_send), enlarge (one tier change per tier), scale (idle
+//           channels beside active ones); default lat,bw
+//   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
+//   COUNTS  scale: idle channel counts, one round each: 0,1000,10000
+
+#include "modes.hpp"
+#include "peer.hpp"
+#include "process.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+
+namespace {
+
+std::uint64_t parse_quantity(const std::string& text) {
+  std::size_t used = 0;
+  const std::uint64_t value = std::stoull(text, &used);
+  const std::string suffix = text.substr(used);
+  if (suffix.empty()) return value;
+  if (suffix == "K" || suffix == "k") return value << 10;
+  if (suffix == "M" || suffix == "m") return value << 20;
+  if (suffix == "G" || suffix == "g") return value << 30;
+  throw std::invalid_argument("bad quantity '" + text + "'");
+}
+
+template <class T, class Parse>
+std::vector<T> parse_list(const std::string& text, Parse parse) {
+  std::vector<T> items;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) items.push_back(parse(item));
+  if (items.empty()) throw std::invalid_argument("empty list '" + text + "'");
+  return items;
+}
+
+struct command_line {
+  perf::settings settings;
+  std::string uri;      ///< where the forked peer listens (default shm://perf-PID)
+  std::string serve;    ///< be only the peer, listening here
+  std::string connect;  ///< only measure, against a peer listening here
+  int client_cpu = 0;
+  int peer_cpu = 1;
+};
+
+command_line parse(int argc, char** argv) {
+  command_line c;
+  auto& s = c.settings;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--json") {
+      s.json = true;
+      continue;
+    }
+    if (flag == "--fixed-large") {
+      s.fixed_large = true;
+      continue;
+    }
+    if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
+    const std::string value = argv[++i];
+    if (flag == "-t") {
+      s.modes = parse_list<std::string>(value, [](const std::string& m) { return m; });
+    } else if (flag == "-s") {
+      s.sizes = parse_list<std::uint64_t>(value, parse_quantity);
+    } else if (flag == "-n") {
+      s.iterations = parse_quantity(value);
+    } else if (flag == "-w") {
+      s.warmup = parse_quantity(value);
+    } else if (flag == "--channels") {
+      s.channel_counts = parse_list<std::uint64_t>(value, parse_quantity);
+    } else if (flag == "--active") {
+      s.active = std::max<std::uint64_t>(1, parse_quantity(value));
+    } else if (flag == "--uri") {
+      c.uri = value;
+    } else if (flag == "--serve") {
+      c.serve = value;
+    } else if (flag == "--connect") {
+      c.connect = value;
+    } else if (flag == "--cpus") {
+      if (value == "none")
+        c.client_cpu = c.peer_cpu = -1;
+      else if (std::sscanf(value.c_str(), "%d,%d", &c.client_cpu, &c.peer_cpu) != 2)
+        throw std::invalid_argument("--cpus takes A,B or none");
+    } else {
+      throw std::invalid_argument("unknown option " + flag);
+    }
+  }
+  for (const auto size : s.sizes)
+    if (size == 0 || size > s.max_message) throw std::invalid_argument("sizes go from 1 B to 4 MiB");
+  return c;
+}
+
+int run_measurement(const std::string& uri, const perf::settings& s) {
+  asio::io_context io;
+  std::optional<std::string> failure;
+  asio::co_spawn(io, perf::measure(uri, s), [&](std::exception_ptr e) {
+    try {
+      if (e) std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      failure = x.what();
+    }
+  });
+  io.run();
+  if (failure) std::fprintf(stderr, "bellows-perf: %s\n", failure->c_str());
+  return failure ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  command_line c;
+  try {
+    c = parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bellows-perf: %s (see the top of bench/perf/main.cpp for usage)\n", e.what());
+    return 2;
+  }
+  if (!c.serve.empty()) return perf::run_peer(c.serve, c.settings.max_message, -1);
+  if (!c.connect.empty()) return run_measurement(c.connect, c.settings);
+
+  const std::string uri = c.uri.empty() ? "shm://perf-" + std::to_string(::getpid()) : c.uri;
+  int ready[2];
+  if (::pipe(ready) != 0) return 2;
+  const pid_t peer = ::fork();
+  if (peer == 0) {
+    ::close(ready[0]);
+    perf::pin_to(c.peer_cpu);
+    ::_exit(perf::run_peer(uri, c.settings.max_message, ready[1]));
+  }
+  ::close(ready[1]);
+  perf::pin_to(c.client_cpu);
+  pollfd p{ready[0], POLLIN, 0};
+  char byte = 0;
+  int status = 2;
+  if (::poll(&p, 1, 10'000) == 1 && ::read(ready[0], &byte, 1) == 1)
+    status = run_measurement(uri, c.settings);
+  else
+    std::fprintf(stderr, "bellows-perf: the peer did not start listening on %s\n", uri.c_str());
+  // The figures are out; the peer serves until told otherwise.
+  ::kill(peer, SIGKILL);
+  ::waitpid(peer, nullptr, 0);
+  return status;
+}

@@ -1,0 +1,36 @@
+#pragma once
+// The measurements of bellows-perf, run against a peer (peer.hpp) listening on a URI.
+
+#include "report.hpp"
+
+#include <bellows/options.hpp>
+
+#include <asio/awaitable.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace perf {
+
+struct settings {
+  std::vector<std::string> modes{"lat", "bw"};
+  std::vector<std::uint64_t> sizes;  ///< empty: each mode's default sweep
+  std::uint64_t iterations = 0;      ///< 0: chosen per size (see iterations_for)
+  std::uint64_t warmup = 1000;
+  std::vector<std::uint64_t> channel_counts{0, 1000};  ///< scale: idle channels beside the active ones
+  std::uint64_t active = 1;                            ///< scale: channels measuring 8 B latency
+  /// Start every channel at 256 KiB, as rsocket and eager-RDMA MPI do, to compare against.
+  bool fixed_large = false;
+  bool json = false;
+  std::size_t max_message = std::size_t{4} << 20;  ///< the peer's receive buffer
+};
+
+/// The tier table the client asks for (the connecting side's table governs the channel).
+bellows::channel_options channel_options_for(const settings& s);
+
+/// Runs every mode of `s` against `uri`, printing as it goes. Throws on a failed operation.
+asio::awaitable<void> measure(std::string uri, settings s);
+
+}  // namespace perf

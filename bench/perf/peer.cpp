@@ -1,0 +1,136 @@
+#include "peer.hpp"
+
+#include "process.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+using asio::use_awaitable;
+using asio::experimental::as_tuple;
+
+namespace perf {
+
+namespace {
+
+struct peer_state {
+  asio::io_context& io;
+  std::size_t max_message;
+  std::size_t idle_channels = 0;
+  /// The provisioning time of the last ring this process registered for a peer's request.
+  std::chrono::nanoseconds last_provisioning{0};
+};
+
+/// Holds a receive pending until the client closes or drops the channel: the only cost of an
+/// idle channel on this side is this coroutine frame.
+asio::awaitable<void> until_closed(bellows::channel& ch) {
+  std::byte none[1];
+  for (int i = 0; i < 1'000'000; ++i) {
+    auto [ec, n] = co_await ch.async_receive(asio::buffer(none), as_tuple(use_awaitable));
+    if (ec && ec != bellows::error::message_size) co_return;
+  }
+}
+
+asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> state) {
+  char text[128];
+  auto [ec, n] = co_await ch.async_receive(asio::buffer(text, sizeof text - 1), as_tuple(use_awaitable));
+  if (!ec) {
+    text[n] = '\0';
+    std::istringstream command(text);
+    std::string role;
+    command >> role;
+    if (role == "echo") {
+      std::vector<std::byte> buffer(state->max_message);
+      for (;;) {
+        auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+        if (receive_ec) break;
+        auto [send_ec, sent] = co_await ch.async_send(asio::buffer(buffer.data(), size), as_tuple(use_awaitable));
+        if (send_ec) break;
+      }
+    } else if (role == "sink") {
+      std::uint64_t count = 0;
+      command >> count;
+      std::vector<std::byte> buffer(state->max_message);
+      bool intact = true;
+      for (std::uint64_t i = 0; i < count && intact; ++i) {
+        auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+        intact = !receive_ec;
+      }
+      const char done = 1;
+      if (intact) co_await ch.async_send(asio::buffer(&done, 1), as_tuple(use_awaitable));
+      co_await until_closed(ch);
+    } else if (role == "enlarge") {
+      std::vector<std::byte> buffer(state->max_message);
+      auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+      if (!receive_ec) {
+        const std::int64_t provisioning_ns = state->last_provisioning.count();
+        co_await ch.async_send(asio::buffer(&provisioning_ns, sizeof provisioning_ns), as_tuple(use_awaitable));
+        co_await until_closed(ch);
+      }
+    } else if (role == "idle") {
+      ++state->idle_channels;
+      co_await until_closed(ch);
+      --state->idle_channels;
+    } else if (role == "report") {
+      const auto stats = bellows::stats(state->io);
+      std::ostringstream answer;
+      answer << "idle=" << state->idle_channels << " registered=" << stats.registered_bytes
+             << " rss=" << resident_bytes();
+      const std::string reply = answer.str();
+      co_await ch.async_send(asio::buffer(reply), as_tuple(use_awaitable));
+      co_await until_closed(ch);
+    } else {
+      std::fprintf(stderr, "bellows-perf peer: unknown role '%s'\n", text);
+    }
+  }
+}
+
+}  // namespace
+
+int run_peer(const std::string& uri, std::size_t max_message, int ready_fd) {
+  asio::io_context io;
+  auto state = std::make_shared<peer_state>(peer_state{io, max_message});
+  bellows::channel_options options;
+  options.on_tier_event = [state](const bellows::tier_event& e) {
+    if (e.kind == bellows::tier_event::what::provisioned && !e.shrink) state->last_provisioning = e.elapsed;
+  };
+  std::error_code ec;
+  bellows::acceptor acceptor(io.get_executor(), uri, options, ec);
+  if (ec) {
+    std::fprintf(stderr, "bellows-perf: cannot listen on %s: %s\n", uri.c_str(), ec.message().c_str());
+    return 2;
+  }
+  if (ready_fd >= 0) {
+    const char one = 1;
+    if (::write(ready_fd, &one, 1) != 1) return 2;
+    ::close(ready_fd);
+  }
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (;;) {
+          auto [accept_ec, ch] = co_await acceptor.async_accept(as_tuple(use_awaitable));
+          if (accept_ec == asio::error::operation_aborted) co_return;
+          if (accept_ec) {  // one refused channel (a short budget, say) does not end the service
+            std::fprintf(stderr, "bellows-perf peer: accept: %s\n", accept_ec.message().c_str());
+            continue;
+          }
+          asio::co_spawn(io, serve(std::move(ch), state), asio::detached);
+        }
+      },
+      asio::detached);
+  io.run();
+  return 0;
+}
+
+}  // namespace perf

@@ -1,0 +1,23 @@
+#pragma once
+// The side of bellows-perf that answers. Every channel a client opens begins with one text
+// message naming its role, so one listening peer serves every mode, in any order, without
+// being told the client's settings:
+//   "echo"     sends every message back (lat, and the active channels of scale)
+//   "sink N"   receives N messages into a buffer, then answers one byte (bw, rate)
+//   "enlarge"  receives one message, answers the nanoseconds this side spent provisioning
+//              the ring it needed (enlarge)
+//   "idle"     only waits for the close (the idle channels of scale)
+//   "report"   answers "idle=I registered=R rss=S" for this process (scale)
+// Messages are received into a buffer of `max_message` bytes, copied out as ucx_perftest's
+// receives are, not read in place.
+
+#include <cstddef>
+#include <string>
+
+namespace perf {
+
+/// Listens on `uri` and serves until killed. Writes one byte to `ready_fd` (when not -1)
+/// once listening.
+int run_peer(const std::string& uri, std::size_t max_message, int ready_fd);
+
+}  // namespace perf
