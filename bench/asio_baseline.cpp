@@ -215,13 +215,20 @@ int main(int argc, char** argv) {
       }
       if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
       const std::string value = argv[++i];
-      if (flag == "--transport") s.transport = value;
-      else if (flag == "-t") s.modes = parse_list<std::string>(value, [](const std::string& m) { return m; });
-      else if (flag == "-s") s.sizes = parse_list<std::uint64_t>(value, parse_quantity);
-      else if (flag == "-n") s.iterations = parse_quantity(value);
-      else if (flag == "--cpus" && value == "none") s.client_cpu = s.peer_cpu = -1;
-      else if (flag == "--cpus" && std::sscanf(value.c_str(), "%d,%d", &s.client_cpu, &s.peer_cpu) == 2) continue;
-      else throw std::invalid_argument("unknown option " + flag + " " + value);
+      if (flag == "--transport")
+        s.transport = value;
+      else if (flag == "-t")
+        s.modes = parse_list<std::string>(value, [](const std::string& m) { return m; });
+      else if (flag == "-s")
+        s.sizes = parse_list<std::uint64_t>(value, parse_quantity);
+      else if (flag == "-n")
+        s.iterations = parse_quantity(value);
+      else if (flag == "--cpus" && value == "none")
+        s.client_cpu = s.peer_cpu = -1;
+      else if (flag == "--cpus" && std::sscanf(value.c_str(), "%d,%d", &s.client_cpu, &s.peer_cpu) == 2)
+        continue;
+      else
+        throw std::invalid_argument("unknown option " + flag + " " + value);
     }
     for (const auto size : s.sizes)
       if (size == 0 || size > max_message) throw std::invalid_argument("sizes go from 1 B to 4 MiB");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's rdma:// instructions, followed in the Soft-RoCE guest: the echo server and
-# client, then the benchmark's peer and measurement as two processes. Figures from an
+# client, the benchmark's peer and measurement as two processes, then a file transfer. Figures from an
 # emulated CPU mean nothing; the point is that the commands work.
 #   tests/rxe/examples.sh [BUILD_DIR]
 set -euo pipefail
@@ -16,6 +16,15 @@ $build/bench/bellows-perf --serve rdma://0.0.0.0:7472 &
 sleep 1
 $build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t lat,bw,rate,scale -s 8,64K -n 500 --channels 0,20 || exit 4
 $build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t enlarge -n 5 || exit 5
+mkdir -p /tmp
+/bin/busybox dd if=/dev/urandom of=/tmp/ft-source bs=1048576 count=16 2>/dev/null
+$build/examples/bellows_file_transfer receive rdma://192.0.2.1:7473 /tmp/ft-copy &
+receiver=\$!
+sleep 1
+$build/examples/bellows_file_transfer send rdma://192.0.2.1:7473 /tmp/ft-source || exit 6
+wait \$receiver || exit 7
+/bin/busybox cmp /tmp/ft-source /tmp/ft-copy || exit 8
+echo "file transfer over rdma: 16 MiB intact"
 SCRIPT
-exec tests/rxe/run_in_guest.sh --timeout 200 --file "$build/examples/bellows_echo_server" \
-  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows-perf" --file "$script" -- /bin/sh "$script"
+exec tests/rxe/run_in_guest.sh --timeout 300 --file "$build/examples/bellows_echo_server" \
+  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows-perf" --file "$build/examples/bellows_file_transfer" --file "$script" -- /bin/sh "$script"
