@@ -3,6 +3,7 @@
 // output as bellows-perf (lat: half round trip; bw: streaming, then a one-byte answer).
 //   asio-baseline [--transport unix|tcp] [-t lat,bw] [-s SIZES] [-n ITERATIONS] [--cpus A,B|none] [--json]
 
+#include "perf/command_line.hpp"
 #include "perf/process.hpp"
 #include "perf/report.hpp"
 
@@ -43,13 +44,8 @@ struct settings {
 
 constexpr std::uint64_t max_message = std::uint64_t{4} << 20;
 
-/// The same per-size repetition counts as bellows-perf, so both spend similar time per point.
 std::uint64_t iterations_for(const settings& s, const std::string& mode, std::uint64_t size) {
-  if (s.iterations) return s.iterations;
-  const auto bounded = [size](std::uint64_t most, std::uint64_t bytes) {
-    return std::clamp<std::uint64_t>(bytes / std::max<std::uint64_t>(size, 1), 200, most);
-  };
-  return mode == "lat" ? bounded(100'000, std::uint64_t{256} << 20) : bounded(200'000, std::uint64_t{4} << 30);
+  return s.iterations ? s.iterations : perf::default_iterations(mode, size);
 }
 
 template <class Socket>
@@ -119,7 +115,7 @@ asio::awaitable<void> measure(typename Protocol::endpoint peer, settings s) {
   for (const auto& mode : s.modes) {
     for (const auto size : s.sizes) {
       const auto iterations = iterations_for(s, mode, size);
-      const auto warmup = std::min<std::uint64_t>(1000, std::max<std::uint64_t>(10, iterations / 10));
+      const auto warmup = perf::warmup_for(1000, iterations);
       std::vector<std::byte> message(size, std::byte{1}), reply(max_message);
       perf::result r(mode, provider, size, iterations);
       if (mode == "lat") {
@@ -186,22 +182,6 @@ int run(const settings& s, typename Protocol::endpoint where) {
   return status;
 }
 
-template <class T, class Parse>
-std::vector<T> parse_list(const std::string& text, Parse parse) {
-  std::vector<T> items;
-  std::istringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) items.push_back(parse(item));
-  return items;
-}
-
-std::uint64_t parse_quantity(const std::string& text) {
-  std::size_t used = 0;
-  const std::uint64_t value = std::stoull(text, &used);
-  const auto suffix = text.substr(used);
-  return suffix == "K" ? value << 10 : suffix == "M" ? value << 20 : value;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -218,11 +198,11 @@ int main(int argc, char** argv) {
       if (flag == "--transport")
         s.transport = value;
       else if (flag == "-t")
-        s.modes = parse_list<std::string>(value, [](const std::string& m) { return m; });
+        s.modes = perf::parse_list<std::string>(value, [](const std::string& m) { return m; });
       else if (flag == "-s")
-        s.sizes = parse_list<std::uint64_t>(value, parse_quantity);
+        s.sizes = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
       else if (flag == "-n")
-        s.iterations = parse_quantity(value);
+        s.iterations = perf::parse_quantity(value);
       else if (flag == "--cpus" && value == "none")
         s.client_cpu = s.peer_cpu = -1;
       else if (flag == "--cpus" && std::sscanf(value.c_str(), "%d,%d", &s.client_cpu, &s.peer_cpu) == 2)

@@ -12,6 +12,7 @@
 //   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
 //   COUNTS  scale: idle channel counts, one round each: 0,1000,10000
 
+#include "command_line.hpp"
 #include "modes.hpp"
 #include "peer.hpp"
 #include "process.hpp"
@@ -30,27 +31,6 @@
 #include <stdexcept>
 
 namespace {
-
-std::uint64_t parse_quantity(const std::string& text) {
-  std::size_t used = 0;
-  const std::uint64_t value = std::stoull(text, &used);
-  const std::string suffix = text.substr(used);
-  if (suffix.empty()) return value;
-  if (suffix == "K" || suffix == "k") return value << 10;
-  if (suffix == "M" || suffix == "m") return value << 20;
-  if (suffix == "G" || suffix == "g") return value << 30;
-  throw std::invalid_argument("bad quantity '" + text + "'");
-}
-
-template <class T, class Parse>
-std::vector<T> parse_list(const std::string& text, Parse parse) {
-  std::vector<T> items;
-  std::istringstream in(text);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) items.push_back(parse(item));
-  if (items.empty()) throw std::invalid_argument("empty list '" + text + "'");
-  return items;
-}
 
 struct command_line {
   perf::settings settings;
@@ -77,17 +57,17 @@ command_line parse(int argc, char** argv) {
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "-t") {
-      s.modes = parse_list<std::string>(value, [](const std::string& m) { return m; });
+      s.modes = perf::parse_list<std::string>(value, [](const std::string& m) { return m; });
     } else if (flag == "-s") {
-      s.sizes = parse_list<std::uint64_t>(value, parse_quantity);
+      s.sizes = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
     } else if (flag == "-n") {
-      s.iterations = parse_quantity(value);
+      s.iterations = perf::parse_quantity(value);
     } else if (flag == "-w") {
-      s.warmup = parse_quantity(value);
+      s.warmup = perf::parse_quantity(value);
     } else if (flag == "--channels") {
-      s.channel_counts = parse_list<std::uint64_t>(value, parse_quantity);
+      s.channel_counts = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
     } else if (flag == "--active") {
-      s.active = std::max<std::uint64_t>(1, parse_quantity(value));
+      s.active = std::max<std::uint64_t>(1, perf::parse_quantity(value));
     } else if (flag == "--uri") {
       c.uri = value;
     } else if (flag == "--serve") {

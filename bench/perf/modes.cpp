@@ -1,5 +1,6 @@
 #include "modes.hpp"
 
+#include "command_line.hpp"
 #include "process.hpp"
 
 #include <bellows/bellows.hpp>
@@ -37,21 +38,11 @@ std::vector<std::uint64_t> default_sizes(const std::string& mode) {
   return {8, 64, 512, 4096, 32768, 65536, 262144, 1048576};
 }
 
-/// Enough repetitions for a stable median without letting large sizes run for minutes.
 std::uint64_t iterations_for(const settings& s, const std::string& mode, std::uint64_t size) {
-  if (s.iterations) return s.iterations;
-  const auto bounded = [size](std::uint64_t most, std::uint64_t bytes) {
-    return std::clamp<std::uint64_t>(bytes / std::max<std::uint64_t>(size, 1), 200, most);
-  };
-  if (mode == "lat" || mode == "scale") return bounded(100'000, std::uint64_t{256} << 20);
-  if (mode == "rate") return 1'000'000;
-  if (mode == "enlarge") return 20;
-  return bounded(200'000, std::uint64_t{4} << 30);  // bw
+  return s.iterations ? s.iterations : default_iterations(mode, size);
 }
 
-std::uint64_t warmup_for(const settings& s, std::uint64_t iterations) {
-  return std::min(s.warmup, std::max<std::uint64_t>(10, iterations / 10));
-}
+std::uint64_t warmup_for(const settings& s, std::uint64_t iterations) { return perf::warmup_for(s.warmup, iterations); }
 
 /// Opens a channel and tells the peer its role (see peer.hpp).
 asio::awaitable<bellows::channel> open(const std::string& uri, const bellows::channel_options& options,
