@@ -3,6 +3,7 @@
 // the checksum matched.
 
 #include "crc32c.hpp"
+#include "overlap.hpp"
 #include "progress.hpp"
 #include "protocol.hpp"
 
@@ -10,7 +11,6 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/random_access_file.hpp>
 #include <asio/use_awaitable.hpp>
@@ -24,7 +24,6 @@
 #include <system_error>
 
 using asio::use_awaitable;
-using namespace asio::experimental::awaitable_operators;
 
 namespace file_transfer {
 
@@ -90,7 +89,7 @@ asio::awaitable<void> receive_into(bellows::channel& ch, asio::random_access_fil
     if (next_offset < o.file_size) {
       // The next chunk arrives while this one goes to disk; the view keeps its ring slots
       // until written.
-      chunk = co_await (write_chunk(file, offset, chunk) && next_message(ch, next_offset, o.file_size));
+      chunk = co_await overlapped(write_chunk(file, offset, chunk), next_message(ch, next_offset, o.file_size));
     } else {
       co_await write_chunk(file, offset, chunk);
       chunk = bellows::message_view{};

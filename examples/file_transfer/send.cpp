@@ -1,13 +1,13 @@
 // The sending side: reads the file through io_uring while the previous chunk is being sent.
 
 #include "crc32c.hpp"
+#include "overlap.hpp"
 #include "progress.hpp"
 #include "protocol.hpp"
 
 #include <bellows/bellows.hpp>
 
 #include <asio/co_spawn.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/random_access_file.hpp>
 #include <asio/read_at.hpp>
@@ -19,7 +19,6 @@
 #include <vector>
 
 using asio::use_awaitable;
-using namespace asio::experimental::awaitable_operators;
 
 namespace file_transfer {
 
@@ -88,7 +87,7 @@ asio::awaitable<void> run(std::string uri, asio::random_access_file& file, std::
     const auto next_length = static_cast<std::size_t>(std::min(chunk, size - next_offset));
     // The next read from disk overlaps the send of this chunk.
     if (next_length > 0)
-      co_await (send_chunk(ch, current) && read_chunk(file, next_offset, next, next_length));
+      co_await overlapped(send_chunk(ch, current), read_chunk(file, next_offset, next, next_length));
     else
       co_await send_chunk(ch, current);
     shown.advance(current.size());
