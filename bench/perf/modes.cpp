@@ -192,15 +192,19 @@ process_report own_report(asio::io_context& io) {
 /// Waits until the channels of the previous round are gone on both sides, then reports both
 /// processes. An aborted channel lets go of its memory once the peer's detach has been read,
 /// and a process reads its links only while it has an operation pending: the report is one.
+/// Settled means no channel here, none idle there, and this side's registered bytes no
+/// longer falling (rdma's pool keeps closed channels' registrations cached, so not zero).
 asio::awaitable<std::pair<process_report, process_report>> settled_reports(const std::string& uri, const settings& s) {
   auto ex = co_await asio::this_coro::executor;
   auto& io = static_cast<asio::io_context&>(ex.query(asio::execution::context));
   asio::steady_timer pause(ex);
+  double previous_registered = -1;
   for (int attempt = 0; attempt < 2000; ++attempt) {
     const bool own_clear = bellows::stats(io).channels == 0;
     const auto own = own_report(io);
     const auto peer = co_await peer_report(uri, s);
-    if (own_clear && own.registered == 0 && peer.idle == 0) co_return std::pair{own, peer};
+    if (own_clear && own.registered == previous_registered && peer.idle == 0) co_return std::pair{own, peer};
+    previous_registered = own.registered;
     pause.expires_after(std::chrono::milliseconds(5));
     co_await pause.async_wait(use_awaitable);
   }

@@ -389,9 +389,10 @@ TEST_CASE("io_context::run returns once the last channel to a peer is closed, as
   CHECK(echoed);
   CHECK(io.stopped());
   CHECK(bellows::stats(io).links == 0);
-  // The link went with its last channel, before the peer's detach could free that channel's
-  // memory: the budget still has to get it back.
-  CHECK(bellows::stats(io).registered_bytes == 0);
+  // shm: the link went with its last channel, before the peer's detach could free that
+  // channel's memory; the budget still has to get it back. (rdma keeps closed channels'
+  // registrations cached in its pool for the next channel, counted until trimmed.)
+  if (provider == bt::provider::shm) CHECK(bellows::stats(io).registered_bytes == 0);
   CHECK(server.wait(10s) == 0);
 }
 
