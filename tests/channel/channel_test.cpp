@@ -180,7 +180,7 @@ TEST_CASE("10,000 channels (200 over rdma) between two processes, every one used
         io,
         [&, c]() -> asio::awaitable<void> {
           auto& ch = open[static_cast<std::size_t>(c)];
-          // Up to 10,000 doorbells at once, more than the 8,192-entry ring holds: the overflow
+          // Up to 10,000 doorbells at once, more than the 4,096-entry ring holds: the overflow
           // path may run too.
           const auto message = bt::random_bytes(64, static_cast<std::uint64_t>(c));
           std::vector<std::byte> reply(message.size());

@@ -1,6 +1,5 @@
 #include "fabric/shm/link.hpp"
 
-#include "fabric/shm/doorbell_ring.hpp"
 #include "proto/tier_table.hpp"
 #include "proto/wire.hpp"
 
@@ -16,6 +15,8 @@
 #include <random>
 
 namespace bellows::shm {
+
+static_assert(doorbell::bytes <= arena::header_bytes, "the doorbell ring lives in the arena header");
 namespace {
 
 constexpr std::size_t max_fds = 2;
@@ -452,7 +453,7 @@ std::size_t link::drain_doorbells() {
   if (state_ != state::ready) return 0;
   std::size_t found = 0;
   doorbell::drain(
-      arena_.header(),
+      arena_.header(), doorbells_consumed_,
       [&](std::uint32_t id) {
         ++found;
         if (channel_slot* s = slot(id); s != nullptr && s->endpoint != nullptr) s->endpoint->on_doorbell();
@@ -465,7 +466,9 @@ std::size_t link::drain_doorbells() {
   return found;
 }
 
-bool link::prepare_to_sleep() { return state_ != state::ready || doorbell::prepare_to_sleep(arena_.header()); }
+bool link::prepare_to_sleep() {
+  return state_ != state::ready || doorbell::prepare_to_sleep(arena_.header(), doorbells_consumed_);
+}
 void link::woke_up() {
   if (state_ == state::ready) doorbell::woke_up(arena_.header());
 }
@@ -511,7 +514,7 @@ std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces piec
 
 void link::ring_doorbell(std::uint32_t peer_channel) {
   if (state_ != state::ready) return;
-  if (doorbell::push(peer_.base(), peer_channel)) {
+  if (doorbell::push(peer_.base(), peer_channel, peer_doorbells_)) {
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(peer_wake_fd_, &one, sizeof one);
   }

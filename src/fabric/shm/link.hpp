@@ -8,6 +8,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/link.hpp"
 #include "fabric/shm/arena.hpp"
+#include "fabric/shm/doorbell_ring.hpp"
 #include "fabric/shm/link_protocol.hpp"
 
 #include <asio/io_context.hpp>
@@ -129,6 +130,8 @@ class link final : public fabric::link, public std::enable_shared_from_this<link
   std::uint64_t peer_key_ = 0;
   std::uint64_t local_key_ = 0;
   int peer_wake_fd_ = -1;
+  doorbell::producer peer_doorbells_;
+  std::uint64_t doorbells_consumed_ = 0;
   link_options options_;
   std::string name_;
   state state_ = state::handshaking;
