@@ -86,7 +86,9 @@ void channel_state::op_done() {
   if (!reactor_gone_) reactor_.op_finished();
 }
 
-bool channel_state::reactor_in_poll() const noexcept { return !reactor_gone_ && reactor_.in_poll(); }
+bool channel_state::reactor_takes_completions() const noexcept {
+  return !reactor_gone_ && reactor_.takes_completions();
+}
 void channel_state::defer(std::unique_ptr<ready_completion> ready) { reactor_.defer(std::move(ready)); }
 
 void channel_state::report(const tier_event& e) {

@@ -98,16 +98,17 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void arm_timer();
   void op_done();
   void report(const tier_event& e);
-  /// Completes an operation: dispatched after the reactor's poll when one is running, else posted.
+  /// Completes an operation through the reactor, which dispatches it after its poll; posted once
+  /// the reactor is gone.
   template <class... Args>
   void complete(completion<Args...>& done, std::type_identity_t<Args>... args) {
-    if (reactor_in_poll()) {
+    if (reactor_takes_completions()) {
       defer(done.bind(std::move(args)...));
     } else {
       done.post(std::move(args)...);
     }
   }
-  bool reactor_in_poll() const noexcept;
+  bool reactor_takes_completions() const noexcept;
   void defer(std::unique_ptr<ready_completion> ready);
 
   reactor& reactor_;

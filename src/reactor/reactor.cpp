@@ -58,6 +58,8 @@ void reactor::shutdown() {
   links_.clear();
   client_links_.clear();
   if (rdma_) rdma_->shutdown();
+  // As Asio does with posted handlers at shutdown: destroyed, never invoked.
+  deferred_.clear();
   asio::error_code ignored;
   wake_.close(ignored);
 }
@@ -189,17 +191,13 @@ std::size_t reactor::poll_round() {
   for (std::size_t i = 0; i < watched_.size(); ++i)
     if (channel_state* ch = watched_[i]) ch->poll(pass_time_);
   std::erase(watched_, nullptr);
-  // Operations starting and finishing count as activity: a receive's completion handler usually
-  // starts the next send, and going idle in between would disarm and re-arm every link.
-  return work + std::exchange(op_changes_, 0);
+  return work;
 }
 
-std::size_t reactor::spin_for_work() {
+std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_end) {
   // Going back to the scheduler for every empty poll costs an epoll_wait each time; waiting here
-  // instead, for a slice short enough not to starve the application's other handlers, keeps a
-  // ping-pong's round trip free of system calls.
-  constexpr auto slice = std::chrono::microseconds(20);
-  const auto until = std::min(std::chrono::steady_clock::now() + slice, last_work_ + options_.spin_before_sleep);
+  // instead keeps a ping-pong's round trip free of system calls.
+  const auto until = std::min(slice_end, last_work_ + options_.spin_before_sleep);
   for (unsigned round = 1;; ++round) {
     cpu_relax();
     if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
@@ -214,23 +212,42 @@ std::size_t reactor::spin_for_work() {
 void reactor::pass() {
   pass_posted_ = false;
   if (shut_down_) return;
-  // One clock read serves every channel polled in this pass (deadlines are milliseconds).
-  pass_time_ = std::chrono::steady_clock::now().time_since_epoch();
-  in_poll_ = true;
-  std::size_t work = poll_round();
-  if (work == 0 && ops_ != 0 && active_.empty()) work = spin_for_work();
-  in_poll_ = false;
-  drop_dead_links();
-  update_pressure();
-  run_deferred();
-
-  const auto now = std::chrono::steady_clock::now();
-  if (work != 0) last_work_ = now;
-  if (!active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
+  // The handlers a pass dispatches usually start the next operation at once (a ping-pong's
+  // reply), so the pass goes on polling for its completion rather than returning to the
+  // scheduler, whose every round costs an epoll_wait. The slice bounds how long the
+  // application's other handlers wait behind it.
+  constexpr auto slice = std::chrono::microseconds(20);
+  auto now = std::chrono::steady_clock::now();
+  const auto slice_end = now + slice;
+  for (;;) {
+    // One clock read serves every channel polled in this round (deadlines are milliseconds).
+    pass_time_ = now.time_since_epoch();
+    in_poll_ = true;
+    std::size_t found = poll_round();
+    if (found == 0 && ops_ != 0 && active_.empty() && deferred_.empty()) found = spin_for_work(slice_end);
+    in_poll_ = false;
+    drop_dead_links();
+    update_pressure();
+    const bool dispatching = !deferred_.empty();
+    run_deferred();
+    now = std::chrono::steady_clock::now();
+    // Operations starting and finishing count as activity: a receive's completion handler usually
+    // starts the next send, and going idle in between would disarm and re-arm every link.
+    if (found != 0 || std::exchange(op_changes_, 0) != 0) last_work_ = now;
+    if (found == 0 && !dispatching) break;
+    if (ops_ == 0 || shut_down_ || io_.stopped() || now >= slice_end) break;
+  }
+  if (shut_down_) return;
+  if (!deferred_.empty() || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
   // Closing RDMA links still wait for their last writes to complete before they let go.
   if (ops_ == 0 && !(rdma_ && rdma_->busy())) return go_idle();
   if (polling_) return schedule_pass();
   sleep();
+}
+
+void reactor::defer(std::unique_ptr<ready_completion> ready) {
+  deferred_.push_back(std::move(ready));
+  if (!in_poll_) schedule_pass();
 }
 
 void reactor::update_pressure() {

@@ -70,9 +70,11 @@ class reactor final : public asio::execution_context::service {
   /// Polls the channel on every pass while it waits for an ack or for credit.
   void watch(channel_state* ch, bool on);
 
-  /// True while the reactor polls channels; completions found then are dispatched after the poll.
-  bool in_poll() const noexcept { return in_poll_; }
-  void defer(std::unique_ptr<ready_completion> ready) { deferred_.push_back(std::move(ready)); }
+  /// False once the io_context shuts down; completions must then be posted.
+  bool takes_completions() const noexcept { return !shut_down_; }
+  /// Dispatches a completion after the current poll, or in a pass scheduled now: never inside the
+  /// initiating function, and without a round through the scheduler.
+  void defer(std::unique_ptr<ready_completion> ready);
 
   /// A channel could not provision a ring within the budget.
   void provision_refused() noexcept { refused_ = true; }
@@ -91,7 +93,7 @@ class reactor final : public asio::execution_context::service {
   void schedule_pass();
   void pass();
   std::size_t poll_round();
-  std::size_t spin_for_work();
+  std::size_t spin_for_work(std::chrono::steady_clock::time_point slice_end);
   void sleep();
   void wake_from_idle();
   void go_idle();

@@ -1,10 +1,11 @@
 #pragma once
 // A type-erased, move-only completion handler: it keeps the handler's executor busy while the
 // operation is pending and, when completed, clears the handler's cancellation slot and hands the
-// handler to its associated executor. Inside an initiating function it is always posted. The
-// reactor may instead bind the result during a poll and dispatch it once the poll is over, so
-// that a reply can be written without a round through the scheduler; no handler ever runs
-// inside a channel's own code.
+// handler to its associated executor. The reactor binds the result and dispatches it once its
+// poll is over, or in a pass it schedules when the operation completed inside its initiating
+// function, so that a reply can be written without a round through the scheduler; no handler
+// ever runs inside a channel's own code or inside an initiating function. Posting is left for
+// when the reactor is gone.
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
