@@ -1,5 +1,6 @@
 #include "fabric/shm/link.hpp"
 
+#include "fabric/shm/bulk_copy.hpp"
 #include "proto/tier_table.hpp"
 #include "proto/wire.hpp"
 
@@ -505,7 +506,7 @@ std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces piec
       std::memcpy(reinterpret_cast<std::byte*>(&first) + first_filled, p.data(), skip);
       first_filled += skip;
     }
-    if (p.size() > skip) std::memcpy(out + at + skip, p.data() + skip, p.size() - skip);
+    if (p.size() > skip) copy_to_peer(out + at + skip, p.data() + skip, p.size() - skip);
     at += p.size();
   }
   __atomic_store_n(reinterpret_cast<std::uint64_t*>(out), first, __ATOMIC_RELEASE);
