@@ -79,6 +79,9 @@ channel_state::~channel_state() {
 }
 
 proto::clock_time channel_state::now() { return std::chrono::steady_clock::now().time_since_epoch(); }
+proto::clock_time channel_state::now_for_deadlines() const {
+  return reactor_gone_ ? now() : reactor_.now_for_deadlines();
+}
 
 asio::any_io_executor channel_state::executor() const { return reactor_.executor(); }
 
@@ -105,7 +108,7 @@ void channel_state::start_send(std::uint64_t id, gather message, size_completion
   const proto::gather_list list{op->message.parts(), op->message.length};
   sends_.push_back(std::move(op));
   tx_events_.clear();
-  const auto t = now();
+  const auto t = now_for_deadlines();
   tx_.submit(id, list, t, tx_events_);
   tx_.step(setup_.control.data, t, tx_events_);
   execute(tx_events_);
@@ -119,7 +122,7 @@ send_status channel_state::try_send(const gather& message, std::error_code& ec) 
     return send_status::no_credits;
   }
   tx_events_.clear();
-  const auto t = now();
+  const auto t = now_for_deadlines();
   tx_.step(setup_.control.data, t, tx_events_);
   // The core keeps the gather list only until the frames are written, which happens here.
   auto result = tx_.try_send({message.parts(), message.length}, t, tx_events_);

@@ -83,6 +83,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
                 proto::direction_options options, std::function<void(const tier_event&)> on_tier_event);
 
   static proto::clock_time now();
+  proto::clock_time now_for_deadlines() const;
   void execute(proto::sender_events& ev);
   void execute(proto::receiver_events& ev);
   void write_frame(const proto::frame_write& w);

@@ -194,6 +194,20 @@ std::size_t reactor::poll_round() {
   return work;
 }
 
+std::chrono::steady_clock::time_point reactor::read_clock() {
+  const auto t = std::chrono::steady_clock::now();
+  pass_time_ = t.time_since_epoch();
+  return t;
+}
+
+std::chrono::steady_clock::time_point reactor::last_clock_reading() const {
+  return std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(pass_time_));
+}
+
+proto::clock_time reactor::now_for_deadlines() {
+  return in_pass_ ? pass_time_ : std::chrono::steady_clock::now().time_since_epoch();
+}
+
 std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_end) {
   // Going back to the scheduler for every empty poll costs an epoll_wait each time; waiting here
   // instead keeps a ping-pong's round trip free of system calls.
@@ -201,11 +215,7 @@ std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_e
   for (unsigned round = 1;; ++round) {
     cpu_relax();
     if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
-    if (round % 32 == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      pass_time_ = now.time_since_epoch();
-      if (now >= until) return 0;
-    }
+    if (round % 32 == 0 && read_clock() >= until) return 0;
   }
 }
 
@@ -217,11 +227,16 @@ void reactor::pass() {
   // scheduler, whose every round costs an epoll_wait. The slice bounds how long the
   // application's other handlers wait behind it.
   constexpr auto slice = std::chrono::microseconds(20);
-  auto now = std::chrono::steady_clock::now();
-  const auto slice_end = now + slice;
-  for (;;) {
-    // One clock read serves every channel polled in this round (deadlines are milliseconds).
-    pass_time_ = now.time_since_epoch();
+  // A round takes a fraction of a microsecond and a clock read is a noticeable part of it, so the
+  // clock is read every few rounds (and by the spin); deadlines are milliseconds.
+  constexpr unsigned rounds_per_clock_read = 8;
+  in_pass_ = true;
+  struct leave_pass {
+    bool& in_pass;
+    ~leave_pass() { in_pass = false; }
+  } leaving{in_pass_};
+  const auto slice_end = read_clock() + slice;
+  for (unsigned round = 1;; ++round) {
     in_poll_ = true;
     std::size_t found = poll_round();
     if (found == 0 && ops_ != 0 && active_.empty() && deferred_.empty()) found = spin_for_work(slice_end);
@@ -230,14 +245,15 @@ void reactor::pass() {
     update_pressure();
     const bool dispatching = !deferred_.empty();
     run_deferred();
-    now = std::chrono::steady_clock::now();
+    const bool stop = (found == 0 && !dispatching) || (ops_ == 0 && deferred_.empty()) || shut_down_ || io_.stopped();
+    const auto now = stop || round % rounds_per_clock_read == 0 ? read_clock() : last_clock_reading();
     // Operations starting and finishing count as activity: a receive's completion handler usually
     // starts the next send, and going idle in between would disarm and re-arm every link.
     if (found != 0 || std::exchange(op_changes_, 0) != 0) last_work_ = now;
-    if (found == 0 && !dispatching) break;
-    if (ops_ == 0 || shut_down_ || io_.stopped() || now >= slice_end) break;
+    if (stop || now >= slice_end) break;
   }
   if (shut_down_) return;
+  const auto now = last_clock_reading();
   if (!deferred_.empty() || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
   // Closing RDMA links still wait for their last writes to complete before they let go.
   if (ops_ == 0 && !(rdma_ && rdma_->busy())) return go_idle();

@@ -81,6 +81,10 @@ class reactor final : public asio::execution_context::service {
   /// The budget is short: channels holding rings above the first tier ask their senders to shrink.
   bool under_pressure() const noexcept { return under_pressure_; }
 
+  /// The time of the current poll round while a pass runs (fresh to a few microseconds), else the
+  /// clock: for protocol deadlines, which are milliseconds.
+  proto::clock_time now_for_deadlines();
+
   void op_started();
   void op_finished();
 
@@ -94,6 +98,8 @@ class reactor final : public asio::execution_context::service {
   void pass();
   std::size_t poll_round();
   std::size_t spin_for_work(std::chrono::steady_clock::time_point slice_end);
+  std::chrono::steady_clock::time_point read_clock();
+  std::chrono::steady_clock::time_point last_clock_reading() const;
   void sleep();
   void wake_from_idle();
   void go_idle();
@@ -112,6 +118,7 @@ class reactor final : public asio::execution_context::service {
   bool polling_ = false;
   bool shut_down_ = false;
   bool in_poll_ = false;
+  bool in_pass_ = false;
   bool refused_ = false;
   bool under_pressure_ = false;
   std::vector<std::unique_ptr<ready_completion>> deferred_;
