@@ -201,7 +201,8 @@ std::chrono::steady_clock::time_point reactor::read_clock() {
 }
 
 std::chrono::steady_clock::time_point reactor::last_clock_reading() const {
-  return std::chrono::steady_clock::time_point(std::chrono::duration_cast<std::chrono::steady_clock::duration>(pass_time_));
+  return std::chrono::steady_clock::time_point(
+      std::chrono::duration_cast<std::chrono::steady_clock::duration>(pass_time_));
 }
 
 proto::clock_time reactor::now_for_deadlines() {
@@ -263,7 +264,8 @@ void reactor::pass() {
 
 void reactor::defer(std::unique_ptr<ready_completion> ready) {
   deferred_.push_back(std::move(ready));
-  if (!in_poll_) schedule_pass();
+  // Inside a pass the loop or its tail picks it up.
+  if (!in_pass_) schedule_pass();
 }
 
 void reactor::update_pressure() {

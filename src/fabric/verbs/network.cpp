@@ -133,6 +133,8 @@ std::shared_ptr<network::pending_open> network::open(const sockaddr_storage& to,
   p->max_message_size = max_message_size;
   p->done = std::move(done);
   p->channel_id = next_channel_id();
+  // The real request names memory registered later; a probe of the same size finds a tier list
+  // too long for the connection's private data before anything is allocated.
   open_request probe{p->channel_id, {1, 64}, {1, 64}, max_message_size, p->tiers};
   if (!handshake::encode(probe)) {
     finish_open(p, make_error_code(error::invalid_argument));

@@ -117,7 +117,6 @@ class transport final : public std::enable_shared_from_this<transport> {
   int wake_fd_;
   bool armed_ = false;
   bool async_waiting_ = false;
-  bool sleeping_ = false;
   std::unordered_map<std::uint32_t, std::shared_ptr<qp_link>> links_;
   std::vector<completion_event> kept_;
   std::vector<std::pair<std::uint32_t, std::error_code>> late_failures_;
