@@ -1,0 +1,150 @@
+// The sender state machine fed whatever a lying peer may write into its control block: credit
+// words, flags and ack slots of arbitrary bytes, mixed with honest acks and credits so that the
+// fuzzer reaches the states behind them. Whatever the script, every frame the sender places lies
+// inside the window the peer granted, every send completes at most once, and the only way the
+// direction fails is protocol_violation.
+#include "fuzz/script.hpp"
+#include "proto/sender.hpp"
+#include "proto/shared_access.hpp"
+
+#include <cstring>
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+using namespace bellows::proto;
+
+namespace {
+
+constexpr std::uint64_t window_key = 7;
+constexpr std::uint64_t window_end = std::uint64_t{16} << 20;
+
+class harness {
+ public:
+  harness() : tx_(options(), remote_ring{window_key, 0, 0, 0}, remote_window{window_key, 0, window_end, false}, now_) {
+    std::memset(control_, 0, sizeof control_);
+  }
+
+  void run(bellows::fuzz::script& in) {
+    for (int step = 0; step < 2048 && !in.empty(); ++step) {
+      sender_events ev;
+      switch (in.take<std::uint8_t>() % 8) {
+        case 0: submit(static_cast<std::uint32_t>(in.take<std::uint32_t>() % message_.size()), ev); break;
+        case 1: scribble(in); break;
+        case 2: honest_ack(in); break;
+        case 3: honest_credit(); break;
+        case 4: now_ += std::chrono::microseconds(in.take<std::uint16_t>()) * 64; break;
+        case 5: cancel(in.take<std::uint8_t>() % (next_id_ + 1)); break;
+        case 6: tx_.close(now_, ev); break;
+        case 7: set_flags(in.take<std::uint8_t>()); break;
+      }
+      check(ev);
+      sender_events stepped;
+      tx_.step(control_, now_, stepped);
+      check(stepped);
+    }
+  }
+
+ private:
+  static direction_options options() {
+    direction_options o{*tier_table::make(bellows::default_tiers())};
+    o.max_message_size = 1 << 24;
+    return o;
+  }
+
+  void submit(std::uint32_t length, sender_events& ev) {
+    const std::span<const std::byte> part(message_.data(), length);
+    parts_.push_back(part);
+    const std::uint64_t id = ++next_id_;
+    open_.insert({id, true});
+    tx_.submit(id, gather_list{std::span(&parts_.back(), 1), length}, now_, ev);
+  }
+
+  // A cancelled send is completed by the caller, so the sender must never complete it as well.
+  void cancel(std::uint64_t id) {
+    if (tx_.cancel(id)) open_[id] = false;
+  }
+
+  void scribble(bellows::fuzz::script& in) {
+    const std::size_t offset = in.take<std::uint8_t>() % sizeof control_;
+    const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>() % 16 + 1, sizeof control_ - offset);
+    for (std::size_t i = 0; i < length; ++i) control_[offset + i] = static_cast<std::byte>(in.take<std::uint8_t>());
+  }
+
+  // What an honest receiver writes for the last request, with one field the fuzzer may bend.
+  void honest_ack(bellows::fuzz::script& in) {
+    if (!asked_) return;
+    const auto& tiers = tx_.options().tiers;
+    const std::uint32_t tier = asked_->to_tier < tiers.size() ? asked_->to_tier : 0;
+    ack_record a{asked_->request_id,
+                 in.take<std::uint8_t>() % 5 == 0 ? ack_status::denied : ack_status::granted,
+                 tier,
+                 (std::uint64_t{in.take<std::uint8_t>()} << 16),
+                 window_key,
+                 tiers[tier].slot_size,
+                 tiers[tier].slot_count,
+                 epoch_ + 1};
+    switch (in.take<std::uint8_t>() % 8) {
+      case 0: a.ring_address = in.take<std::uint64_t>(); break;
+      case 1: a.ring_key = in.take<std::uint64_t>(); break;
+      case 2: a.epoch = in.take<std::uint32_t>(); break;
+      case 3: a.tier = in.take<std::uint32_t>(); break;
+      case 4: a.slot_count = in.take<std::uint32_t>(); break;
+      default: break;
+    }
+    const auto bytes = encode_ack(a);
+    std::memcpy(control_ + control_block::ack_offset, bytes.data(), bytes.size());
+  }
+
+  void honest_credit() {
+    put<std::uint64_t>(control_ + control_block::credit_offset, make_credit_word(epoch_, produced_[epoch_]));
+  }
+
+  void set_flags(std::uint8_t f) { put<std::uint64_t>(control_ + control_block::flags_offset, f & 1); }
+
+  void check(const sender_events& ev) {
+    for (const auto& w : ev.writes) {
+      const std::uint64_t span = w.header.kind == frame_kind::pad ? 0 : frame_span(w.header.length);
+      if (w.ring.key != window_key || w.ring.address + w.offset + span > window_end)
+        throw std::logic_error("a frame outside the granted window");
+      produced_[w.ring.epoch] += w.header.slots;
+    }
+    for (const auto& c : ev.completions) {
+      if (c.id == 0) continue;
+      const auto it = open_.find(c.id);
+      if (it == open_.end() || !it->second) throw std::logic_error("a send completed twice or never started");
+      it->second = false;
+    }
+    for (const auto& r : ev.retiers) {
+      if (r.kind == retier_event::what::requested) asked_ = r;
+      if (r.kind == retier_event::what::granted) ++epoch_;
+    }
+    if (ev.failure && *ev.failure != bellows::error::protocol_violation)
+      throw std::logic_error("a failure other than protocol_violation: " + ev.failure->message());
+  }
+
+  clock_time now_{std::chrono::seconds(1)};
+  sender tx_;
+  alignas(64) std::byte control_[control_block::size];
+  // The bytes every message is cut from; the sender only points at them.
+  static inline const std::vector<std::byte> message_ = [] {
+    std::vector<std::byte> bytes(256 * 1024);
+    for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::byte>(i);
+    return bytes;
+  }();
+  std::deque<std::span<const std::byte>> parts_;  // stable addresses: the sender holds spans of them
+  std::map<std::uint64_t, bool> open_;
+  std::map<std::uint32_t, std::uint64_t> produced_;
+  std::optional<retier_event> asked_;
+  std::uint64_t next_id_ = 0;
+  std::uint32_t epoch_ = 0;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  bellows::fuzz::script in(data, size);
+  harness h;
+  h.run(in);
+  return 0;
+}
