@@ -40,7 +40,7 @@ write("receiver", "scribble", frame(DATA, 100) + b"\x01" + struct.pack("<IB", 8,
 write("receiver", "pressure", b"\x05\x01" + frame(DATA, 8) + POLL + b"\x05\x00" + POLL)
 
 
-# ---- frame: tier, cursor slot, then the frame's bytes ----
+# ---- frame: tier, cursor slot, whether the harness fixes the slot count, then the frame's bytes ----
 def header(seq, length, kind, slots):
     return struct.pack("<IIBBHI", seq, length, kind, 0, slots, 0)
 
@@ -52,13 +52,16 @@ def slots_for(length, slot_size):
 
 for tier, slot_size in ((0, 256), (1, 4096)):
     body = header(1, 100, DATA, slots_for(100, slot_size)) + b"\xab" * 104 + struct.pack("<II", 1, 0)
-    write("frame", f"data-tier{tier}", struct.pack("<BB", tier, 0) + body)
-write("frame", "pad", struct.pack("<BB", 0, 12) + header(5, 0, PAD, 4))
-write("frame", "enlarge", struct.pack("<BB", 0, 3) + header(2, 16, ENLARGE, 1) + struct.pack("<QII", 9, 1, 0)
+    write("frame", f"data-tier{tier}", struct.pack("<BBB", tier, 0, 0) + body)
+largest = 8 * 256 - 16 - 8  # half of tier 0's ring: the longest frame it allows
+write("frame", "data-largest", struct.pack("<BBB", 0, 0, 1) + header(1, largest, DATA, 8) + b"\x00" * largest
+      + struct.pack("<II", 1, 0))
+write("frame", "pad", struct.pack("<BBB", 0, 12, 0) + header(5, 0, PAD, 4))
+write("frame", "enlarge", struct.pack("<BBB", 0, 3, 1) + header(2, 16, ENLARGE, 1) + struct.pack("<QII", 9, 1, 0)
       + struct.pack("<II", 2, 0))
-write("frame", "frag-first", struct.pack("<BB", 0, 0) + header(1, 1000, FRAG_FIRST, slots_for(1000, 256))
+write("frame", "frag-first", struct.pack("<BBB", 0, 0, 1) + header(1, 1000, FRAG_FIRST, slots_for(1000, 256))
       + struct.pack("<Q", 5000) + b"\x01" * 992 + struct.pack("<II", 1, 0))
-write("frame", "close", struct.pack("<BB", 0, 7) + header(3, 0, CLOSE, 1) + struct.pack("<II", 3, 0))
+write("frame", "close", struct.pack("<BBB", 0, 7, 1) + header(3, 0, CLOSE, 1) + struct.pack("<II", 3, 0))
 
 
 # ---- control: op 0 submit, 1 scribble, 2 honest ack, 3 honest credit, 4 time, 5 cancel, 6 close, 7 flags ----
