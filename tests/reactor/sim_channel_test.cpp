@@ -68,6 +68,12 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
   auto links = make_sim_links(io, io);
   bellows::channel_options options;
   options.idle_shrink_after = 20ms;
+  // The highest tier a send was granted, from the events: a slow run (a sanitizer) may let a
+  // direction idle past 20 ms and shrink before the sweep ends, so its current tier says less.
+  std::uint32_t highest_granted = 0;
+  options.on_tier_event = [&](const bellows::tier_event& e) {
+    if (e.kind == bellows::tier_event::what::granted) highest_granted = std::max(highest_granted, e.to_tier);
+  };
   auto channels = open_sim_channel(links, io, io, options);
   auto& a = channels.first;  // clang 14 cannot capture structured bindings
   auto& b = channels.second;
@@ -88,8 +94,8 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
     REQUIRE(run_until(io, [&] { return back.done(); }));
     CHECK(back.received.bytes == size);
   }
-  CHECK(a.stats().send_tier == 2);
-  CHECK(a.stats().enlargements == 2);
+  CHECK(highest_granted == 2);
+  CHECK(a.stats().enlargements >= 2);  // more when a direction shrank in between and grew again
 
   // Idle: a pending receive keeps the reactor serving while both directions shrink back.
   result pending_a, pending_b;
@@ -97,7 +103,7 @@ TEST_CASE("sim under the reactor: messages of every tier arrive intact both ways
   a.async_receive(asio::buffer(none), record(pending_a));
   b.async_receive(asio::buffer(none), record(pending_b));
   CHECK(run_until(io, [&] { return a.stats().send_tier == 0 && b.stats().send_tier == 0; }));
-  CHECK(a.stats().shrinks == 1);
+  CHECK(a.stats().shrinks >= 1);
   CHECK(a.stats().registered_bytes == 128 + 4096);
   CHECK(!pending_a.done());
   a.cancel();
