@@ -3,12 +3,14 @@
 #   scripts/setup.sh demo    build and run the demo
 #   scripts/setup.sh test    build and run every test through ctest
 #   scripts/setup.sh build   build only
+#   scripts/setup.sh deps    install what is missing, nothing more
 # Knobs (environment): BELLOWS_BUILD_DIR (default build), BELLOWS_SANITIZE (e.g. address,undefined),
-# BELLOWS_WERROR (ON/OFF), CXX (compiler), BELLOWS_JOBS (default 2).
+# BELLOWS_WERROR (ON/OFF), CXX (compiler), BELLOWS_JOBS (default 2), BELLOWS_EXTRA_PACKAGES
+# (more Debian packages to install).
 set -euo pipefail
 
 action=${1:-test}
-case "$action" in demo | test | build) ;; *) echo "usage: $0 demo|test|build" >&2; exit 2 ;; esac
+case "$action" in demo | test | build | deps) ;; *) echo "usage: $0 demo|test|build|deps" >&2; exit 2 ;; esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${BELLOWS_BUILD_DIR:-$root/build}
@@ -16,6 +18,8 @@ jobs=${BELLOWS_JOBS:-2}
 
 packages=(cmake make g++ pkg-config libasio-dev liburing-dev libibverbs-dev librdmacm-dev catch2)
 [[ ${CXX:-} == clang++* ]] && packages+=(clang)
+read -r -a extra <<<"${BELLOWS_EXTRA_PACKAGES:-}"
+packages+=("${extra[@]}")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -26,6 +30,8 @@ if ((${#missing[@]})); then
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+[[ $action == deps ]] && exit 0
 
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DBELLOWS_SANITIZE="${BELLOWS_SANITIZE:-}" -DBELLOWS_WERROR="${BELLOWS_WERROR:-OFF}" >/dev/null

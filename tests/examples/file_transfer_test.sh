@@ -82,25 +82,28 @@ fi
 # under way; if the transfer ends before that, the test fails rather than pass unseen.
 truncate -s 256M "$work/large"
 
+# Starts a receiver into $1 and a sender of the large file logging to $2, then waits for the
+# first progress line of the side named by $3: "received" (the receiver's log) or "sent" ($2).
+start_interruptible_transfer() {
+  start_receiver "$1"
+  "$transfer" send "$uri" "$work/large" --chunk 1024 2>"$2" &
+  sender=$!
+  pids+=("$sender")
+  local log=$2
+  [[ $3 == received ]] && log=$receiver_log
+  for _ in $(seq 1 200); do grep -q "^$3 .* of" "$log" && return; sleep 0.05; done
+  fail "no progress to interrupt: $(cat "$log")"
+}
+
 echo "5. the sender vanishes mid-transfer"
-start_receiver "$work/copy5"
-"$transfer" send "$uri" "$work/large" --chunk 1024 2>"$work/sender5.log" &
-sender=$!
-pids+=("$sender")
-for _ in $(seq 1 200); do grep -q "^received" "$receiver_log" && break; sleep 0.05; done
-grep -q "^received .* of" "$receiver_log" || fail "no progress to interrupt: $(cat "$receiver_log")"
+start_interruptible_transfer "$work/copy5" "$work/sender5.log" received
 kill -9 "$sender"
 expect_exit "$receiver" 1
 grep -q "the sender vanished" "$receiver_log" || fail "unclear: $(cat "$receiver_log")"
 [[ ! -e $work/copy5 && ! -e $work/copy5.part ]] || fail "a partial file was left behind"
 
 echo "6. the receiver vanishes mid-transfer"
-start_receiver "$work/copy6"
-"$transfer" send "$uri" "$work/large" --chunk 1024 2>"$work/sender6.log" &
-sender=$!
-pids+=("$sender")
-for _ in $(seq 1 200); do grep -q "^sent" "$work/sender6.log" && break; sleep 0.05; done
-grep -q "^sent .* of" "$work/sender6.log" || fail "no progress to interrupt: $(cat "$work/sender6.log")"
+start_interruptible_transfer "$work/copy6" "$work/sender6.log" sent
 kill -9 "$receiver"
 expect_exit "$sender" 1
 grep -q "the receiver vanished" "$work/sender6.log" || fail "unclear: $(cat "$work/sender6.log")"

@@ -180,8 +180,5 @@ class harness {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  bellows::fuzz::script in(data, size);
-  harness h;
-  h.run(in);
-  return 0;
+  return bellows::fuzz::play<harness>(data, size);
 }

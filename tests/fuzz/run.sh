@@ -9,16 +9,8 @@ seconds=${1:-60}
 build=${BELLOWS_FUZZ_BUILD_DIR:-$root/build-fuzz}
 targets=(frame receiver control)
 
-missing=()
-for p in clang libclang-rt-14-dev; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing ${missing[*]}"
-  sudo=(); [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-  "${sudo[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# libFuzzer's runtime is only recommended by clang, and CI installs without recommendations.
+CXX=clang++ BELLOWS_EXTRA_PACKAGES=libclang-rt-14-dev "$root/scripts/setup.sh" deps
 CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBELLOWS_FUZZ=ON \
   -DBELLOWS_WERROR="${BELLOWS_WERROR:-OFF}" >/dev/null
 cmake --build "$build" -j "${BELLOWS_JOBS:-2}" --target "${targets[@]/#/bellows_fuzz_}"

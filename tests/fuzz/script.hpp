@@ -38,4 +38,13 @@ class script {
   std::size_t at_ = 0;
 };
 
+/// The body of a harness's LLVMFuzzerTestOneInput: a fresh `Harness` plays the whole input.
+template <class Harness>
+int play(const std::uint8_t* data, std::size_t size) {
+  script in(data, size);
+  Harness h;
+  h.run(in);
+  return 0;
+}
+
 }  // namespace bellows::fuzz
