@@ -1,5 +1,7 @@
 #include "reactor/channel_state.hpp"
 
+#include "reactor/protocol_step.hpp"
+
 #include "proto/shared_access.hpp"
 #include "reactor/reactor.hpp"
 
@@ -335,6 +337,17 @@ void channel_state::write_frame(const proto::frame_write& w) {
   if (ec) fail(ec);
 }
 
+void channel_state::reach_after(proto::frame_kind written) {
+  switch (written) {
+    case proto::frame_kind::enlarge_req: return reach(protocol_step::enlarge_request_written);
+    case proto::frame_kind::shrink_req: return reach(protocol_step::shrink_request_written);
+    case proto::frame_kind::frag_first:
+    case proto::frame_kind::frag_more: return reach(protocol_step::fragment_written);
+    case proto::frame_kind::close: return reach(protocol_step::close_written);
+    default: return;
+  }
+}
+
 void channel_state::write_control(std::size_t offset, std::span<const std::byte> bytes) {
   if (detached_) return;
   const std::span<const std::byte> piece[] = {bytes};
@@ -345,7 +358,9 @@ void channel_state::write_control(std::size_t offset, std::span<const std::byte>
 void channel_state::execute(proto::sender_events& ev) {
   for (const auto& w : ev.writes) {
     if (failed_ || detached_) break;
+    if (w.header.kind == proto::frame_kind::enlarge_req) reach(protocol_step::enlarge_request_due);
     write_frame(w);
+    reach_after(w.header.kind);
   }
   if (ev.ring_doorbell && !failed_ && !detached_) link_->ring_doorbell(setup_.peer_id);
   for (const auto& c : ev.completions) {
@@ -395,7 +410,16 @@ void channel_state::execute(proto::receiver_events& ev) {
     proto::put(word, *ev.flags_word);
     write_control(proto::control_block::flags_offset, word);
   }
-  if (ev.ack) write_control(proto::control_block::ack_offset, proto::encode_ack(*ev.ack));
+  if (ev.ack) {
+    const auto ack = proto::encode_ack(*ev.ack);
+    // The fault matrix needs an ack whose head is visible without its tail; a single write
+    // never shows that, so only a hooked process writes the head alone first.
+    if (protocol_step_hooked() && !detached_) {
+      write_control(proto::control_block::ack_offset, std::span(ack).first(8));
+      reach(protocol_step::ack_head_written);
+    }
+    write_control(proto::control_block::ack_offset, ack);
+  }
   for (auto region : ev.released_regions) link_->release_region(region);
   if (ev.ring_doorbell && !failed_ && !detached_) link_->ring_doorbell(setup_.peer_id);
   if (ev.failure) fail(*ev.failure);
@@ -410,6 +434,7 @@ void channel_state::provision(const proto::provision_request& request) {
   std::optional<proto::local_ring> ring;
   if (region) ring = proto::local_ring{region->handle, region->key, region->address, region->data, request.tier, 0};
   proto::receiver_events ev;
+  if (ring) reach(request.shrink ? protocol_step::shrink_ring_provisioned : protocol_step::ring_provisioned);
   rx_.provisioned(request.request_id, ring, ev);
   execute(ev);
   if (!ring) reactor_.provision_refused();

@@ -88,6 +88,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void execute(proto::receiver_events& ev);
   void write_frame(const proto::frame_write& w);
   void write_control(std::size_t offset, std::span<const std::byte> bytes);
+  /// Tells the test hook (if any) which protocol step writing a frame of this kind completed.
+  void reach_after(proto::frame_kind written);
   void provision(const proto::provision_request& request);
   void deliver();
   bool deliver_front();

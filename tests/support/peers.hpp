@@ -14,6 +14,7 @@
 #include <asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -128,9 +129,20 @@ inline child_process start_passive_server(const std::string& uri, std::size_t bu
   return child_process::exec_self({"passive-server", uri, std::to_string(budget)});
 }
 
+/// Child bodies that a test file defines for itself, by the name it passes to exec_self.
+using child_body = int (*)(const std::vector<std::string>& args);
+inline std::map<std::string, child_body>& child_bodies() {
+  static std::map<std::string, child_body> bodies;
+  return bodies;
+}
+struct register_child {
+  register_child(const char* name, child_body body) { child_bodies()[name] = body; }
+};
+
 /// The child's side of start_*: ARGS as given there.
 inline int run_child(const std::vector<std::string>& args) {
   if (args.empty()) return 96;
+  if (auto it = child_bodies().find(args[0]); it != child_bodies().end()) return it->second(args);
   context_options options;
   auto budget_at = [&](std::size_t i) {
     const auto budget = std::stoull(args.at(i));

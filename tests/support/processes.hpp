@@ -91,7 +91,8 @@ class child_process {
   child_process(child_process&& other) noexcept
       : ready_pipe_{std::exchange(other.ready_pipe_[0], -1), std::exchange(other.ready_pipe_[1], -1)},
         pid_(std::exchange(other.pid_, -1)),
-        reaped_(other.reaped_) {}
+        reaped_(other.reaped_),
+        ended_status_(other.ended_status_) {}
   ~child_process() {
     if (ready_pipe_[0] >= 0) ::close(ready_pipe_[0]);
     if (pid_ > 0 && !reaped_) {
@@ -103,9 +104,23 @@ class child_process {
   pid_t pid() const noexcept { return pid_; }
   void kill(int signal = SIGKILL) { ::kill(pid_, signal); }
 
+  enum class state { running, stopped, ended };
+  /// Looks without waiting: has the child stopped on a signal, or ended (it is then reaped)?
+  state poll_state() {
+    if (reaped_) return state::ended;
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG | WUNTRACED);
+    if (r != pid_) return state::running;
+    if (WIFSTOPPED(status)) return state::stopped;
+    reaped_ = true;
+    ended_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    return state::ended;
+  }
+
   /// The child's exit status, or -signal if a signal ended it, or -1000 if it was still
   /// running after `limit` (it is then killed).
   int wait(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    if (reaped_) return ended_status_;
     const auto deadline = std::chrono::steady_clock::now() + limit;
     int status = 0;
     for (;;) {
@@ -136,6 +151,7 @@ class child_process {
   int ready_pipe_[2] = {-1, -1};
   pid_t pid_ = -1;
   bool reaped_ = false;
+  int ended_status_ = 0;
 };
 
 }  // namespace bellows::test
