@@ -13,7 +13,7 @@ class bellows_category final : public std::error_category {
     switch (static_cast<error>(value)) {
       case error::protocol_violation: return "peer violated the bellows protocol";
       case error::enlarge_timeout: return "buffer enlargement was not acknowledged in time";
-      case error::message_size: return "receive buffer too small for the message";
+      case error::message_size: return "message larger than the receive buffer or the channel's maximum message size";
       case error::connection_reset: return "connection reset by peer";
       case error::end_of_stream: return "peer closed the channel";
       case error::channel_closed: return "channel closed";

@@ -58,7 +58,9 @@ class channel {
   /// Sends the bytes of `buffers` as one message. Completes with the message's size once it
   /// has been copied into the peer's ring (or error::enlarge_timeout with 0 bytes when a ring
   /// enlargement was not acknowledged in time; the send may be repeated). Messages larger
-  /// than the largest tier, or whose enlargement the peer denied, are sent in fragments.
+  /// than the largest tier, or whose enlargement the peer denied, are sent in fragments. A
+  /// message larger than the channel's max_message_size (the smaller of both sides' options)
+  /// completes with error::message_size and 0 bytes, and the channel stays open.
   /// Signature: void(std::error_code, std::size_t bytes).
   template <class ConstBufferSequence, class CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send(const ConstBufferSequence& buffers, CompletionToken&& token = {}) {

@@ -12,7 +12,8 @@ enum class error {
   /// No acknowledgement of a buffer enlargement (or shrink) arrived within `ack_timeout`. The send
   /// transferred zero bytes and may be retried; a late acknowledgement is still honoured.
   enlarge_timeout,
-  /// The receive buffer is smaller than the message; the message was discarded.
+  /// The receive buffer is smaller than the message (the message was discarded), or a send is
+  /// larger than the channel's max_message_size (nothing was sent).
   message_size,
   /// The peer died or disconnected; pending operations are abandoned.
   connection_reset,

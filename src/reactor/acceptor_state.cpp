@@ -10,13 +10,18 @@
 
 #include <asio/error.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <cerrno>
 
 namespace bellows::detail {
 
 acceptor_state::acceptor_state(reactor& r, int shm_listener, channel_options options)
     : reactor_(r), options_(std::move(options)) {
-  if (shm_listener >= 0) listener_.emplace(r.io(), shm_listener);
+  if (shm_listener >= 0) {
+    listener_.emplace(r.io(), shm_listener);
+    spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
   reactor_.add_acceptor(this);
 }
 
@@ -38,6 +43,7 @@ std::error_code acceptor_state::listen_rdma(const sockaddr_storage& at) {
 }
 
 acceptor_state::~acceptor_state() {
+  if (spare_fd_ >= 0) ::close(spare_fd_);
   if (!reactor_gone_) reactor_.remove_acceptor(this);
 }
 
@@ -93,10 +99,15 @@ void acceptor_state::accept_links() {
   if (listening_ || closed_ || waiting_.empty() || !listener_) return;
   for (;;) {
     const int fd = shm::accept_one(listener_->native_handle());
+    // At the limit accept fails with EMFILE whether or not anyone is waiting.
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
+      if (turn_away_one()) continue;
+      break;
+    }
     if (fd < 0) break;
     reactor_.adopt_server_link(fd, weak_from_this());
   }
-  // EAGAIN, or a transient failure such as EMFILE: either way, wait for the next connection.
+  // EAGAIN, or a transient failure: either way, wait for the next connection.
   listening_ = true;
   listener_->async_wait(asio::posix::descriptor_base::wait_read, [weak = weak_from_this()](std::error_code ec) {
     auto self = weak.lock();
@@ -104,6 +115,14 @@ void acceptor_state::accept_links() {
     self->listening_ = false;
     if (!ec) self->accept_links();
   });
+}
+
+bool acceptor_state::turn_away_one() {
+  ::close(spare_fd_);
+  const int fd = shm::accept_one(listener_->native_handle());
+  if (fd >= 0) ::close(fd);
+  spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd >= 0;
 }
 
 bool acceptor_state::on_channel_opened(const std::shared_ptr<fabric::link>& link, const fabric::channel_setup& setup) {

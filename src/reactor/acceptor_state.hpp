@@ -40,9 +40,14 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
 
  private:
   void accept_links();
+  /// At the descriptor limit a pending connection can be neither taken nor left (the listener
+  /// would stay readable and the peer would wait forever): spend the spare descriptor to take
+  /// it and close it at once, so that the peer's connect fails. False if none was waiting.
+  bool turn_away_one();
 
   reactor& reactor_;
   std::optional<asio::posix::stream_descriptor> listener_;
+  int spare_fd_ = -1;
   std::shared_ptr<verbs::network::listener> rdma_listener_;
   channel_options options_;
   std::deque<channel> backlog_;

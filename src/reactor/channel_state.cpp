@@ -106,6 +106,11 @@ void channel_state::start_send(std::uint64_t id, gather message, size_completion
     done.post(aborted_ ? make_error_code(error::channel_closed) : failed_, 0);
     return op_done();
   }
+  if (message.length > options_.max_message_size) {
+    // The peer would have to break the channel over it; refusing it here loses nothing else.
+    done.post(make_error_code(error::message_size), 0);
+    return op_done();
+  }
   auto op = std::make_unique<send_op>(send_op{id, std::move(message), std::move(done)});
   const proto::gather_list list{op->message.parts(), op->message.length};
   sends_.push_back(std::move(op));
@@ -121,6 +126,10 @@ send_status channel_state::try_send(const gather& message, std::error_code& ec) 
   ec = {};
   if (!is_open()) {
     ec = aborted_ ? make_error_code(error::channel_closed) : failed_;
+    return send_status::no_credits;
+  }
+  if (message.length > options_.max_message_size) {
+    ec = make_error_code(error::message_size);
     return send_status::no_credits;
   }
   tx_events_.clear();

@@ -6,6 +6,7 @@
 
 #include <bellows/error.hpp>
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -110,6 +111,12 @@ void link::start_handshake() {
   hello.value = arena_.memory().size();
   hello.key = local_key_;
   std::vector<int> fds{::dup(arena_.memory().fd()), ::dup(options_.wake_fd)};
+  if (fds[0] < 0 || fds[1] < 0) {
+    const std::error_code ec(errno, std::system_category());
+    for (int fd : fds)
+      if (fd >= 0) ::close(fd);
+    return fail(ec);
+  }
   send(hello, std::move(fds));
 }
 
@@ -178,6 +185,18 @@ void link::flush_outgoing() {
   }
 }
 
+namespace {
+
+/// The kernel also cuts the descriptors off a message when this process is at its limit; only
+/// then is a cut message our problem rather than a lying peer's.
+bool out_of_descriptors() {
+  const int probe = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (probe >= 0) ::close(probe);
+  return probe < 0 && (errno == EMFILE || errno == ENFILE);
+}
+
+}  // namespace
+
 void link::read_messages() {
   if (reading_ || state_ == state::failed) return;
   for (;;) {
@@ -205,6 +224,8 @@ void link::read_messages() {
     const bool whole = static_cast<std::size_t>(n) == sizeof m && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
     if (whole && m.magic == link_magic && m.version == link_version) handle(m, fds);
     for (int fd : fds) ::close(fd);  // whatever handle() did not adopt
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 && out_of_descriptors())
+      return fail(std::make_error_code(std::errc::too_many_files_open));
     if (!whole || m.magic != link_magic || m.version != link_version)
       return fail(make_error_code(error::protocol_violation));
     if (state_ == state::failed) return;
@@ -296,7 +317,7 @@ std::uint32_t link::open_channel(const std::vector<tier>& tiers, std::uint64_t m
     done(ec);
     return std::uint32_t{0};
   };
-  if (state_ == state::failed) return fail_now(make_error_code(error::connection_reset));
+  if (state_ == state::failed) return fail_now(why_failed_);
   if (tiers.empty() || tiers.size() > proto::max_tiers) return fail_now(make_error_code(error::invalid_argument));
   auto allocated = new_channel_slot(tiers[0]);
   if (!allocated) return fail_now(allocated.failure());
@@ -425,6 +446,7 @@ void link::retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) {
 void link::fail(std::error_code ec) {
   if (state_ == state::failed) return;
   state_ = state::failed;
+  why_failed_ = ec;
   asio::error_code ignored;
   if (socket_) socket_->close(ignored);
   for (auto& o : outgoing_)

@@ -11,6 +11,8 @@
 #include "fabric/shm/doorbell_ring.hpp"
 #include "fabric/shm/link_protocol.hpp"
 
+#include <bellows/error.hpp>
+
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 
@@ -144,6 +146,8 @@ class link final : public fabric::link, public std::enable_shared_from_this<link
   std::vector<std::uint32_t> free_ids_;
   accept_hook on_accept_;
   failure_hook on_failure_;
+  /// Told to channels opened after the failure (a descriptor limit reads better than a reset).
+  std::error_code why_failed_ = make_error_code(error::connection_reset);
 };
 
 }  // namespace bellows::shm
