@@ -14,6 +14,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/use_future.hpp>
 
@@ -341,4 +342,65 @@ TEST_CASE("An acceptor at its descriptor limit turns new peers away at once and 
       io, [&] { return closed; }, 10s);
   CHECK(intact == 2);
   CHECK(server.wait() == 0);
+}
+
+namespace {
+
+/// What one idle channel registers on each side: a 128 B control block and a 4 KiB first ring.
+constexpr std::size_t registered_per_channel = 128 + 4096;
+
+}  // namespace
+
+TEST_CASE("The channel count is bounded by the budget: one more channel is refused with budget_exhausted",
+          "[shm][limits]") {
+  const bool limit_here = GENERATE(true, false);  // this side's budget, or the accepting peer's
+  INFO((limit_here ? "this side's budget" : "the peer's budget"));
+  constexpr int fits = 10;
+  const auto uri = "shm://" + bt::unique_name("count");
+  auto server = bt::start_echo_server(uri, fits + 1, limit_here ? 0 : fits * registered_per_channel);
+  REQUIRE(server.wait_ready());
+  asio::io_context io;
+  if (limit_here) {
+    bellows::context_options options;
+    options.registered_memory_budget = fits * registered_per_channel;
+    bellows::configure(io, options);
+  }
+  std::error_code ec;
+  std::vector<bellows::channel> open = open_channels(io, uri, fits + 1, ec);
+  CHECK(open.size() == fits);
+  CHECK(ec == bellows::error::budget_exhausted);
+
+  // The open channels work, and closing one makes room for another.
+  bool reopened = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const auto hello = bt::random_bytes(1000, 3);
+        std::vector<std::byte> reply(1000);
+        co_await open.front().async_send(asio::buffer(hello), use_awaitable);
+        co_await open.front().async_receive(asio::buffer(reply), use_awaitable);
+        CHECK(reply == hello);
+        co_await open.front().async_close(use_awaitable);
+        co_await open.front().async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        open.erase(open.begin());
+        // The freed memory returns once the peer has detached as well.
+        for (int attempt = 0; attempt < 100 && !reopened; ++attempt) {
+          auto [e, ch] =
+              co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), as_tuple(use_awaitable));
+          if (!e) {
+            open.push_back(std::move(ch));
+            reopened = true;
+          } else {
+            asio::steady_timer wait(io, 10ms);
+            co_await wait.async_wait(use_awaitable);
+          }
+        }
+      },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
+  bt::run_until(
+      io, [&] { return reopened; }, 10s);
+  CHECK(reopened);
+  CHECK(open.size() == fits);
 }

@@ -361,6 +361,7 @@ void link::on_open(const link_message& m) {
   auto refuse = [&](std::error_code ec) {
     answer.kind = message_kind::refused;
     answer.value = static_cast<std::uint64_t>(ec.value());
+    answer.second = ec.category() == bellows::error_category() ? refusal_in_bellows_category : 0;
     send(answer);
   };
   std::vector<tier> tiers(m.tiers, m.tiers + std::min<std::size_t>(m.tier_count, proto::max_tiers));
@@ -409,7 +410,11 @@ void link::on_refused(const link_message& m) {
   auto done = std::move(s->opening);
   s->graveyard = {s->control.handle, s->ring.handle};
   free_slot(m.first);
-  if (done) (*done)(std::error_code(static_cast<int>(m.value), std::system_category()));
+  const int value = static_cast<int>(m.value);
+  std::error_code why = std::make_error_code(std::errc::connection_refused);
+  if (value != 0 && m.value <= INT32_MAX)
+    why = {value, m.second == refusal_in_bellows_category ? bellows::error_category() : std::system_category()};
+  if (done) (*done)(why);
 }
 
 void link::on_detach(const link_message& m) {

@@ -17,9 +17,12 @@ enum class message_kind : std::uint32_t {
   hello = 1,     ///< arena size and key; carries the arena memfd and the wake-up eventfd
   open = 2,      ///< first = opener's channel id; control, ring; tiers, value = max message size
   accepted = 3,  ///< first = opener's id, second = acceptor's id; control, ring
-  refused = 4,   ///< first = opener's id; value = error code
+  refused = 4,   ///< first = opener's id; value = error code, second = its category (see below)
   detach = 5,    ///< first = the receiver's channel id: the sender will not write into it again
 };
+
+/// A refusal's `second`: the code is a bellows::error; otherwise it is a system error.
+inline constexpr std::uint32_t refusal_in_bellows_category = 1;
 
 struct link_message {
   std::uint32_t magic = link_magic;
