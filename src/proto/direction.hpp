@@ -39,7 +39,8 @@ struct local_ring {
   std::uint64_t region = 0;  ///< provider handle, returned when the ring is released
   std::uint64_t key = 0;
   std::uint64_t address = 0;
-  const std::byte* base = nullptr;
+  /// Written by the receiver too: it clears the slots it consumed (see receiver.cpp).
+  std::byte* base = nullptr;
   std::uint32_t tier = 0;
   std::uint32_t epoch = 0;
 };

@@ -123,7 +123,16 @@ std::uint64_t receiver::hold(std::uint16_t slots, bool released) {
 }
 
 void receiver::advance_consumed(ring_state& ring) {
+  const ring_geometry& g = options_.tiers[ring.ring.tier];
   while (!ring.held.empty() && ring.held.front().released) {
+    // A frame's interior may start a slot with bytes (payload, padding, a trailer) that equal
+    // a later lap's sequence number at that slot, and a scan would take them for its header.
+    // Zeroed slot starts never match (sequence numbers skip 0); the peer writes them again only
+    // after the credit that follows.
+    for (std::uint32_t i = 0; i < ring.held.front().slots; ++i) {
+      const std::uint64_t slot = (ring.consumed + i) % g.slot_count;
+      store_relaxed<std::uint64_t>(ring.ring.base + slot * g.slot_size, 0);
+    }
     ring.consumed += ring.held.front().slots;
     ring.held.pop_front();
     ++ring.first_ordinal;

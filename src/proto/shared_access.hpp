@@ -21,6 +21,11 @@ inline T load_relaxed(const std::byte* at) noexcept {
 }
 
 template <class T>
+inline void store_relaxed(std::byte* at, T value) noexcept {
+  __atomic_store_n(reinterpret_cast<T*>(at), value, __ATOMIC_RELAXED);
+}
+
+template <class T>
 inline void store_release(std::byte* at, T value) noexcept {
   __atomic_store_n(reinterpret_cast<T*>(at), value, __ATOMIC_RELEASE);
 }

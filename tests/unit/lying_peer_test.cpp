@@ -37,7 +37,7 @@ struct ring_fixture {
     std::memcpy(at, header.data(), header.size());
     if (!payload.empty()) std::memcpy(at + header_bytes, payload.data(), payload.size());
     if (with_tail && frame_span(payload.size()) + slot * 256 <= 4096)
-      put<std::uint32_t>(at + trailer_offset(payload.size()), seq);
+      put<std::uint64_t>(at + trailer_offset(payload.size()), seq);  // the trailer: seq, then zero
   }
   void write_retier(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::uint64_t id, std::uint32_t tier) {
     const auto p = encode_retier({id, tier});
@@ -218,4 +218,32 @@ TEST_CASE("sender accepts a valid ack and moves to the new ring", "[proto][sende
   CHECK(done.writes[0].header.kind == frame_kind::data);
   REQUIRE(done.completions.size() == 1);
   CHECK(done.completions[0].bytes == payload.size());
+}
+
+TEST_CASE("receiver never takes a frame's old interior for the next lap's header", "[proto][receiver]") {
+  // An honest peer. The first frame spans slots 0 and 1, and its payload happens to put, where
+  // slot 1 starts, the very sequence number the receiver will expect there on the next lap.
+  ring_fixture f;
+  auto payload = bytes(400);  // slots 0-1
+  const std::uint32_t expected_at_slot_1_next_lap = 17;
+  put<std::uint32_t>(payload.data() + 256 - header_bytes, expected_at_slot_1_next_lap);
+  put<std::uint32_t>(payload.data() + 256 - header_bytes + 4, 0);
+  f.write(0, 1, frame_kind::data, payload);
+  for (std::uint32_t slot = 2; slot < 16; ++slot) f.write(slot, slot, frame_kind::data, bytes(8));  // seq 2..15
+  auto lap1 = f.poll();
+  REQUIRE(lap1.frames.size() == 15);
+  for (const auto& frame : lap1.frames) {
+    receiver_events ev;
+    f.rx.release(frame.token, ev);
+  }
+  // Next lap: seq 16 at slot 0, then the receiver looks at slot 1 before the peer wrote it.
+  f.write(0, 16, frame_kind::data, bytes(8));
+  auto lap2 = f.poll();
+  CHECK_FALSE(lap2.failure);
+  CHECK(lap2.frames.size() == 1);
+  f.write(1, 17, frame_kind::data, bytes(8, 0x17));
+  auto lap2b = f.poll();
+  CHECK_FALSE(lap2b.failure);
+  REQUIRE(lap2b.frames.size() == 1);
+  CHECK(lap2b.frames[0].payload[0] == std::byte{0x17});
 }
