@@ -10,6 +10,7 @@
 
 #include "perf/process.hpp"
 #include "support/processes.hpp"
+#include "support/sanitizers.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -43,18 +44,6 @@ using namespace asio::experimental::awaitable_operators;
 namespace bt = bellows::test;
 
 namespace {
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool instrumented = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-constexpr bool instrumented = true;
-#else
-constexpr bool instrumented = false;
-#endif
-#else
-constexpr bool instrumented = false;
-#endif
 
 struct settings {
   int channels = 500;
@@ -516,8 +505,8 @@ int main(int argc, char** argv) {
   // Sanitizers keep freed memory in quarantine and shadow, so only a plain build is judged.
   constexpr std::size_t rss_margin = std::size_t{8} << 20;
   const auto grown = static_cast<long long>(rss_after[1]) - static_cast<long long>(rss_after[0]);
-  if (instrumented) std::printf("resident memory not judged: built with a sanitizer\n");
-  if (!instrumented && grown > static_cast<long long>(rss_margin)) {
+  if (bt::sanitized) std::printf("resident memory not judged: built with a sanitizer\n");
+  if (!bt::sanitized && grown > static_cast<long long>(rss_margin)) {
     std::cerr << "soak: resident memory grew by " << grown << " B over the second round\n";
     ++failures;
   }
