@@ -163,7 +163,9 @@ TEST_CASE("A send above max_message_size fails with message_size and the channel
           if (n == size && std::equal(message.begin(), message.end(), reply.begin())) ++intact;
         }
         co_await ch.async_close(use_awaitable);
-        done = true;
+        // The peer's own close completes only once this side has consumed it.
+        auto [end, n] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        done = end == bellows::error::end_of_stream;
       },
       [](std::exception_ptr e) {
         if (e) std::rethrow_exception(e);
@@ -348,7 +350,9 @@ TEST_CASE("An acceptor at its descriptor limit turns new peers away at once and 
           if (n == size && std::equal(message.begin(), message.end(), reply.begin())) ++intact;
         }
         co_await ch.async_close(use_awaitable);
-        closed = true;
+        // The peer's own close completes only once this side has consumed it.
+        auto [end, n] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
+        closed = end == bellows::error::end_of_stream;
       },
       asio::detached);
   bt::run_until(
