@@ -301,14 +301,16 @@ TEST_CASE("An idle process with 1,000 open channels (100 over rdma) uses under 1
   io.restart();
   io.run_for(200ms);  // the reactors finish their spin and go to sleep
 
+  // CPU time comes in 10 ms clock ticks: over 4 s, 1% is four of them, so one stray tick of
+  // an emulated guest's accounting does not decide the case.
   const auto self_before = cpu_time_of(::getpid());
   const auto peer_before = cpu_time_of(server.pid());
-  io.run_for(2s);
+  io.run_for(4s);
   const auto self_used = cpu_time_of(::getpid()) - self_before;
   const auto peer_used = cpu_time_of(server.pid()) - peer_before;
-  INFO("CPU over 2 s: this process " << self_used.count() << " us, peer " << peer_used.count() << " us");
-  CHECK(self_used < 20ms);
-  CHECK(peer_used < 20ms);
+  INFO("CPU over 4 s: this process " << self_used.count() << " us, peer " << peer_used.count() << " us");
+  CHECK(self_used < 40ms);
+  CHECK(peer_used < 40ms);
 
   for (auto& ch : open) ch.async_close([](std::error_code) {});
   for (int i = 0; i < 1000 && ended < channels; ++i) io.run_for(10ms);
