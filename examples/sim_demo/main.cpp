@@ -2,7 +2,7 @@
 // sweep of message sizes to B, then falls quiet; the output narrates, message by message, the tier each
 // direction is on, each enlargement's request, acknowledgement and completion, the shrink
 // after idle, and the registered bytes of each endpoint.
-#include "fabric/sim/world.hpp"
+#include "sim/world.hpp"
 
 #include <cstdio>
 #include <string>

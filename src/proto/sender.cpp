@@ -94,6 +94,16 @@ void sender::step(const std::byte* control_block, clock_time now, sender_events&
   if (failed_) return;
   expire_waiting_sends(now, out);
   pump(now, out);
+  report_close_if_done(out);
+}
+
+void sender::settle(const std::byte* control_block, clock_time now, sender_events& out) {
+  if (failed_) return;
+  read_control(control_block, now, out);
+  if (!failed_) report_close_if_done(out);
+}
+
+void sender::report_close_if_done(sender_events& out) {
   if (close_written_ && !close_reported_ && consumed_ == produced_) {
     close_reported_ = true;
     out.closed = std::error_code{};

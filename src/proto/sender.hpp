@@ -82,6 +82,9 @@ class sender {
   void close(clock_time now, sender_events& out);
   /// Reads the control block (credit, flags, ack), handles timeouts and writes what it can.
   void step(const std::byte* control_block, clock_time now, sender_events& out);
+  /// Reads the control block and reports what it says (credit, an ack, a finished close) but
+  /// writes nothing: for a peer that will not read anything more.
+  void settle(const std::byte* control_block, clock_time now, sender_events& out);
   /// Writes a message now or not at all, for callers that must never queue. Call step()
   /// first so that the latest credit and ack are seen. Fails like submit on a closed or
   /// failed direction.
@@ -129,6 +132,7 @@ class sender {
   bool reserve(std::uint64_t slots, sender_events& out);
   frame_write& emit(frame_kind kind, std::uint32_t length, std::uint64_t slots, sender_events& out);
   void complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out);
+  void report_close_if_done(sender_events& out);
 
   direction_options options_;
   remote_ring ring_;

@@ -10,6 +10,7 @@
 #include "fabric/shm/link.hpp"
 #include "fabric/verbs/network.hpp"
 #include "proto/direction.hpp"
+#include "proto/step.hpp"
 
 #include <bellows/detail/completion.hpp>
 #include <bellows/options.hpp>
@@ -20,6 +21,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -89,6 +91,13 @@ class reactor final : public asio::execution_context::service {
   void op_finished();
 
   context_stats stats() const;
+  /// For tests (the fault matrix): `observer` sees every protocol step this context's channels
+  /// take, as they take it. Empty: nobody looks.
+  void observe_steps(std::function<void(proto::step)> observer) { step_observer_ = std::move(observer); }
+  void reached(proto::step s) {
+    if (step_observer_) [[unlikely]]
+      step_observer_(s);
+  }
   /// Never sleep; for run_polling.
   void set_polling(bool on) { polling_ = on; }
 
@@ -135,6 +144,7 @@ class reactor final : public asio::execution_context::service {
   std::vector<channel_state*> active_;
   std::vector<channel_state*> polling_now_;
   std::vector<channel_state*> watched_;
+  std::function<void(proto::step)> step_observer_;
 };
 
 }  // namespace bellows::detail

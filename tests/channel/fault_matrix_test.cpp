@@ -1,9 +1,10 @@
 // The fault matrix: a peer stopped (SIGSTOP) or killed (SIGKILL) at each named step of the
-// protocol, by a hook inside the peer's own library, over every provider. Each case must end
+// protocol, by an observer of its context's protocol steps, over every provider. Each case must end
 // with every pending operation of the survivor completed with an error, nothing hung, nothing
 // crashed, and the survivor's channel to another, healthy peer untouched.
 
-#include "reactor/protocol_step.hpp"
+#include "proto/step.hpp"
+#include "reactor/reactor.hpp"
 #include "support/messages.hpp"
 #include "support/peers.hpp"
 #include "support/processes.hpp"
@@ -30,7 +31,7 @@
 using namespace std::chrono_literals;
 using asio::use_awaitable;
 using asio::experimental::as_tuple;
-using bellows::detail::protocol_step;
+using protocol_step = bellows::proto::step;
 namespace bt = bellows::test;
 
 namespace {
@@ -67,10 +68,10 @@ int run_faulty_peer(const std::vector<std::string>& args) {
   const std::string uri = args.at(1);
   fatal_step = static_cast<protocol_step>(std::stoi(args.at(2)));
   signal_at_step = std::stoi(args.at(3));
-  bellows::detail::set_protocol_step_hook([](protocol_step s) {
+  asio::io_context io;
+  bellows::detail::reactor::of(io).observe_steps([](protocol_step s) {
     if (s == fatal_step) ::raise(signal_at_step);
   });
-  asio::io_context io;
   auto options = bt::options_for(uri);
   options.idle_shrink_after = quick_shrink;
   bellows::acceptor acc(io.get_executor(), uri, options);
@@ -148,7 +149,7 @@ TEST_CASE("Fault matrix: a peer stopped or killed at each protocol step", "[chan
                              protocol_step::shrink_ring_provisioned, protocol_step::close_written);
   const int signal = GENERATE(SIGSTOP, SIGKILL);
   INFO("over " << bt::to_string(provider) << ", " << (signal == SIGSTOP ? "stopped " : "killed ")
-               << bellows::detail::to_string(step));
+               << bellows::proto::to_string(step));
 
   const auto faulty_uri = bt::uri_for(provider, bt::unique_name("faulty"));
   const auto healthy_uri = bt::uri_for(provider, bt::unique_name("healthy"));

@@ -3,7 +3,7 @@
 // protocol: between an acknowledgement's head and tail, between a frame's header and trailer,
 // with doorbells that never arrive, between two fragments.
 
-#include "reactor/sim_channels.hpp"
+#include "sim/sim_channels.hpp"
 #include "support/messages.hpp"
 #include "support/run_until.hpp"
 
@@ -17,9 +17,9 @@
 #include <optional>
 
 using namespace std::chrono_literals;
-using bellows::detail::make_sim_links;
-using bellows::detail::open_sim_channel;
 using bellows::sim::link_write;
+using bellows::sim::make_sim_links;
+using bellows::sim::open_sim_channel;
 using bellows::sim::write_target;
 namespace bt = bellows::test;
 using bt::run_until;

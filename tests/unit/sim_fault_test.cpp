@@ -1,5 +1,5 @@
 // One scenario per fault, each over the deterministic simulator and bounded in virtual time.
-#include "fabric/sim/world.hpp"
+#include "sim/world.hpp"
 #include "support/messages.hpp"
 
 #include <catch2/catch.hpp>
@@ -194,13 +194,14 @@ TEST_CASE("a peer that dies while idle fails the survivor's operations", "[sim][
 }
 
 TEST_CASE("a peer that dies at any step: pending operations fail, nothing hangs", "[sim][fault]") {
-  const auto point = GENERATE(death_point::before_enlarge_request, death_point::after_enlarge_request,
-                              death_point::after_provision, death_point::between_ack_head_and_tail,
-                              death_point::mid_fragment, death_point::during_shrink, death_point::during_close);
-  INFO("death " << to_string(point));
+  const auto point =
+      GENERATE(proto::step::enlarge_request_due, proto::step::enlarge_request_written, proto::step::ring_provisioned,
+               proto::step::ack_head_written, proto::step::fragment_written, proto::step::shrink_request_written,
+               proto::step::close_received);
+  INFO("death " << proto::to_string(point));
   // The sender-side steps kill A (the sender); the receiver-side steps kill B.
-  const bool receiver_dies = point == death_point::after_provision || point == death_point::between_ack_head_and_tail ||
-                             point == death_point::during_close;
+  const bool receiver_dies = point == proto::step::ring_provisioned || point == proto::step::ack_head_written ||
+                             point == proto::step::close_received;
   const side victim = receiver_dies ? side::b : side::a;
   const side survivor = other(victim);
   world_options o;
@@ -211,11 +212,11 @@ TEST_CASE("a peer that dies at any step: pending operations fail, nothing hangs"
   scenario s(o);
   // Pending both ways: B's own sends, and A's traffic toward the step.
   s.send(side::b, 500);
-  if (point == death_point::during_shrink) {
+  if (point == proto::step::shrink_request_written) {
     s.send(side::a, 20 * 1024);
     REQUIRE(s.run_until_delivered(side::b, 1));
     s.w.run_for(3ms);
-  } else if (point == death_point::during_close) {
+  } else if (point == proto::step::close_received) {
     s.send(side::a, 1000);
     s.w.close(side::a);
   } else {
@@ -233,7 +234,7 @@ TEST_CASE("a peer that dies at any step: pending operations fail, nothing hangs"
   CHECK(*s.w.report(survivor).failure == reset);
   if (survivor == side::a) {
     CHECK(s.w.report(side::a).sends_ok + s.w.report(side::a).sends_failed >= 1);
-    if (point == death_point::during_close) CHECK(s.w.report(side::a).close_result == reset);
+    if (point == proto::step::close_received) CHECK(s.w.report(side::a).close_result == reset);
   }
   CHECK(s.w.report(survivor).mismatches == 0);
   CHECK(s.w.report(survivor).delivered <= 1);  // never a message cut short

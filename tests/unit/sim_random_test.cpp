@@ -2,7 +2,7 @@
 // with random interleavings and faults. Every message must arrive exactly once, in order and
 // byte-identical; tiers grow only when a message needs it and shrink after idle; registered
 // bytes equal the rings alive. Replay a failure with BELLOWS_SEED=<seed>.
-#include "fabric/sim/world.hpp"
+#include "sim/world.hpp"
 #include "support/messages.hpp"
 
 #include <catch2/catch.hpp>

@@ -2,6 +2,8 @@
 // Asio buffer sequences turned into the span lists the library works on. A single buffer, by
 // far the common case, needs no allocation.
 
+#include <bellows/detail/byte_ranges.hpp>
+
 #include <asio/buffer.hpp>
 
 #include <cstddef>
@@ -10,21 +12,6 @@
 #include <vector>
 
 namespace bellows::detail {
-
-template <class Byte>
-struct byte_ranges {
-  std::span<Byte> single;
-  std::vector<std::span<Byte>> many;
-  std::uint64_t length = 0;
-  bool is_single = true;
-
-  std::span<const std::span<Byte>> parts() const noexcept {
-    return is_single ? std::span<const std::span<Byte>>(&single, 1) : std::span<const std::span<Byte>>(many);
-  }
-};
-
-using gather = byte_ranges<const std::byte>;
-using scatter = byte_ranges<std::byte>;
 
 template <class Byte, class BufferSequence>
 byte_ranges<Byte> ranges_of(const BufferSequence& buffers) {

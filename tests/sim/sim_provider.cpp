@@ -1,4 +1,4 @@
-#include "fabric/sim/sim_provider.hpp"
+#include "sim/sim_provider.hpp"
 
 #include <algorithm>
 #include <cstring>

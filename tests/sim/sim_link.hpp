@@ -5,7 +5,7 @@
 // doorbells back, or kill the link at that exact moment, which two real processes cannot do.
 
 #include "fabric/link.hpp"
-#include "fabric/sim/sim_provider.hpp"
+#include "sim/sim_provider.hpp"
 
 #include <bellows/tier.hpp>
 
@@ -110,6 +110,7 @@ class sim_link final : public fabric::link, public std::enable_shared_from_this<
   bool holding_doorbells_ = false;
   bool sleeping_ = false;
   bool failed_ = false;
+  bool killed_ = false;
   static inline const std::string no_name_;
 };
 

@@ -1,13 +1,13 @@
 #pragma once
-// A deterministic two-endpoint simulation of one channel: both directions' protocol state
-// machines over sim_providers, a virtual clock, a seeded event queue and fault injection
-// (torn writes, delayed doorbells, slow provisioning, a small budget, a peer that dies at a
-// named step). The application side sends and receives whole messages and checks each
-// delivery byte for byte against what was sent.
+// A deterministic two-endpoint simulation of one channel: the library's channel core on each
+// side, over sim_providers, with a virtual clock, a seeded event queue and fault injection
+// (torn writes, delayed doorbells, slow provisioning, a small budget, a side that dies at a
+// named protocol step). The application side sends whole messages, keeps a zero-copy receive
+// pending, holds what it receives for a while, and checks each delivery byte for byte against
+// what was sent.
 
-#include "fabric/sim/sim_provider.hpp"
-#include "proto/receiver.hpp"
-#include "proto/sender.hpp"
+#include "proto/channel_core.hpp"
+#include "sim/sim_provider.hpp"
 
 #include <bellows/tier.hpp>
 
@@ -32,18 +32,6 @@ enum class side { a = 0, b = 1 };
 inline side other(side s) { return s == side::a ? side::b : side::a; }
 inline const char* to_string(side s) { return s == side::a ? "A" : "B"; }
 
-/// Steps of the protocol at which the victim endpoint can be made to die.
-enum class death_point {
-  before_enlarge_request,     ///< the sender dies instead of writing ENLARGE_REQ
-  after_enlarge_request,      ///< the sender dies right after writing ENLARGE_REQ
-  after_provision,            ///< the receiver dies after registering the new ring, before acking
-  between_ack_head_and_tail,  ///< the receiver dies with only the ack's head placed
-  mid_fragment,               ///< the sender dies after a FRAG_MORE
-  during_shrink,              ///< the sender dies right after writing SHRINK_REQ
-  during_close,               ///< the receiver dies after seeing CLOSE, before returning credit
-};
-const char* to_string(death_point p);
-
 struct fault_options {
   double torn_write_rate = 0;                       ///< share of writes placed in two steps
   std::chrono::nanoseconds torn_write_delay = 5us;  ///< longest gap between the two steps
@@ -66,7 +54,8 @@ struct world_options {
   fault_options faults;
   /// Resubmit a send that failed with enlarge_timeout, as an upper layer would.
   bool retry_timed_out_sends = true;
-  std::optional<std::pair<side, death_point>> death;
+  /// The side that dies when it reaches the step, as its process would die there.
+  std::optional<std::pair<side, proto::step>> death;
 };
 
 /// What happened, for tests and for the demo's narration.
@@ -140,6 +129,7 @@ class world {
   std::size_t pending_sends(side s) const;
   const proto::sender& sender_of(side s) const;
   const proto::receiver& receiver_of(side s) const;
+  channel_stats stats(side s) const;
   const std::vector<trace_event>& trace() const noexcept { return trace_; }
   std::function<void(const trace_event&)> on_trace;
   const proto::tier_table& tiers() const noexcept;
@@ -164,17 +154,17 @@ class world {
 
   endpoint& ep(side s) { return *endpoints_[static_cast<int>(s)]; }
   const endpoint& ep(side s) const { return *endpoints_[static_cast<int>(s)]; }
+  struct executor;
   void activate(side s);
-  void execute(side s, proto::sender_events& ev);
-  void execute(side s, proto::receiver_events& ev);
-  void deliver(side s, const proto::inbound_frame& frame);
-  void finish_receive(side s);
-  void on_send_done(side s, const proto::send_completion& c);
-  void provision(side s, proto::provision_request request);
-  void write_control(side s, std::size_t offset, std::span<const std::byte> bytes);
+  /// Carries out side `s`'s core actions, as the reactor's executor does for a real channel.
+  void run(side s);
+  void receive_next(side s);
+  void on_delivered(side s, proto::view_done& done);
+  void on_send_done(side s, const proto::send_done& done);
+  void provision(side s, proto::provision request);
   void ring_peer(side s);
   void arm_timer(side s);
-  bool dies_at(side s, death_point p);
+  void note_failure(side s);
   void fail_endpoint(side s, std::error_code ec);
 
   world_options options_;

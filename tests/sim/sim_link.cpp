@@ -1,4 +1,4 @@
-#include "fabric/sim/sim_link.hpp"
+#include "sim/sim_link.hpp"
 
 #include "proto/wire.hpp"
 
@@ -108,6 +108,7 @@ void sim_link::retire(std::uint32_t local_id, std::vector<std::uint64_t> regions
 }
 
 void sim_link::kill() {
+  killed_ = true;  // a dead process writes nothing more, whatever its code still tries
   provider_.drop_held_writes();
   held_doorbells_.clear();
   auto fail_later = [](const std::shared_ptr<sim_link>& end) {
@@ -157,7 +158,7 @@ sim::link_write sim_link::classify(fabric::remote_address dst, std::size_t lengt
 }
 
 std::error_code sim_link::write(fabric::remote_address dst, fabric::byte_pieces pieces) {
-  if (failed_) return make_error_code(error::connection_reset);
+  if (failed_ || killed_) return make_error_code(error::connection_reset);
   std::size_t length = 0;
   for (auto p : pieces) length += p.size();
   place_now_ = write_hook_ ? write_hook_(classify(dst, length)) : SIZE_MAX;
@@ -167,7 +168,7 @@ std::error_code sim_link::write(fabric::remote_address dst, fabric::byte_pieces 
 }
 
 void sim_link::ring_doorbell(std::uint32_t peer_channel) {
-  if (failed_) return;
+  if (failed_ || killed_) return;
   if (holding_doorbells_) return held_doorbells_.push_back(peer_channel);
   deliver_doorbell(peer_channel);
 }

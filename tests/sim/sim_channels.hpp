@@ -2,7 +2,7 @@
 // Channels over the in-process sim link, served by real reactors: the public channel API with
 // the fault timing in the test's hands (see fabric/sim/sim_link.hpp). For tests only.
 
-#include "fabric/sim/sim_link.hpp"
+#include "sim/sim_link.hpp"
 
 #include <bellows/channel.hpp>
 #include <bellows/options.hpp>
@@ -14,11 +14,11 @@
 #include <memory>
 #include <utility>
 
-namespace bellows::detail {
+namespace bellows::sim {
 
 struct sim_links {
-  std::shared_ptr<sim::sim_link> a;
-  std::shared_ptr<sim::sim_link> b;
+  std::shared_ptr<sim_link> a;
+  std::shared_ptr<sim_link> b;
 };
 
 /// A connected pair of sim link ends, served by the reactors of `io_a` and `io_b` (which may
@@ -31,4 +31,4 @@ sim_links make_sim_links(asio::io_context& io_a, asio::io_context& io_b, std::si
 std::pair<channel, channel> open_sim_channel(const sim_links& links, asio::io_context& io_a, asio::io_context& io_b,
                                              const channel_options& options = {});
 
-}  // namespace bellows::detail
+}  // namespace bellows::sim

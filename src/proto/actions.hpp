@@ -1,0 +1,100 @@
+#pragma once
+// What the channel core asks its driver to do, as a flat list in the order it must happen. The
+// driver carries each out without knowing the wire: the bytes of a `place` are laid out already
+// and a frame's trailer is a `place` of its own that comes after the rest of the frame.
+
+#include "proto/direction.hpp"
+#include "proto/receiver.hpp"
+#include "proto/step.hpp"
+
+#include <bellows/detail/byte_ranges.hpp>
+#include <bellows/tier_event.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+namespace bellows::proto {
+
+/// Copies `prefix` then bytes [source_offset, source_offset + source_length) of `source` to
+/// `address` under `key` in the peer's registered memory, as one write.
+struct place {
+  std::uint64_t key = 0;
+  std::uint64_t address = 0;
+  std::array<std::byte, 56> prefix_bytes{};
+  std::uint32_t prefix_length = 0;
+  gather_list source;
+  std::uint64_t source_offset = 0;
+  std::uint64_t source_length = 0;
+
+  std::span<const std::byte> prefix() const noexcept { return {prefix_bytes.data(), prefix_length}; }
+};
+
+/// Tell the peer's reactor that this channel has something for it.
+struct ring_doorbell {};
+
+/// Register a zeroed ring of `bytes` for the peer and answer with channel_core::provisioned.
+struct provision {
+  provision_request request;
+  std::uint64_t bytes = 0;
+};
+
+/// A provider registration this channel no longer references.
+struct release_region {
+  std::uint64_t region = 0;
+};
+
+/// The error of an operation the application cancelled; a driver reports it in its framework's
+/// terms (Asio: asio::error::operation_aborted).
+inline std::error_code cancelled() { return std::make_error_code(std::errc::operation_canceled); }
+
+struct send_done {
+  std::uint64_t id = 0;
+  std::error_code ec;
+  std::uint64_t bytes = 0;
+  /// The send's range list, kept alive until this action: `place` actions before it read it.
+  std::unique_ptr<detail::gather> ranges;
+};
+
+struct receive_done {
+  std::uint64_t id = 0;
+  std::error_code ec;
+  std::uint64_t bytes = 0;
+};
+
+/// A message handed over without a copy (`bytes` lie in the ring until `token` is released) or,
+/// when it came in fragments, assembled into `assembled`.
+struct view_done {
+  std::uint64_t id = 0;
+  std::error_code ec;
+  frame_token token;
+  std::span<const std::byte> bytes;
+  std::vector<std::byte> assembled;
+  bool zero_copy = false;
+};
+
+struct close_done {
+  std::uint64_t id = 0;
+  std::error_code ec;
+};
+
+struct tier_changed {
+  tier_event event;
+};
+
+struct reached {
+  proto::step step;
+};
+
+/// Tell the peer we will not write into its memory again; its memory may go.
+struct detach {};
+
+using action = std::variant<place, ring_doorbell, provision, release_region, send_done, receive_done, view_done,
+                            close_done, tier_changed, reached, detach>;
+
+}  // namespace bellows::proto

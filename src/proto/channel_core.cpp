@@ -1,0 +1,379 @@
+#include "proto/channel_core.hpp"
+
+#include "proto/shared_access.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace bellows::proto {
+namespace {
+
+tier_event::what public_kind(retier_event::what kind) {
+  switch (kind) {
+    case retier_event::what::requested: return tier_event::what::requested;
+    case retier_event::what::granted: return tier_event::what::granted;
+    case retier_event::what::denied: return tier_event::what::denied;
+    case retier_event::what::timed_out: return tier_event::what::timed_out;
+  }
+  return tier_event::what::requested;
+}
+
+/// The step a frame of this kind completes once it is placed, if it is a named one.
+std::optional<step> step_after(frame_kind written) {
+  switch (written) {
+    case frame_kind::enlarge_req: return step::enlarge_request_written;
+    case frame_kind::shrink_req: return step::shrink_request_written;
+    case frame_kind::frag_first:
+    case frame_kind::frag_more: return step::fragment_written;
+    case frame_kind::close: return step::close_written;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
+
+channel_core::channel_core(direction_options options, const core_setup& setup, clock_time now)
+    : options_(std::move(options)),
+      setup_(setup),
+      tx_(options_, setup.peer_ring, setup.peer_window, now),
+      rx_(options_, setup.ring) {}
+
+std::error_code channel_core::closed_reason() const noexcept {
+  return aborted_ ? make_error_code(error::channel_closed) : failed_;
+}
+
+bool channel_core::wants_watching() const noexcept {
+  return !failed_ && (tx_.awaiting_ack() || tx_.stalled_on_credit());
+}
+
+std::optional<clock_time> channel_core::next_deadline() const noexcept {
+  return failed_ ? std::nullopt : tx_.next_deadline();
+}
+
+// ---- the application's requests ----
+
+void channel_core::send(std::uint64_t id, detail::gather message, clock_time now) {
+  if (!is_open()) return out_.push_back(send_done{id, closed_reason(), 0, nullptr});
+  if (message.length > options_.max_message_size) {
+    // The peer would have to break the channel over it; refusing it here loses nothing else.
+    return out_.push_back(send_done{id, make_error_code(error::message_size), 0, nullptr});
+  }
+  auto& op = sends_.emplace_back(pending_send{id, std::make_unique<detail::gather>(std::move(message))});
+  tx_events_.clear();
+  tx_.submit(id, {op.message->parts(), op.message->length}, now, tx_events_);
+  tx_.step(setup_.control, now, tx_events_);
+  take(tx_events_, now);
+  end_of_input();
+}
+
+outcome<try_result> channel_core::try_send(const detail::gather& message, clock_time now) {
+  if (!is_open()) return closed_reason();
+  if (message.length > options_.max_message_size) return error::message_size;
+  tx_events_.clear();
+  tx_.step(setup_.control, now, tx_events_);
+  // The sender keeps the range list only until the frames are written, which happens here.
+  auto result = tx_.try_send({message.parts(), message.length}, now, tx_events_);
+  take(tx_events_, now);
+  if (result && *result == try_result::written) {
+    ++counters_.messages_sent;
+    counters_.bytes_sent += message.length;
+  }
+  end_of_input();
+  return result;
+}
+
+void channel_core::receive(std::uint64_t id, detail::scatter into) {
+  receives_.push_back(pending_receive{id, std::move(into), false, 0, {}, false});
+  deliver();
+  end_of_input();
+}
+
+void channel_core::receive_view(std::uint64_t id) {
+  receives_.push_back(pending_receive{id, {}, true, 0, {}, false});
+  deliver();
+  end_of_input();
+}
+
+void channel_core::close(std::uint64_t id, clock_time now) {
+  if (close_id_ || close_result_ || !is_open()) {
+    const auto ec = close_result_ ? *close_result_
+                    : close_id_   ? make_error_code(error::invalid_argument)
+                                  : closed_reason();
+    return out_.push_back(close_done{id, ec});
+  }
+  close_id_ = id;
+  tx_events_.clear();
+  tx_.close(now, tx_events_);
+  tx_.step(setup_.control, now, tx_events_);
+  take(tx_events_, now);
+  end_of_input();
+}
+
+void channel_core::cancel(std::uint64_t id) {
+  if (close_id_ == id) {
+    close_id_.reset();
+    return out_.push_back(close_done{id, cancelled()});
+  }
+  auto r = std::find_if(receives_.begin(), receives_.end(), [&](const pending_receive& op) { return op.id == id; });
+  if (r != receives_.end()) {
+    // A receive that already took part of a fragmented message leaves the rest to be discarded.
+    if (r->started) discarding_ = true;
+    if (r->view) {
+      out_.push_back(view_done{id, cancelled(), {}, {}, {}, false});
+    } else {
+      out_.push_back(receive_done{id, cancelled(), 0});
+    }
+    receives_.erase(r);
+    deliver();
+    return end_of_input();
+  }
+  auto s = std::find_if(sends_.begin(), sends_.end(), [&](const pending_send& op) { return op.id == id; });
+  if (s != sends_.end() && tx_.cancel(id)) {
+    out_.push_back(send_done{id, cancelled(), 0, std::move(s->message)});
+    sends_.erase(s);
+  }
+}
+
+void channel_core::cancel_all() {
+  std::vector<std::uint64_t> ids;
+  if (close_id_) ids.push_back(*close_id_);
+  for (const auto& op : receives_) ids.push_back(op.id);
+  for (const auto& op : sends_) ids.push_back(op.id);
+  for (auto id : ids) cancel(id);
+}
+
+void channel_core::abort() {
+  if (aborted_) return;
+  aborted_ = true;
+  const auto closed = make_error_code(error::channel_closed);
+  while (!receives_.empty()) finish_front(closed, 0);
+  fail(closed);
+  end_of_input();
+}
+
+void channel_core::release(frame_token token) {
+  receiver_events ev;
+  rx_.release(token, ev);
+  take(ev);
+  end_of_input();
+}
+
+// ---- the driver's side ----
+
+void channel_core::poll(clock_time now) {
+  if (!failed_) {
+    tx_events_.clear();
+    tx_.step(setup_.control, now, tx_events_);
+    take(tx_events_, now);
+  }
+  if (!failed_) {
+    rx_events_.clear();
+    rx_.poll(rx_events_);
+    take(rx_events_);
+  }
+  deliver();
+  end_of_input();
+}
+
+void channel_core::provisioned(const provision_request& request, std::optional<local_ring> ring,
+                               std::chrono::nanoseconds provisioning, bool under_pressure) {
+  const auto from = rx_.tier();
+  const bool answering = ring && !failed_;
+  if (answering) out_.push_back(reached{request.shrink ? step::shrink_ring_provisioned : step::ring_provisioned});
+  receiver_events ev;
+  rx_.provisioned(request.request_id, ring, ev);
+  take(ev);
+  if (!failed_) {
+    using what = tier_event::what;
+    out_.push_back(
+        tier_changed{{ring ? what::provisioned : what::refused, request.shrink, from, request.tier, 0, provisioning}});
+  }
+  if (answering && request.tier > 0 && under_pressure) set_pressure(true);
+  deliver();
+  end_of_input();
+}
+
+void channel_core::set_pressure(bool on) {
+  if (failed_ || (on && rx_.tier() == 0)) return;
+  receiver_events ev;
+  rx_.set_pressure(on, ev);
+  if (!ev.flags_word) return;
+  // An idle sender reads its control block only when rung.
+  ev.ring_doorbell = true;
+  take(ev);
+  end_of_input();
+}
+
+void channel_core::peer_detached(clock_time now) {
+  settle(now);
+  fail(make_error_code(error::connection_reset));
+  end_of_input();
+}
+
+void channel_core::link_failed(std::error_code ec, clock_time now) {
+  detached_ = true;  // no socket left to say it on
+  settle(now);
+  fail(ec == error::protocol_violation ? ec : make_error_code(error::connection_reset));
+  end_of_input();
+}
+
+void channel_core::settle(clock_time now) {
+  // Everything the peer wrote before it went is in place: take it, write nothing.
+  peer_gone_ = true;
+  if (failed_) return;
+  tx_events_.clear();
+  tx_.settle(setup_.control, now, tx_events_);
+  take(tx_events_, now);
+  if (failed_) return;
+  rx_events_.clear();
+  rx_.poll(rx_events_);
+  take(rx_events_);
+  deliver();
+}
+
+void channel_core::write_failed(std::error_code ec) {
+  fail(ec);
+  end_of_input();
+}
+
+// ---- turning the halves' events into actions ----
+
+void channel_core::take(const sender_events& ev, clock_time now) {
+  for (const auto& w : ev.writes) {
+    if (!may_write()) break;
+    if (w.header.kind == frame_kind::enlarge_req) out_.push_back(reached{step::enlarge_request_due});
+    place_frame(w);
+    if (auto s = step_after(w.header.kind)) out_.push_back(reached{*s});
+  }
+  if (ev.ring_doorbell) doorbell_due_ = true;
+  for (const auto& c : ev.completions) send_finished(c);
+  for (const auto& r : ev.retiers) report_retier(r, now);
+  if (ev.closed) {
+    close_result_ = *ev.closed;
+    if (close_id_) {
+      out_.push_back(close_done{*close_id_, *ev.closed});
+      close_id_.reset();
+    }
+  }
+  if (ev.failure) fail(*ev.failure);
+}
+
+void channel_core::take(const receiver_events& ev) {
+  for (const auto& f : ev.frames) ready_.push_back(f);
+  if (ev.peer_closed) out_.push_back(reached{step::close_received});
+  if (ev.credit_word) {
+    std::byte word[8];
+    put(word, *ev.credit_word);
+    place_control(control_block::credit_offset, word);
+  }
+  if (ev.flags_word) {
+    std::byte word[8];
+    put(word, *ev.flags_word);
+    place_control(control_block::flags_offset, word);
+  }
+  if (ev.ack) {
+    // Head and fields first, the tail flag in a write of its own after them: the sender trusts
+    // the fields once it sees the tail, and one write does not order its own bytes.
+    const auto ack = encode_ack(*ev.ack);
+    place_control(control_block::ack_offset, std::span(ack).first(ack_layout::tail));
+    if (may_write()) out_.push_back(reached{step::ack_head_written});
+    place_control(control_block::ack_offset + ack_layout::tail, std::span(ack).subspan(ack_layout::tail));
+  }
+  for (auto region : ev.released_regions) out_.push_back(release_region{region});
+  if (ev.ring_doorbell) doorbell_due_ = true;
+  if (ev.failure) return fail(*ev.failure);
+  if (ev.provision && may_write())
+    out_.push_back(provision{*ev.provision, options_.tiers[ev.provision->tier].ring_bytes()});
+}
+
+void channel_core::place_frame(const frame_write& w) {
+  auto& body = std::get<place>(out_.emplace_back(std::in_place_type<place>));
+  body.key = w.ring.key;
+  body.address = w.ring.address + w.offset;
+  const auto header = encode_header(w.header);
+  std::memcpy(body.prefix_bytes.data(), header.data(), header.size());
+  std::memcpy(body.prefix_bytes.data() + header.size(), w.inline_payload.data(), w.inline_length);
+  body.prefix_length = static_cast<std::uint32_t>(header.size() + w.inline_length);
+  body.source = w.source;
+  body.source_offset = w.source_offset;
+  body.source_length = w.source_length;
+
+  auto& tail = std::get<place>(out_.emplace_back(std::in_place_type<place>));
+  tail.key = w.ring.key;
+  tail.address = w.ring.address + w.trailer_at();
+  const auto trailer = encode_trailer(w.header.seq);
+  std::memcpy(tail.prefix_bytes.data(), trailer.data(), trailer.size());
+  tail.prefix_length = static_cast<std::uint32_t>(trailer.size());
+}
+
+void channel_core::place_control(std::size_t offset, std::span<const std::byte> bytes) {
+  if (!may_write()) return;
+  auto& p = std::get<place>(out_.emplace_back(std::in_place_type<place>));
+  p.key = setup_.peer_control_key;
+  p.address = setup_.peer_control_address + offset;
+  std::memcpy(p.prefix_bytes.data(), bytes.data(), bytes.size());
+  p.prefix_length = static_cast<std::uint32_t>(bytes.size());
+}
+
+void channel_core::send_finished(const send_completion& c) {
+  if (c.id == 0) return;  // a try_send, counted there
+  auto it = std::find_if(sends_.begin(), sends_.end(), [&](const pending_send& op) { return op.id == c.id; });
+  if (it == sends_.end()) return;
+  if (!c.ec) {
+    ++counters_.messages_sent;
+    counters_.bytes_sent += c.bytes;
+  }
+  out_.push_back(send_done{c.id, c.ec, c.ec ? 0 : c.bytes, std::move(it->message)});
+  sends_.erase(it);
+}
+
+void channel_core::report_retier(const retier_event& r, clock_time now) {
+  using what = retier_event::what;
+  if (r.kind == what::granted) ++(r.shrink ? counters_.shrinks : counters_.enlargements);
+  if (r.kind == what::denied) ++counters_.denials;
+  if (r.kind == what::timed_out) ++counters_.ack_timeouts;
+  if (r.kind == what::requested) requested_at_ = now;
+  const auto elapsed = r.kind == what::requested ? std::chrono::nanoseconds{0} : now - requested_at_;
+  out_.push_back(tier_changed{{public_kind(r.kind), r.shrink, r.from_tier, r.to_tier, r.trigger_length, elapsed}});
+}
+
+void channel_core::end_of_input() {
+  // One doorbell announces everything this input wrote, and comes after all of it.
+  if (std::exchange(doorbell_due_, false) && may_write()) out_.push_back(ring_doorbell{});
+}
+
+void channel_core::fail(std::error_code ec) {
+  if (failed_) return;
+  failed_ = ec;
+  sender_events tx_ev;
+  tx_.fail(ec, tx_ev);
+  take(tx_ev, clock_time{});
+  receiver_events rx_ev;
+  rx_.fail(ec, rx_ev);
+  take(rx_ev);
+  if (close_id_) {
+    out_.push_back(close_done{*close_id_, ec});
+    close_id_.reset();
+  }
+  if (!detached_) {
+    detached_ = true;
+    out_.push_back(detach{});
+  }
+  deliver();
+}
+
+channel_stats channel_core::stats() const {
+  channel_stats s = counters_;
+  s.send_tier = tx_.tier();
+  s.receive_tier = rx_.tier();
+  s.registered_bytes = setup_.control_bytes;
+  s.registered_bytes_by_tier.assign(options_.tiers.size(), 0);
+  for (const auto& ring : rx_.live_rings()) {
+    const auto bytes = options_.tiers[ring.tier].ring_bytes();
+    s.registered_bytes += bytes;
+    s.registered_bytes_by_tier[ring.tier] += bytes;
+  }
+  return s;
+}
+
+}  // namespace bellows::proto

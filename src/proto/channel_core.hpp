@@ -1,0 +1,152 @@
+#pragma once
+// One channel as a pure state machine: both directions (sender and receiver), the application's
+// pending operations and their buffers, reassembly of fragmented messages, discarding of what a
+// receive could not take, the lifecycle (open, closing, failed, aborted, detached) and the
+// statistics. Inputs are the application's requests, the driver's polls and the results of the
+// driver's work; outputs are the actions in proto/actions.hpp. No Asio, no system calls, no
+// clock: time comes in as an argument, so the core runs the same under the reactor and under
+// the simulator, and tests drive it deterministically.
+
+#include "proto/actions.hpp"
+#include "proto/receiver.hpp"
+#include "proto/sender.hpp"
+
+#include <bellows/detail/byte_ranges.hpp>
+#include <bellows/stats.hpp>
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace bellows::proto {
+
+/// Where both sides' memory is, as agreed when the channel was opened.
+struct core_setup {
+  local_ring ring;                     ///< our first receive ring
+  const std::byte* control = nullptr;  ///< our control block, written by the peer
+  std::uint64_t control_bytes = 0;
+  std::uint64_t peer_control_key = 0;
+  std::uint64_t peer_control_address = 0;
+  remote_ring peer_ring;  ///< the peer's first receive ring
+  remote_window peer_window;
+};
+
+class channel_core {
+ public:
+  channel_core(direction_options options, const core_setup& setup, clock_time now);
+
+  // ---- the application's requests; every id gets exactly one *_done action ----
+  /// Sends `message` whole; the ranges' memory stays the caller's and must outlive the send.
+  void send(std::uint64_t id, detail::gather message, clock_time now);
+  /// Writes the message now or not at all (see sender::try_send); counts it when written.
+  outcome<try_result> try_send(const detail::gather& message, clock_time now);
+  void receive(std::uint64_t id, detail::scatter into);
+  void receive_view(std::uint64_t id);
+  /// Graceful close of the sending direction; done once the peer consumed everything.
+  void close(std::uint64_t id, clock_time now);
+  /// Completes the operation with operation_aborted if it can still be undone: a receive, a
+  /// close wait, or a send that has written nothing.
+  void cancel(std::uint64_t id);
+  void cancel_all();
+  /// Local teardown: pending operations end with channel_closed.
+  void abort();
+  /// The application let go of a zero-copy view.
+  void release(frame_token token);
+
+  // ---- the driver's side ----
+  /// Reads the control block and the ring, writes what can be written, delivers what arrived.
+  void poll(clock_time now);
+  /// The answer to a `provision` action: the ring registered, or none (budget short).
+  /// `provisioning` is how long registering took, for the tier event.
+  /// `under_pressure`: the budget is short, so a larger ring is granted with a request to
+  /// shrink back soon.
+  void provisioned(const provision_request& request, std::optional<local_ring> ring,
+                   std::chrono::nanoseconds provisioning, bool under_pressure);
+  /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
+  void set_pressure(bool on);
+  /// The peer detached the channel: take what it wrote, write nothing more, tell it we let go
+  /// too, and fail with connection_reset.
+  void peer_detached(clock_time now);
+  /// The link died (no socket left to say anything on): take what the peer wrote and fail.
+  void link_failed(std::error_code ec, clock_time now);
+  /// A `place` or doorbell could not be carried out; the channel fails with `ec`.
+  void write_failed(std::error_code ec);
+
+  /// Actions produced since the driver last took them, oldest first.
+  std::vector<action>& actions() noexcept { return out_; }
+
+  // ---- state ----
+  bool is_open() const noexcept { return !failed_; }
+  /// A receive is still waiting for a message.
+  bool receiving() const noexcept { return !receives_.empty(); }
+  /// The error a new operation gets on a channel that is not open.
+  std::error_code closed_reason() const noexcept;
+  bool failed() const noexcept { return static_cast<bool>(failed_); }
+  /// The peer has been told (or cannot be told any more) that we are gone.
+  bool detached() const noexcept { return detached_; }
+  /// The driver must poll on every pass: an ack or credit is awaited.
+  bool wants_watching() const noexcept;
+  /// When poll() must run next even if the peer rings nothing.
+  std::optional<clock_time> next_deadline() const noexcept;
+  channel_stats stats() const;
+  const direction_options& options() const noexcept { return options_; }
+  const sender& outgoing() const noexcept { return tx_; }
+  const receiver& incoming() const noexcept { return rx_; }
+
+ private:
+  struct pending_send {
+    std::uint64_t id;
+    std::unique_ptr<detail::gather> message;  // stable: the sender and `place` actions hold spans of it
+  };
+  struct pending_receive {
+    std::uint64_t id;
+    detail::scatter into;
+    bool view = false;
+    std::uint64_t filled = 0;
+    std::vector<std::byte> assembled;
+    bool started = false;
+  };
+
+  bool may_write() const noexcept { return !failed_ && !peer_gone_; }
+  void take(const sender_events& ev, clock_time now);
+  void take(const receiver_events& ev);
+  void settle(clock_time now);
+  void place_frame(const frame_write& w);
+  void place_control(std::size_t offset, std::span<const std::byte> bytes);
+  void report_retier(const retier_event& r, clock_time now);
+  void end_of_input();
+  void fail(std::error_code ec);
+  void send_finished(const send_completion& c);
+
+  // Delivery (channel_core_delivery.cpp): frames to pending receives, in order.
+  void deliver();
+  bool deliver_front();
+  void release_front();
+  /// Completes the front receive and removes it.
+  void finish_front(std::error_code ec, std::uint64_t length);
+  void end_receives();
+
+  direction_options options_;
+  core_setup setup_;
+  sender tx_;
+  receiver rx_;
+  sender_events tx_events_;
+  receiver_events rx_events_;
+  std::vector<action> out_;
+  std::deque<pending_send> sends_;
+  std::deque<pending_receive> receives_;
+  std::deque<inbound_frame> ready_;
+  std::optional<std::uint64_t> close_id_;
+  std::optional<std::error_code> close_result_;
+  bool discarding_ = false;
+  bool doorbell_due_ = false;
+  bool peer_gone_ = false;
+  bool detached_ = false;
+  bool aborted_ = false;
+  std::error_code failed_;
+  channel_stats counters_;
+  clock_time requested_at_{};
+};
+
+}  // namespace bellows::proto

@@ -1,0 +1,135 @@
+// Delivery: frames the receiver accepted, in ring order, matched with the application's pending
+// receives. A DATA frame is one message; FRAG_* frames are reassembled into the receive's
+// buffers (or into memory a view owns); whatever a receive could not take is discarded up to
+// the end of its message, so the next receive gets the next message.
+
+#include "proto/channel_core.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace bellows::proto {
+namespace {
+
+bool ends_message(frame_kind kind) { return kind == frame_kind::data || kind == frame_kind::frag_last; }
+
+/// Copies `bytes` into the scatter list starting at message offset `at`.
+void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const std::byte> bytes) {
+  for (auto part : into.parts()) {
+    if (bytes.empty()) return;
+    if (at >= part.size()) {
+      at -= part.size();
+      continue;
+    }
+    const std::size_t n = std::min<std::size_t>(part.size() - at, bytes.size());
+    std::memcpy(part.data() + at, bytes.data(), n);
+    bytes = bytes.subspan(n);
+    at = 0;
+  }
+}
+
+}  // namespace
+
+void channel_core::deliver() {
+  while (!ready_.empty() && deliver_front()) {
+  }
+  end_receives();
+}
+
+void channel_core::release_front() {
+  const frame_token token = ready_.front().token;
+  ready_.pop_front();
+  receiver_events ev;
+  rx_.release(token, ev);
+  take(ev);
+}
+
+void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
+  pending_receive& op = receives_.front();
+  if (op.view) {
+    out_.push_back(view_done{op.id, ec, {}, {}, {}, false});
+  } else {
+    if (!ec) {
+      ++counters_.messages_received;
+      counters_.bytes_received += length;
+    }
+    out_.push_back(receive_done{op.id, ec, ec ? 0 : length});
+  }
+  receives_.pop_front();
+}
+
+bool channel_core::deliver_front() {
+  const inbound_frame f = ready_.front();
+  const bool last = ends_message(f.kind);
+  if (discarding_) {
+    if (last) discarding_ = false;
+    release_front();
+    return true;
+  }
+  if (receives_.empty()) return false;
+  pending_receive& op = receives_.front();
+
+  if (f.kind == frame_kind::data) {
+    if (op.view) {
+      // The frame stays in the ring until the view lets go of it.
+      ready_.pop_front();
+      ++counters_.messages_received;
+      counters_.bytes_received += f.payload.size();
+      out_.push_back(view_done{op.id, {}, f.token, f.payload, {}, true});
+      receives_.pop_front();
+      return true;
+    }
+    const bool fits = f.payload.size() <= op.into.length;
+    if (fits) copy_into(op.into, 0, f.payload);
+    release_front();
+    finish_front(fits ? std::error_code{} : make_error_code(error::message_size), f.payload.size());
+    return true;
+  }
+
+  if (f.kind == frame_kind::frag_first) {
+    op.started = true;
+    op.filled = 0;
+    if (!op.view && f.message_length > op.into.length) {
+      discarding_ = true;
+      release_front();
+      finish_front(make_error_code(error::message_size), 0);
+      return true;
+    }
+    // The announced total is the peer's word; grow with what actually arrives.
+    if (op.view) op.assembled.reserve(std::min<std::uint64_t>(f.message_length, std::uint64_t{1} << 24));
+  }
+  if (op.view) {
+    op.assembled.insert(op.assembled.end(), f.payload.begin(), f.payload.end());
+  } else {
+    copy_into(op.into, op.filled, f.payload);
+  }
+  op.filled += f.payload.size();
+  release_front();
+  if (!last) return true;
+  if (op.view) {
+    ++counters_.messages_received;
+    counters_.bytes_received += op.filled;
+    out_.push_back(view_done{op.id, {}, {}, {}, std::move(op.assembled), false});
+    receives_.pop_front();
+  } else {
+    finish_front({}, op.filled);
+  }
+  return true;
+}
+
+void channel_core::end_receives() {
+  if (receives_.empty()) return;
+  std::error_code end;
+  if (rx_.peer_closed() && ready_.empty()) {
+    end = make_error_code(error::end_of_stream);
+  } else if (failed_) {
+    // Whole messages still in the ring are handed out first; a partial one never is.
+    if (std::any_of(ready_.begin(), ready_.end(), [](const inbound_frame& f) { return ends_message(f.kind); })) return;
+    ready_.clear();
+    end = failed_;
+  }
+  if (!end) return;
+  while (!receives_.empty()) finish_front(end, 0);
+}
+
+}  // namespace bellows::proto

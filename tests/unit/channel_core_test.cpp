@@ -1,0 +1,219 @@
+// The channel core alone: two cores whose actions a few lines of test code carry out over plain
+// heap memory (a `place` is a memcpy to the address it names). What is checked is the order of
+// the actions, which is the contract every driver relies on: a frame's trailer after its body,
+// an ack's tail after its head and fields, the doorbell after everything it announces, each
+// operation completed exactly once, and the named steps where they happen.
+#include "proto/channel_core.hpp"
+#include "support/messages.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <map>
+#include <variant>
+
+using namespace bellows;
+using namespace bellows::proto;
+using namespace std::chrono_literals;
+
+namespace {
+
+template <class... Fn>
+struct overloaded : Fn... {
+  using Fn::operator()...;
+};
+template <class... Fn>
+overloaded(Fn...) -> overloaded<Fn...>;
+
+/// One side's memory: a control block and rings, each a heap block whose address is its key.
+struct memory {
+  std::map<std::uint64_t, std::vector<std::byte>> blocks;
+  std::uint64_t next_region = 1;
+  local_ring add_ring(std::uint64_t bytes) {
+    auto& b = blocks[next_region];
+    b.resize(bytes);
+    const auto address = reinterpret_cast<std::uint64_t>(b.data());
+    return local_ring{next_region++, address, address, b.data(), 0, 0};
+  }
+};
+
+/// Which kind of action, in order, for compact expectations.
+std::string names(const std::vector<action>& actions) {
+  std::string out;
+  for (const auto& a : actions) {
+    if (!out.empty()) out += ' ';
+    out += std::visit(overloaded{[](const place& p) { return "place" + std::to_string(p.prefix_length); },
+                                 [](const ring_doorbell&) { return std::string("doorbell"); },
+                                 [](const provision&) { return std::string("provision"); },
+                                 [](const release_region&) { return std::string("release"); },
+                                 [](const send_done&) { return std::string("send_done"); },
+                                 [](const receive_done&) { return std::string("receive_done"); },
+                                 [](const view_done&) { return std::string("view_done"); },
+                                 [](const close_done&) { return std::string("close_done"); },
+                                 [](const tier_changed&) { return std::string("tier"); },
+                                 [](const reached& r) { return std::string("@") + to_string(r.step); },
+                                 [](const detach&) { return std::string("detach"); }},
+                      a);
+  }
+  return out;
+}
+
+struct pair_of_cores {
+  pair_of_cores() {
+    auto table = *tier_table::make(default_tiers());
+    direction_options o{table, 1ms, 1s, 100ms, 1u << 24};
+    local_ring ring[2];
+    for (int s = 0; s < 2; ++s) {
+      control[s].resize(control_block::size);
+      ring[s] = mem[s].add_ring(table[0].ring_bytes());
+    }
+    for (int s = 0; s < 2; ++s) {
+      const int p = 1 - s;
+      core_setup setup{ring[s],
+                       control[s].data(),
+                       control_block::size,
+                       0,
+                       reinterpret_cast<std::uint64_t>(control[p].data()),
+                       remote_ring{ring[p].key, ring[p].address, 0, 0},
+                       remote_window{0, 0, UINT64_MAX, true}};
+      cores[s].emplace(o, setup, clock_time{});
+    }
+  }
+
+  /// Carries out side `s`'s actions and returns them, as a driver would.
+  std::vector<action> run(int s) {
+    std::vector<action> all;
+    while (!cores[s]->actions().empty()) {
+      auto batch = std::exchange(cores[s]->actions(), {});
+      for (auto& a : batch) {
+        if (auto* p = std::get_if<place>(&a)) {
+          auto* at = reinterpret_cast<std::byte*>(p->address);
+          std::memcpy(at, p->prefix().data(), p->prefix_length);
+          at += p->prefix_length;
+          for_each_piece(p->source, p->source_offset, p->source_length, [&](auto piece) {
+            std::memcpy(at, piece.data(), piece.size());
+            at += piece.size();
+          });
+        }
+        if (auto* p = std::get_if<provision>(&a)) {
+          auto ring = mem[s].add_ring(p->bytes);
+          ring.tier = p->request.tier;
+          cores[s]->provisioned(p->request, ring, 1us, false);
+        }
+        all.push_back(std::move(a));
+      }
+    }
+    return all;
+  }
+
+  static detail::gather ranges(const std::vector<std::byte>& bytes) {
+    detail::gather g;
+    g.single = bytes;
+    g.length = bytes.size();
+    return g;
+  }
+
+  memory mem[2];
+  std::vector<std::byte> control[2];
+  std::optional<channel_core> cores[2];
+};
+
+}  // namespace
+
+TEST_CASE("core: a message is placed body then trailer, completed, then the doorbell rung", "[core]") {
+  pair_of_cores c;
+  const auto message = test::random_bytes(100, 1);
+  c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+  const auto sent = c.run(0);
+  CHECK(names(sent) == "place16 place8 send_done doorbell");
+  const auto& body = std::get<place>(sent[0]);
+  const auto& trailer = std::get<place>(sent[1]);
+  CHECK(trailer.address == body.address + trailer_offset(message.size()));
+  CHECK(std::get<send_done>(sent[2]).id == 7);
+  CHECK(std::get<send_done>(sent[2]).bytes == message.size());
+
+  std::vector<std::byte> got(200);
+  detail::scatter into;
+  into.single = got;
+  into.length = got.size();
+  c.cores[1]->receive(9, into);
+  c.cores[1]->poll(clock_time{});
+  const auto received = c.run(1);
+  REQUIRE(names(received) == "receive_done");
+  CHECK(std::get<receive_done>(received[0]).bytes == message.size());
+  CHECK(std::equal(message.begin(), message.end(), got.begin()));
+  CHECK(c.cores[1]->stats().messages_received == 1);
+  CHECK(c.cores[0]->stats().messages_sent == 1);
+}
+
+TEST_CASE("core: an enlargement names its steps, and the ack's tail is written after its head", "[core]") {
+  pair_of_cores c;
+  const auto message = test::random_bytes(20'000, 2);  // needs tier 1
+  c.cores[0]->send(1, pair_of_cores::ranges(message), clock_time{});
+  CHECK(names(c.run(0)) == "@before ENLARGE_REQ place32 place8 @after ENLARGE_REQ tier doorbell");
+
+  c.cores[1]->poll(clock_time{});
+  const auto answer = c.run(1);
+  // The receiver provisions (the test driver answers at once), then acks in two writes.
+  CHECK(names(answer) ==
+        "provision @after provisioning place48 @between ack head and tail place8 release tier doorbell");
+  const auto& head = std::get<place>(answer[2]);
+  const auto& tail = std::get<place>(answer[4]);
+  CHECK(tail.address == head.address + ack_layout::tail);
+
+  c.cores[0]->poll(1us);
+  const auto resumed = c.run(0);
+  CHECK(names(resumed) == "place16 place8 send_done tier doorbell");
+  CHECK(c.cores[0]->stats().enlargements == 1);
+  CHECK(c.cores[0]->stats().send_tier == 1);
+}
+
+TEST_CASE("core: cancellation, oversized sends and abort complete each operation once", "[core]") {
+  pair_of_cores c;
+  auto& a = *c.cores[0];
+  const auto huge = test::random_bytes((1u << 24) + 1, 3);
+  a.send(1, pair_of_cores::ranges(huge), clock_time{});
+  auto out = c.run(0);
+  REQUIRE(names(out) == "send_done");
+  CHECK(std::get<send_done>(out[0]).ec == error::message_size);
+  CHECK(a.is_open());
+
+  a.receive_view(2);
+  a.receive_view(3);
+  CHECK(c.run(0).empty());
+  a.cancel(2);
+  out = c.run(0);
+  REQUIRE(names(out) == "view_done");
+  CHECK(std::get<view_done>(out[0]).ec == cancelled());
+  a.cancel(2);  // once only
+  CHECK(c.run(0).empty());
+
+  a.abort();
+  out = c.run(0);
+  CHECK(names(out) == "view_done detach");
+  CHECK(std::get<view_done>(out[0]).ec == error::channel_closed);
+  CHECK_FALSE(a.is_open());
+  a.abort();
+  CHECK(c.run(0).empty());
+  a.send(4, pair_of_cores::ranges(huge), clock_time{});
+  out = c.run(0);
+  REQUIRE(names(out) == "send_done");
+  CHECK(std::get<send_done>(out[0]).ec == error::channel_closed);
+}
+
+TEST_CASE("core: a peer gone writes nothing more and ends pending operations", "[core]") {
+  pair_of_cores c;
+  const auto message = test::random_bytes(300, 4);
+  c.cores[0]->send(1, pair_of_cores::ranges(message), clock_time{});
+  c.run(0);
+  c.cores[1]->receive_view(5);
+  c.cores[1]->receive_view(6);
+  c.cores[1]->link_failed(make_error_code(error::connection_reset), clock_time{});
+  const auto out = c.run(1);
+  // What the peer wrote before it went is delivered; then the rest fail; no detach on a dead link.
+  CHECK(names(out) == "view_done view_done");
+  CHECK_FALSE(std::get<view_done>(out[0]).ec);
+  CHECK(std::get<view_done>(out[0]).bytes.size() == message.size());
+  CHECK(std::get<view_done>(out[1]).ec == error::connection_reset);
+  CHECK(c.cores[1]->detached());
+}
