@@ -24,9 +24,12 @@ namespace bellows::proto {
 /// Copies `prefix` then bytes [source_offset, source_offset + source_length) of `source` to
 /// `address` under `key` in the peer's registered memory, as one write.
 struct place {
+  /// Leaves prefix_bytes uninitialized: only the first prefix_length bytes are ever read.
+  place() noexcept {}  // NOLINT: a user-provided constructor, so value-initialization skips zeroing
+
   std::uint64_t key = 0;
   std::uint64_t address = 0;
-  std::array<std::byte, 56> prefix_bytes{};
+  std::array<std::byte, 48> prefix_bytes;  ///< a frame's header and inline payload, or an ack's body
   std::uint32_t prefix_length = 0;
   gather_list source;
   std::uint64_t source_offset = 0;

@@ -58,7 +58,15 @@ void channel_core::send(std::uint64_t id, detail::gather message, clock_time now
     // The peer would have to break the channel over it; refusing it here loses nothing else.
     return out_.push_back(send_done{id, make_error_code(error::message_size), 0, nullptr});
   }
-  auto& op = sends_.emplace_back(pending_send{id, std::make_unique<detail::gather>(std::move(message))});
+  std::unique_ptr<detail::gather> ranges;
+  if (spare_ranges_.empty()) {
+    ranges = std::make_unique<detail::gather>(std::move(message));
+  } else {
+    ranges = std::move(spare_ranges_.back());
+    spare_ranges_.pop_back();
+    *ranges = std::move(message);
+  }
+  auto& op = sends_.emplace_back(pending_send{id, std::move(ranges)});
   tx_events_.clear();
   tx_.submit(id, {op.message->parts(), op.message->length}, now, tx_events_);
   tx_.step(setup_.control, now, tx_events_);
@@ -132,6 +140,11 @@ void channel_core::cancel(std::uint64_t id) {
     out_.push_back(send_done{id, cancelled(), 0, std::move(s->message)});
     sends_.erase(s);
   }
+}
+
+void channel_core::recycle(std::unique_ptr<detail::gather> ranges) {
+  // A few are enough: a channel rarely has more sends finishing in one batch.
+  if (ranges && spare_ranges_.size() < 4) spare_ranges_.push_back(std::move(ranges));
 }
 
 void channel_core::cancel_all() {
@@ -324,7 +337,11 @@ void channel_core::send_finished(const send_completion& c) {
     counters_.bytes_sent += c.bytes;
   }
   out_.push_back(send_done{c.id, c.ec, c.ec ? 0 : c.bytes, std::move(it->message)});
-  sends_.erase(it);
+  if (it == sends_.begin()) {
+    sends_.pop_front();
+  } else {
+    sends_.erase(it);
+  }
 }
 
 void channel_core::report_retier(const retier_event& r, clock_time now) {
@@ -339,7 +356,7 @@ void channel_core::report_retier(const retier_event& r, clock_time now) {
 
 void channel_core::end_of_input() {
   // One doorbell announces everything this input wrote, and comes after all of it.
-  if (std::exchange(doorbell_due_, false) && may_write()) out_.push_back(ring_doorbell{});
+  if (std::exchange(doorbell_due_, false) && may_write()) out_.emplace_back(std::in_place_type<ring_doorbell>);
 }
 
 void channel_core::fail(std::error_code ec) {

@@ -75,6 +75,9 @@ class channel_core {
 
   /// Actions produced since the driver last took them, oldest first.
   std::vector<action>& actions() noexcept { return out_; }
+  /// Hands back the range list of a send_done once it is carried out, so that the next send
+  /// reuses it instead of allocating (optional: dropping it is correct too).
+  void recycle(std::unique_ptr<detail::gather> ranges);
 
   // ---- state ----
   bool is_open() const noexcept { return !failed_; }
@@ -135,6 +138,7 @@ class channel_core {
   receiver_events rx_events_;
   std::vector<action> out_;
   std::deque<pending_send> sends_;
+  std::vector<std::unique_ptr<detail::gather>> spare_ranges_;
   std::deque<pending_receive> receives_;
   std::deque<inbound_frame> ready_;
   std::optional<std::uint64_t> close_id_;

@@ -31,6 +31,7 @@ void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const st
 }  // namespace
 
 void channel_core::deliver() {
+  if (ready_.empty() && !failed_ && !rx_.peer_closed()) return;  // nothing to hand out or to end
   while (!ready_.empty() && deliver_front()) {
   }
   end_receives();

@@ -89,12 +89,12 @@ void channel_state::start_send(std::uint64_t id, gather message, size_completion
   reactor_.op_started();
   sized_.add(id, std::move(done));
   core_.send(id, std::move(message), now_for_deadlines());
-  run();
+  run_and_rearm();
 }
 
 send_status channel_state::try_send(const gather& message, std::error_code& ec) {
   auto result = core_.try_send(message, now_for_deadlines());
-  run();
+  run_and_rearm();
   ec = {};
   if (result && *result == proto::try_result::written && core_.failed()) result = core_.closed_reason();
   if (!result) {
@@ -130,22 +130,22 @@ void channel_state::start_close(std::uint64_t id, close_completion done) {
   reactor_.op_started();
   closes_.add(id, std::move(done));
   core_.close(id, now());
-  run();
+  run_and_rearm();
 }
 
 void channel_state::cancel(std::uint64_t id) {
   core_.cancel(id);
-  run();
+  run_and_rearm();
 }
 
 void channel_state::cancel_all() {
   core_.cancel_all();
-  run();
+  run_and_rearm();
 }
 
 void channel_state::abort() {
   core_.abort();
-  run();
+  run_and_rearm();
 }
 
 void channel_state::release(frame_ref frame) {
@@ -157,24 +157,24 @@ void channel_state::release(frame_ref frame) {
 
 void channel_state::set_pressure(bool on) {
   core_.set_pressure(on);
-  run();
+  run_and_rearm();
 }
 
 void channel_state::on_doorbell() { reactor_.activate(this); }
 
 void channel_state::on_peer_detached() {
   core_.peer_detached(now());
-  run();
+  run_and_rearm();
 }
 
 void channel_state::on_link_failed(std::error_code ec) {
   core_.link_failed(ec, now());
-  run();
+  run_and_rearm();
 }
 
 void channel_state::poll(proto::clock_time t) {
   core_.poll(t);
-  run();
+  run_and_rearm();
 }
 
 void channel_state::shutdown() {
@@ -198,6 +198,10 @@ void channel_state::run() {
   }
   write_error_.clear();
   running_ = false;
+}
+
+void channel_state::run_and_rearm() {
+  run();
   after_run();
 }
 
@@ -232,6 +236,7 @@ void channel_state::carry_out(const proto::release_region& a) { link_->release_r
 
 void channel_state::carry_out(proto::send_done& a) {
   const std::error_code ec = a.ec ? a.ec : write_error_;
+  core_.recycle(std::move(a.ranges));
   if (auto done = sized_.take(a.id)) complete(*done, for_asio(ec), ec ? 0 : a.bytes);
 }
 

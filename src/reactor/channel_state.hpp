@@ -28,13 +28,13 @@ namespace bellows::detail {
 
 class reactor;
 
-/// Completion handlers of pending operations, by operation id.
+/// Completion handlers of pending operations, by operation id. A channel has a handful pending
+/// at most, and they usually finish in the order they started: a vector searched from the front.
 template <class Completion>
 class waiting_ops {
  public:
   void add(std::uint64_t id, Completion done) { ops_.emplace_back(id, std::move(done)); }
   std::optional<Completion> take(std::uint64_t id) {
-    // Operations usually finish in the order they started: the search ends at the front.
     for (auto it = ops_.begin(); it != ops_.end(); ++it) {
       if (it->first != id) continue;
       Completion done = std::move(it->second);
@@ -46,7 +46,7 @@ class waiting_ops {
   void clear() { ops_.clear(); }
 
  private:
-  std::deque<std::pair<std::uint64_t, Completion>> ops_;
+  std::vector<std::pair<std::uint64_t, Completion>> ops_;
 };
 
 class channel_state final : public fabric::channel_endpoint, public std::enable_shared_from_this<channel_state> {
@@ -92,6 +92,9 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   proto::clock_time now_for_deadlines() const;
   /// Carries out the core's actions, including those that carrying them out produces.
   void run();
+  /// run(), then tells the reactor whether to watch the channel and when its timer is due: for
+  /// inputs that may change what the sender waits for (a receive or a release cannot).
+  void run_and_rearm();
   void carry_out(const proto::place& a);
   void carry_out(const proto::ring_doorbell& a);
   void carry_out(const proto::provision& a);

@@ -1,4 +1,4 @@
-#include "fabric/verbs/address.hpp"
+#include "fabric/registry.hpp"
 #include "reactor/channel_state.hpp"
 #include "reactor/reactor.hpp"
 
@@ -12,16 +12,11 @@
 namespace bellows::detail {
 namespace {
 
-constexpr std::string_view shm_scheme = "shm://";
-constexpr std::string_view rdma_scheme = "rdma://";
-
 /// An async_connect in flight; `done` is empty once it completed or was cancelled.
 struct pending_connect {
   channel_completion done;
   channel_options options;
-  std::shared_ptr<shm::link> shm_link;
-  std::uint32_t shm_id = 0;
-  std::shared_ptr<verbs::network::pending_open> rdma_open;
+  std::shared_ptr<fabric::pending_open> open;
 };
 
 void finish(reactor& r, pending_connect& p, std::error_code ec, channel ch = {}) {
@@ -31,40 +26,17 @@ void finish(reactor& r, pending_connect& p, std::error_code ec, channel ch = {})
 }
 
 /// The peer accepted: the channel's state joins the reactor, or the link is undone.
-void opened(reactor& r, pending_connect& p, const std::shared_ptr<fabric::link>& link, fabric::channel_setup setup) {
+void opened(reactor& r, pending_connect& p, fabric::opened_channel c) {
   // The opener's tier table governs the channel; the peer accepted it as sent.
-  setup.tiers = p.options.tiers;
-  setup.max_message_size = p.options.max_message_size;
-  auto state = channel_state::make(r, link, setup, p.options);
+  c.setup.tiers = p.options.tiers;
+  c.setup.max_message_size = p.options.max_message_size;
+  auto state = channel_state::make(r, c.carrier, c.setup, p.options);
   if (!state) {
-    link->send_detach(setup.peer_id);
-    link->retire(setup.local_id, {setup.control.handle, setup.ring.handle});
+    c.carrier->send_detach(c.setup.peer_id);
+    c.carrier->retire(c.setup.local_id, {c.setup.control.handle, c.setup.ring.handle});
     return finish(r, p, state.failure());
   }
   finish(r, p, {}, channel(std::move(*state)));
-}
-
-void connect_shm(reactor& r, const std::shared_ptr<pending_connect>& p, const std::string& name) {
-  auto link = r.client_link(name);
-  if (!link) return finish(r, *p, link.failure());
-  p->shm_link = *link;
-  p->shm_id = (*link)->open_channel(p->options.tiers, p->options.max_message_size,
-                                    [&r, p](proto::outcome<fabric::channel_setup> setup) {
-                                      if (!p->done) return;  // cancelled
-                                      if (!setup) return finish(r, *p, setup.failure());
-                                      opened(r, *p, p->shm_link, std::move(*setup));
-                                    });
-}
-
-void connect_rdma(reactor& r, const std::shared_ptr<pending_connect>& p, std::string_view host_port) {
-  auto to = verbs::resolve(host_port, false);
-  if (!to) return finish(r, *p, to.failure());
-  p->rdma_open = r.rdma().open(*to, p->options.tiers, p->options.max_message_size,
-                               [&r, p](proto::outcome<verbs::opened_channel> result) {
-                                 if (!p->done) return;
-                                 if (!result) return finish(r, *p, result.failure());
-                                 opened(r, *p, result->link, std::move(result->setup));
-                               });
 }
 
 }  // namespace
@@ -76,24 +48,23 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
   auto p = std::make_shared<pending_connect>();
   p->done = std::move(done);
   p->options = std::move(options);
-  const std::string_view target(uri);
-  const bool shm = target.starts_with(shm_scheme) && target.size() > shm_scheme.size();
-  const bool rdma = target.starts_with(rdma_scheme) && target.size() > rdma_scheme.size();
-  if ((!shm && !rdma) || target.find('\0') != std::string_view::npos || !proto::tier_table::make(p->options.tiers) ||
+  const auto parts = fabric::split_uri(uri);
+  fabric::connector* via = parts ? r.connector_for(parts->scheme) : nullptr;
+  if (via == nullptr || parts->address.empty() || !proto::tier_table::make(p->options.tiers) ||
       p->options.tiers.size() > proto::max_tiers)
     return finish(r, *p, make_error_code(error::invalid_argument));
 
-  if (shm) {
-    connect_shm(r, p, uri.substr(shm_scheme.size()));
-  } else {
-    connect_rdma(r, p, target.substr(rdma_scheme.size()));
-  }
+  p->open = via->open(parts->address, p->options.tiers, p->options.max_message_size,
+                      [&r, p](proto::outcome<fabric::opened_channel> result) {
+                        if (!p->done) return;  // cancelled
+                        if (!result) return finish(r, *p, result.failure());
+                        opened(r, *p, std::move(*result));
+                      });
   if (!p->done || !slot.is_connected()) return;
   slot.assign([&r, weak = std::weak_ptr<pending_connect>(p)](asio::cancellation_type) {
     auto pending = weak.lock();
     if (!pending || !pending->done) return;
-    if (pending->shm_link && pending->shm_id != 0) pending->shm_link->cancel_open(pending->shm_id);
-    if (pending->rdma_open) r.rdma().cancel(pending->rdma_open);
+    if (pending->open) pending->open->cancel();
     finish(r, *pending, asio::error::operation_aborted);
   });
 }

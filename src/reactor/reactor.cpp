@@ -3,6 +3,8 @@
 #include "reactor/acceptor_state.hpp"
 #include "reactor/channel_state.hpp"
 
+#include "fabric/registry.hpp"
+
 #include <bellows/connect.hpp>
 #include <bellows/error.hpp>
 
@@ -27,9 +29,14 @@ inline void cpu_relax() noexcept {
 
 }  // namespace
 
-reactor::reactor(asio::io_context& io) : asio::execution_context::service(io), io_(io), wake_(io) {
+reactor::reactor(asio::io_context& io)
+    : asio::execution_context::service(io),
+      io_(io),
+      wake_(io),
+      host_{io, budget_, -1, options_, [this](std::shared_ptr<fabric::poller> p) { serve(std::move(p)); }} {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "bellows reactor eventfd");
+  host_.wake_fd = wake_fd_;
   wake_.assign(wake_fd_);
   last_work_ = std::chrono::steady_clock::now();
 }
@@ -52,55 +59,25 @@ void reactor::shutdown() {
   shut_down_ = true;
   for (auto* ch : channels_) ch->shutdown();
   for (auto* a : acceptors_) a->shutdown();
-  for (auto& l : links_) l->shutdown();
-  for (auto& [name, weak] : client_links_)
-    if (auto l = weak.lock()) l->shutdown();
-  links_.clear();
-  client_links_.clear();
-  if (rdma_) rdma_->shutdown();
+  for (auto& p : pollers_) p->shutdown();
+  pollers_.clear();
+  connectors_.clear();
   // As Asio does with posted handlers at shutdown: destroyed, never invoked.
   deferred_.clear();
   asio::error_code ignored;
   wake_.close(ignored);
 }
 
-verbs::network& reactor::rdma() {
-  if (!rdma_) {
-    rdma_ = std::make_unique<verbs::network>(io_, budget_, wake_fd_);
-    if (!idle_) rdma_->arm();
-  }
-  return *rdma_;
+fabric::connector* reactor::connector_for(std::string_view scheme) {
+  if (auto it = connectors_.find(scheme); it != connectors_.end()) return it->second.get();
+  auto made = fabric::make_connector(scheme, host_);
+  if (!made) return nullptr;
+  return connectors_.emplace(std::string(scheme), std::move(made)).first->second.get();
 }
 
-proto::outcome<std::shared_ptr<shm::link>> reactor::client_link(const std::string& name) {
-  if (auto it = client_links_.find(name); it != client_links_.end()) {
-    if (auto l = it->second.lock(); l && !l->failed()) return l;
-  }
-  auto l = shm::link::connect(io_, name, {options_.shm_arena_bytes, options_.allow_other_users, wake_fd_}, budget_);
-  if (!l) return l.failure();
-  (*l)->set_hooks(nullptr, nullptr);
-  links_.push_back(*l);
-  client_links_[name] = *l;
-  if (!idle_) (*l)->arm();
-  return l;
-}
-
-void reactor::adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner) {
-  auto l = shm::link::accept(io_, fd, {options_.shm_arena_bytes, options_.allow_other_users, wake_fd_}, budget_);
-  if (!l) return;  // refused peer (another user) or no memory: its connect fails on EOF
-  (*l)->set_hooks(
-      [owner](shm::link& link, const fabric::channel_setup& setup) {
-        auto a = owner.lock();
-        return a && a->on_channel_opened(link.shared_from_this(), setup);
-      },
-      nullptr);
-  links_.push_back(*l);
-  if (!idle_) (*l)->arm();
-}
-
-void reactor::adopt_link(std::shared_ptr<fabric::link> l) {
-  links_.push_back(std::move(l));
-  if (!idle_) links_.back()->arm();
+void reactor::serve(std::shared_ptr<fabric::poller> p) {
+  if (!idle_) p->arm();
+  pollers_.push_back(std::move(p));
 }
 
 void reactor::remove_channel(channel_state* ch) {
@@ -147,8 +124,7 @@ void reactor::op_finished() {
 
 void reactor::wake_from_idle() {
   idle_ = false;
-  for (auto& l : links_) l->arm();
-  if (rdma_) rdma_->arm();
+  for (auto& p : pollers_) p->arm();
   last_work_ = std::chrono::steady_clock::now();
   // Doorbells rung while nothing was pending wait in the rings; the first pass takes them.
   schedule_pass();
@@ -157,8 +133,7 @@ void reactor::wake_from_idle() {
 void reactor::go_idle() {
   // Nothing is pending anywhere: hold no outstanding work so io_context::run() can return.
   idle_ = true;
-  for (auto& l : links_) l->disarm();
-  if (rdma_) rdma_->disarm();
+  for (auto& p : pollers_) p->disarm();
   for (auto* ch : channels_) ch->disarm_timer();
   if (wake_armed_) {
     asio::error_code ignored;
@@ -174,11 +149,10 @@ void reactor::schedule_pass() {
 
 std::size_t reactor::poll_round() {
   std::size_t work = 0;
-  for (std::size_t i = 0; i < links_.size(); ++i) {
-    links_[i]->woke_up();
-    work += links_[i]->drain_doorbells();
+  for (std::size_t i = 0; i < pollers_.size(); ++i) {
+    pollers_[i]->woke_up();
+    work += pollers_[i]->poll();
   }
-  if (rdma_) work += rdma_->poll();
   polling_now_.swap(active_);
   for (std::size_t i = 0; i < polling_now_.size(); ++i) {
     if (channel_state* ch = polling_now_[i]) {
@@ -242,7 +216,7 @@ void reactor::pass() {
     std::size_t found = poll_round();
     if (found == 0 && ops_ != 0 && active_.empty() && deferred_.empty()) found = spin_for_work(slice_end);
     in_poll_ = false;
-    drop_dead_links();
+    drop_finished_pollers();
     update_pressure();
     const bool dispatching = !deferred_.empty();
     run_deferred();
@@ -256,8 +230,8 @@ void reactor::pass() {
   if (shut_down_) return;
   const auto now = last_clock_reading();
   if (!deferred_.empty() || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
-  // Closing RDMA links still wait for their last writes to complete before they let go.
-  if (ops_ == 0 && !(rdma_ && rdma_->busy())) return go_idle();
+  // Closing connections may still wait for their last writes to complete before they let go.
+  if (ops_ == 0 && !pollers_busy()) return go_idle();
   if (polling_) return schedule_pass();
   sleep();
 }
@@ -275,7 +249,8 @@ void reactor::update_pressure() {
   if (budget_.limit == SIZE_MAX) return;
   // Registrations kept warm for reuse count against the budget: when it runs short they go
   // first, or pressure would never lift.
-  if (rdma_ && (refused || under_pressure_ || budget_.used > budget_.limit / 8 * 7)) rdma_->trim_cached();
+  if (refused || under_pressure_ || budget_.used > budget_.limit / 8 * 7)
+    for (auto& p : pollers_) p->trim();
   const bool short_now = refused || budget_.used > budget_.limit / 8 * 7;
   const bool relieved = budget_.used <= budget_.limit / 2;
   if (under_pressure_ == short_now || (under_pressure_ && !relieved)) return;
@@ -301,16 +276,12 @@ void reactor::run_deferred() {
 }
 
 void reactor::sleep() {
-  for (auto& l : links_) {
-    if (!l->prepare_to_sleep()) {
-      // A doorbell raced in while we were announcing sleep.
-      for (auto& other : links_) other->woke_up();
+  for (auto& p : pollers_) {
+    if (!p->prepare_to_sleep()) {
+      // Something raced in while we were announcing sleep.
+      for (auto& other : pollers_) other->woke_up();
       return schedule_pass();
     }
-  }
-  if (rdma_ && !rdma_->prepare_to_sleep()) {
-    for (auto& l : links_) l->woke_up();
-    return schedule_pass();
   }
   if (wake_armed_) return;
   wake_armed_ = true;
@@ -326,22 +297,23 @@ void reactor::sleep() {
   });
 }
 
-void reactor::drop_dead_links() {
-  std::erase_if(links_, [this](const std::shared_ptr<fabric::link>& l) {
-    // A client link nobody uses any more goes; its peer sees the socket close.
-    const bool unused_client = !l->name().empty() && l->unused();
-    if (!l->failed() && !unused_client) return false;
-    if (unused_client) client_links_.erase(l->name());
+void reactor::drop_finished_pollers() {
+  std::erase_if(pollers_, [](const std::shared_ptr<fabric::poller>& p) {
+    if (!p->finished()) return false;
     // Its pending socket wait would otherwise keep the io_context from running out of work.
-    l->disarm();
+    p->disarm();
     return true;
   });
+}
+
+bool reactor::pollers_busy() const {
+  return std::any_of(pollers_.begin(), pollers_.end(), [](const auto& p) { return p->busy(); });
 }
 
 context_stats reactor::stats() const {
   context_stats s;
   s.channels = channels_.size();
-  s.links = links_.size() + (rdma_ ? rdma_->links() : 0);
+  for (const auto& p : pollers_) s.links += p->connections();
   s.registered_bytes = budget_.used;
   s.registered_memory_budget = budget_.limit;
   for (const auto* ch : channels_) {

@@ -4,11 +4,13 @@
 // credit, the rings of channels that were rung) and resumes the operations waiting on them.
 // It spins while there is activity, then sleeps on an eventfd that peers write only when they
 // see it asleep, so an idle process burns no CPU. With no operation pending anywhere it holds
-// no outstanding work, so io_context::run() can return, exactly as with Asio sockets.
+// no outstanding work, so io_context::run() can return, exactly as with Asio sockets. Providers
+// reach it through two seams only: the pollers it polls and the connectors it finds by URI
+// scheme (fabric/poller.hpp, fabric/connector.hpp); it names none of them.
 
-#include "fabric/shm/arena.hpp"
-#include "fabric/shm/link.hpp"
-#include "fabric/verbs/network.hpp"
+#include "fabric/connector.hpp"
+#include "fabric/memory_budget.hpp"
+#include "fabric/poller.hpp"
 #include "proto/direction.hpp"
 #include "proto/step.hpp"
 
@@ -25,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -48,20 +51,14 @@ class reactor final : public asio::execution_context::service {
   asio::any_io_executor executor() { return io_.get_executor(); }
   void configure(const context_options& options);
   const context_options& options() const noexcept { return options_; }
-  shm::memory_budget& budget() noexcept { return budget_; }
-  /// The eventfd this reactor sleeps on; links write it to wake it.
+  fabric::memory_budget& budget() noexcept { return budget_; }
+  /// The eventfd this reactor sleeps on; pollers write it to wake it.
   int wake_fd() const noexcept { return wake_fd_; }
 
-  /// A link to shm://name, reusing the one already open to that peer.
-  proto::outcome<std::shared_ptr<shm::link>> client_link(const std::string& name);
-  /// Takes an accepted socket; `owner` is told about channels opened over it.
-  void adopt_server_link(int fd, const std::weak_ptr<acceptor_state>& owner);
-
-  /// The rdma:// side: rdma_cm, the devices' transports and their links (made on first use).
-  verbs::network& rdma();
-
-  /// Serves a link made elsewhere (the simulator's in-process pairs).
-  void adopt_link(std::shared_ptr<fabric::link> l);
+  /// The connector for URIs of `scheme`, made on first use; null for an unknown scheme.
+  fabric::connector* connector_for(std::string_view scheme);
+  /// Polls `p` on every pass from now on, until it is finished.
+  void serve(std::shared_ptr<fabric::poller> p);
 
   void add_acceptor(acceptor_state* a) { acceptors_.insert(a); }
   void remove_acceptor(acceptor_state* a) { acceptors_.erase(a); }
@@ -112,13 +109,14 @@ class reactor final : public asio::execution_context::service {
   void sleep();
   void wake_from_idle();
   void go_idle();
-  void drop_dead_links();
+  void drop_finished_pollers();
+  bool pollers_busy() const;
   void run_deferred();
   void update_pressure();
 
   asio::io_context& io_;
   context_options options_;
-  shm::memory_budget budget_;
+  fabric::memory_budget budget_;
   int wake_fd_ = -1;
   asio::posix::stream_descriptor wake_;
   bool wake_armed_ = false;
@@ -136,9 +134,9 @@ class reactor final : public asio::execution_context::service {
   std::size_t op_changes_ = 0;
   std::chrono::steady_clock::time_point last_work_;
   proto::clock_time pass_time_{};
-  std::vector<std::shared_ptr<fabric::link>> links_;
-  std::map<std::string, std::weak_ptr<shm::link>> client_links_;
-  std::unique_ptr<verbs::network> rdma_;
+  fabric::host host_;
+  std::vector<std::shared_ptr<fabric::poller>> pollers_;
+  std::map<std::string, std::unique_ptr<fabric::connector>, std::less<>> connectors_;
   std::unordered_set<channel_state*> channels_;
   std::unordered_set<acceptor_state*> acceptors_;
   std::vector<channel_state*> active_;

@@ -1,7 +1,7 @@
 // Channels whose peer dies, lies or idles: every pending operation ends with an error in
 // bounded time, a lying peer breaks only its own channel, and idle channels cost no CPU.
 
-#include "fabric/shm/link.hpp"
+#include "fabric/shm/connector.hpp"
 #include "proto/shared_access.hpp"
 #include "proto/wire.hpp"
 #include "reactor/reactor.hpp"
@@ -172,7 +172,9 @@ TEST_CASE("A peer writing garbage into ring or control block breaks only that ch
   bellows::channel good = connecting.get();
 
   // The bad channel is opened over the same link by hand, with no protocol engine behind it.
-  auto link = bellows::detail::reactor::of(io).client_link(name);
+  auto* shm = dynamic_cast<bellows::shm::connector*>(bellows::detail::reactor::of(io).connector_for("shm"));
+  REQUIRE(shm != nullptr);
+  auto link = shm->client_link(name);
   REQUIRE(link);
   std::optional<bellows::fabric::channel_setup> raw;
   (*link)->open_channel(bellows::default_tiers(), 1 << 20, [&](auto setup) {

@@ -11,8 +11,8 @@ sim_links make_sim_links(asio::io_context& io_a, asio::io_context& io_b, std::si
   auto& ra = detail::reactor::of(io_a);
   auto& rb = detail::reactor::of(io_b);
   auto [a, b] = sim_link::make_pair(io_a, ra.wake_fd(), budget_a, io_b, rb.wake_fd(), budget_b);
-  ra.adopt_link(a);
-  rb.adopt_link(b);
+  ra.serve(a);
+  rb.serve(b);
   return {a, b};
 }
 

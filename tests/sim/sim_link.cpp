@@ -194,7 +194,7 @@ void sim_link::wake() {
     const auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
-std::size_t sim_link::drain_doorbells() {
+std::size_t sim_link::poll() {
   if (failed_ || doorbells_.empty()) return 0;
   auto rung = std::exchange(doorbells_, {});
   for (auto id : rung)

@@ -5,6 +5,7 @@
 // doorbells back, or kill the link at that exact moment, which two real processes cannot do.
 
 #include "fabric/link.hpp"
+#include "fabric/poller.hpp"
 #include "sim/sim_provider.hpp"
 
 #include <bellows/tier.hpp>
@@ -29,7 +30,7 @@ struct link_write {
   std::size_t length = 0;
 };
 
-class sim_link final : public fabric::link, public std::enable_shared_from_this<sim_link> {
+class sim_link final : public fabric::link, public fabric::poller, public std::enable_shared_from_this<sim_link> {
  public:
   /// Called for every write this end issues, before it is placed; returns how many leading
   /// bytes to place now. The rest, and every later write, wait for release_writes().
@@ -62,15 +63,16 @@ class sim_link final : public fabric::link, public std::enable_shared_from_this<
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   void send_detach(std::uint32_t peer_id) override;
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
-  std::size_t drain_doorbells() override;
+
+  // fabric::poller
+  std::size_t poll() override;
   bool prepare_to_sleep() override;
   void woke_up() override { sleeping_ = false; }
   void arm() override {}
   void disarm() override {}
   void shutdown() override { failed_ = true; }
-  bool failed() const noexcept override { return failed_; }
-  bool unused() const noexcept override;
-  const std::string& name() const noexcept override { return no_name_; }
+  bool finished() const noexcept override { return failed_; }
+  bool unused() const noexcept;
 
   // fabric::provider
   proto::outcome<fabric::region> register_region(std::size_t length) override;
@@ -111,7 +113,6 @@ class sim_link final : public fabric::link, public std::enable_shared_from_this<
   bool sleeping_ = false;
   bool failed_ = false;
   bool killed_ = false;
-  static inline const std::string no_name_;
 };
 
 }  // namespace bellows::sim

@@ -1,6 +1,7 @@
 // Channels over rdma:// on a real device (Soft-RoCE in the rxe guest): acceptor and connector
 // in one process, talking through the device's loopback.
 
+#include "fabric/verbs/connector.hpp"
 #include "reactor/reactor.hpp"
 #include "support/messages.hpp"
 #include "support/rdma.hpp"
@@ -81,7 +82,8 @@ TEST_CASE("rdma: once warm, enlargements and shrinks reuse registrations: no ibv
   options.idle_shrink_after = 20ms;
   options.ack_timeout = 30s;
   bellows::acceptor acc(io.get_executor(), uri, options);
-  auto& network = bellows::detail::reactor::of(io).rdma();
+  auto& network =
+      dynamic_cast<bellows::verbs::connector&>(*bellows::detail::reactor::of(io).connector_for("rdma")).network();
   std::vector<std::uint64_t> registrations_after_cycle;
   int intact = 0;
   bool done = false;

@@ -7,6 +7,7 @@
 
 #include "fabric/endpoint.hpp"
 #include "fabric/link.hpp"
+#include "fabric/poller.hpp"
 #include "fabric/shm/arena.hpp"
 #include "fabric/shm/doorbell_ring.hpp"
 #include "fabric/shm/link_protocol.hpp"
@@ -35,7 +36,7 @@ struct link_options {
 /// The abstract socket name for shm://NAME.
 std::string socket_name(const std::string& name);
 
-class link final : public fabric::link, public std::enable_shared_from_this<link> {
+class link final : public fabric::link, public fabric::poller, public std::enable_shared_from_this<link> {
  public:
   using open_handler = std::function<void(proto::outcome<fabric::channel_setup>)>;
   /// Server side: a peer opens a channel. Return true after attaching an endpoint to
@@ -73,15 +74,18 @@ class link final : public fabric::link, public std::enable_shared_from_this<link
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
 
   /// Pops doorbells and reports them to endpoints; returns how many it found.
-  std::size_t drain_doorbells() override;
+  std::size_t poll() override;
   bool prepare_to_sleep() override;
   void woke_up() override;
   bool ready() const noexcept { return state_ == state::ready; }
-  bool failed() const noexcept override { return state_ == state::failed; }
+  bool failed() const noexcept { return state_ == state::failed; }
+  /// Failed, or a link this side opened that no channel uses any more (its peer then sees the
+  /// socket close).
+  bool finished() const noexcept override { return failed() || (!name_.empty() && unused()); }
   /// No channel is open or opening (retired ones may still await the peer's detach): the link
   /// can be dropped.
-  bool unused() const noexcept override;
-  const std::string& name() const noexcept override { return name_; }
+  bool unused() const noexcept;
+  const std::string& name() const noexcept { return name_; }
 
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;

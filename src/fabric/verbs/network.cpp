@@ -356,7 +356,7 @@ bool network::busy() const noexcept {
   return false;
 }
 
-void network::trim_cached() {
+void network::trim() {
   for (auto& [context, t] : transports_) t->pool().trim();
 }
 
@@ -366,7 +366,7 @@ std::uint64_t network::registrations() const noexcept {
   return n;
 }
 
-std::size_t network::links() const noexcept {
+std::size_t network::connections() const noexcept {
   std::size_t n = 0;
   for (const auto& [context, t] : transports_) n += t->links();
   return n;

@@ -5,6 +5,7 @@
 // in the private data; the acceptor's answer carries its own. Every step is an rdma_cm event
 // read through Asio: nothing blocks.
 
+#include "fabric/connector.hpp"
 #include "fabric/endpoint.hpp"
 #include "fabric/memory_budget.hpp"
 #include "fabric/verbs/cm_channel.hpp"
@@ -30,7 +31,8 @@ struct opened_channel {
   fabric::channel_setup setup;
 };
 
-class network {
+/// Polled by the reactor: the completion queues of every device's transport.
+class network final : public fabric::poller {
  public:
   using open_handler = std::function<void(proto::outcome<opened_channel>)>;
   /// A peer's channel is connected: return true after attaching an endpoint to it, false to
@@ -55,19 +57,21 @@ class network {
   proto::outcome<std::shared_ptr<listener>> listen(const sockaddr_storage& at, accepting_check accepting,
                                                    accept_hook on_accept);
 
-  std::size_t poll();
-  bool prepare_to_sleep();
-  void arm();
-  void disarm();
+  std::size_t poll() override;
+  bool prepare_to_sleep() override;
+  void woke_up() override {}
+  void arm() override;
+  void disarm() override;
   /// A closing link is flushing its last writes: the reactor keeps polling for them.
-  bool busy() const noexcept;
+  bool busy() const noexcept override;
   /// Unregisters the blocks the pools keep for reuse (the budget is short).
-  void trim_cached();
+  void trim() override;
+  void shutdown() override;
+  bool finished() const noexcept override { return false; }
+  /// Queue-pair links open or closing.
+  std::size_t connections() const noexcept override;
   /// ibv_reg_mr calls by the pools so far: once warm, enlargements add none.
   std::uint64_t registrations() const noexcept;
-  /// Queue-pair links open or closing.
-  std::size_t links() const noexcept;
-  void shutdown();
 
  private:
   struct pending_accept;

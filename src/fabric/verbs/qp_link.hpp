@@ -13,7 +13,6 @@
 
 #include <deque>
 #include <memory>
-#include <string>
 #include <vector>
 
 namespace bellows::verbs {
@@ -40,20 +39,14 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::size_t on_sends_completed(std::uint64_t up_to);
   /// The queue pair broke; the endpoint is told unless `quietly` (then on_failure tells it later).
   void on_failure(std::error_code ec, bool quietly = false);
-  void shutdown() override;
+  /// The io_context is going away: let go of the queue pair without touching its services.
+  void shutdown();
 
   // fabric::link
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   void send_detach(std::uint32_t peer_id) override;
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
-  std::size_t drain_doorbells() override { return 0; }  // the transport polls for every link
-  bool prepare_to_sleep() override { return true; }
-  void woke_up() override {}
-  void arm() override {}
-  void disarm() override {}
-  bool failed() const noexcept override { return state_ == state::failed || state_ == state::closed; }
-  bool unused() const noexcept override { return endpoint_ == nullptr; }
-  const std::string& name() const noexcept override { return name_; }
+  bool failed() const noexcept { return state_ == state::failed || state_ == state::closed; }
 
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;
@@ -98,7 +91,6 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::deque<std::uint64_t> signalled_;
   std::vector<std::uint64_t> graveyard_;
   std::vector<std::byte> inline_copy_;
-  std::string name_;
 };
 
 }  // namespace bellows::verbs

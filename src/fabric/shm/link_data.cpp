@@ -1,0 +1,86 @@
+// The data path of a shm link: doorbells in (polled by the reactor) and out, registered memory,
+// and one-sided writes into the peer's arena.
+#include "fabric/shm/link.hpp"
+
+#include "fabric/shm/bulk_copy.hpp"
+
+#include <bellows/error.hpp>
+
+#include <unistd.h>
+#include <algorithm>
+#include <cstring>
+
+namespace bellows::shm {
+
+std::size_t link::poll() {
+  if (state_ != state::ready) return 0;
+  std::size_t found = 0;
+  doorbell::drain(
+      arena_.header(), doorbells_consumed_,
+      [&](std::uint32_t id) {
+        ++found;
+        if (channel_slot* s = slot(id); s != nullptr && s->endpoint != nullptr) s->endpoint->on_doorbell();
+      },
+      [&] {
+        ++found;
+        for (auto& s : slots_)
+          if (s.in_use && s.endpoint != nullptr) s.endpoint->on_doorbell();
+      });
+  return found;
+}
+
+bool link::prepare_to_sleep() {
+  return state_ != state::ready || doorbell::prepare_to_sleep(arena_.header(), doorbells_consumed_);
+}
+void link::woke_up() {
+  if (state_ == state::ready) doorbell::woke_up(arena_.header());
+}
+
+proto::outcome<fabric::region> link::register_region(std::size_t length) {
+  auto r = arena_.allocate(length);
+  if (r) r->key = local_key_;
+  return r;
+}
+
+void link::release_region(std::uint64_t handle) { arena_.release(handle); }
+
+std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces pieces) {
+  if (state_ != state::ready) return make_error_code(error::connection_reset);
+  std::size_t total = 0;
+  for (auto p : pieces) total += p.size();
+  if (dst.key != peer_key_ || dst.address < arena::header_bytes || dst.address > peer_.size() ||
+      total > peer_.size() - dst.address || dst.address % 8 != 0)
+    return make_error_code(error::protocol_violation);
+  std::byte* out = peer_.base() + dst.address;
+  if (total < 8) {
+    for (auto p : pieces) out = static_cast<std::byte*>(std::memcpy(out, p.data(), p.size())) + p.size();
+    return {};
+  }
+  // Everything but the first word, then the first word with release: a reader that sees the
+  // first word (a frame's seq, an ack's head, a credit) with acquire sees the rest as well.
+  std::uint64_t first = 0;
+  std::size_t first_filled = 0;
+  std::size_t at = 0;
+  for (auto p : pieces) {
+    std::size_t skip = 0;
+    if (first_filled < 8) {
+      skip = std::min<std::size_t>(8 - first_filled, p.size());
+      std::memcpy(reinterpret_cast<std::byte*>(&first) + first_filled, p.data(), skip);
+      first_filled += skip;
+    }
+    if (p.size() > skip) copy_to_peer(out + at + skip, p.data() + skip, p.size() - skip);
+    at += p.size();
+  }
+  __atomic_store_n(reinterpret_cast<std::uint64_t*>(out), first, __ATOMIC_RELEASE);
+  return {};
+}
+
+void link::ring_doorbell(std::uint32_t peer_channel) {
+  if (state_ != state::ready) return;
+  if (doorbell::push(peer_.base(), peer_channel, peer_doorbells_)) {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(peer_wake_fd_, &one, sizeof one);
+  }
+}
+
+}  // namespace bellows::shm
