@@ -1,7 +1,7 @@
 #pragma once
 // Accepts channels that peers open to a URI (shm://NAME, or rdma://ADDRESS:PORT, where
-// ADDRESS may be 0.0.0.0 for every RDMA device). Like channel, it is used from the
-// thread running its io_context.
+// ADDRESS may be 0.0.0.0 for every RDMA device). Thread safety as for channel: distinct objects
+// are safe, a shared object is not; it is used from the thread running its io_context.
 
 #include <bellows/channel.hpp>
 #include <bellows/detail/channel_access.hpp>
@@ -48,19 +48,20 @@ class acceptor {
   executor_type get_executor() const noexcept { return detail::executor_of(*state_); }
   bool is_open() const noexcept { return state_ != nullptr; }
 
-  /// Completes with the next channel a peer opened. Cancellable (operation_aborted).
-  /// Signature: void(std::error_code, channel).
-  template <class CompletionToken = asio::default_completion_token_t<executor_type>>
+  using accept_signature = void(std::error_code, channel);
+
+  /// Takes the next channel a peer opened; channels opened while nobody accepts wait in order.
+  ///
+  /// @param token The completion token; signature `void(std::error_code ec, channel peer)`.
+  ///
+  /// Errors: asio::error::operation_aborted when the acceptor is closed while waiting.
+  /// Cancellation: any type (terminal, partial, total) completes the wait with
+  /// asio::error::operation_aborted and takes nothing.
+  template <ASIO_COMPLETION_TOKEN_FOR(accept_signature)
+                CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(CompletionToken&& token = {}) {
     if (!state_) throw std::system_error(make_error_code(error::channel_closed), "bellows::acceptor");
-    return asio::async_initiate<CompletionToken, void(std::error_code, channel)>(
-        [](auto handler, std::shared_ptr<detail::acceptor_state> s) {
-          const auto id = detail::next_operation_id(*s);
-          detail::on_cancellation(handler, s, id);
-          auto ex = detail::executor_of(*s);
-          detail::start_accept(s, id, detail::channel_completion(std::move(handler), ex));
-        },
-        token, state_);
+    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, &detail::start_accept);
   }
 
   /// Stops listening; pending accepts complete with operation_aborted and channels not yet

@@ -1,17 +1,18 @@
 #pragma once
 // A bidirectional message channel between two endpoints. One async_send is one message and is
-// received by exactly one async_receive, whole, in order. Like an Asio socket, a channel is
-// used from one thread (the one running its io_context) and is movable, not copyable.
+// received by exactly one async_receive, whole, in order.
+//
+// Thread safety: distinct objects are safe; a shared object is unsafe. Like an Asio socket, a
+// channel is used from the thread running its io_context (one thread per io_context for now;
+// strands of a pool are not supported yet). It is movable, not copyable.
 //
 // Every asynchronous operation takes an Asio completion token (a callback, use_awaitable,
-// use_future, experimental::as_tuple, experimental::deferred, ...) and completes with an
-// std::error_code first. Handlers never run inside the initiating function (there they are
-// posted to their associated executor). An operation completed by the reactor is dispatched
-// to that executor once the reactor's poll is over, as Asio's own sockets do: on the thread
-// running the io_context it runs at once, outside any bellows code. Buffers passed to an
-// operation must stay valid until it completes. Per-operation cancellation (a cancellation slot bound to the token, as
-// the `||` operator of awaitable operators does) completes a pending receive or close wait with
-// asio::error::operation_aborted, and a send only if it has not written anything yet.
+// use_future, experimental::as_tuple, experimental::deferred, ...) whose signature begins with
+// std::error_code. A handler never runs inside the initiating function: an operation that
+// completes at once has its handler posted; one that the reactor completes is dispatched to
+// the handler's associated executor once the reactor's poll is over, outside any bellows code.
+// Buffers passed to an operation must stay valid until it completes. The channel may be
+// destroyed while operations are pending: they complete with error::channel_closed.
 
 #include <bellows/detail/channel_access.hpp>
 #include <bellows/error.hpp>
@@ -38,9 +39,12 @@ enum class send_status {
 class channel {
  public:
   using executor_type = asio::any_io_executor;
+  using size_signature = void(std::error_code, std::size_t);
+  using view_signature = void(std::error_code, message_view);
+  using close_signature = void(std::error_code);
 
+  /// A channel that is not open; async_connect and acceptor::async_accept make open ones.
   channel() noexcept = default;
-  explicit channel(std::shared_ptr<detail::channel_state> state) noexcept : state_(std::move(state)) {}
   channel(channel&&) noexcept = default;
   channel& operator=(channel&& other) noexcept {
     if (this != &other) {
@@ -55,69 +59,73 @@ class channel {
   executor_type get_executor() const noexcept { return detail::executor_of(*state_); }
   bool is_open() const noexcept { return state_ && detail::is_open(*state_); }
 
-  /// Sends the bytes of `buffers` as one message. Completes with the message's size once it
-  /// has been copied into the peer's ring (or error::enlarge_timeout with 0 bytes when a ring
-  /// enlargement was not acknowledged in time; the send may be repeated). Messages larger
-  /// than the largest tier, or whose enlargement the peer denied, are sent in fragments. A
-  /// message larger than the channel's max_message_size (the smaller of both sides' options)
-  /// completes with error::message_size and 0 bytes, and the channel stays open.
-  /// Signature: void(std::error_code, std::size_t bytes).
-  template <class ConstBufferSequence, class CompletionToken = asio::default_completion_token_t<executor_type>>
+  /// Sends the bytes of `buffers` as one message.
+  ///
+  /// @param buffers One or more buffers, sent back to back as one message (a gather send).
+  ///   They must stay valid until the operation completes.
+  /// @param token The completion token; signature `void(std::error_code ec, std::size_t bytes)`.
+  ///
+  /// Completes with the message's size once it is in the peer's ring (not yet received).
+  /// A message larger than the current ring's frames makes the sender ask the peer for a
+  /// larger ring first; larger than the largest tier, or after a denial, it goes in fragments.
+  ///
+  /// Errors: error::message_size (0 bytes; larger than the channel's max_message_size, the
+  /// smaller of both sides'; the channel stays open), error::enlarge_timeout (0 bytes; the
+  /// peer did not acknowledge an enlargement within ack_timeout; the send may be repeated),
+  /// error::connection_reset (the peer died or went away), error::protocol_violation,
+  /// error::channel_closed (closed or aborted here, or after async_close).
+  ///
+  /// Cancellation: any type (terminal, partial, total) completes a send that has written
+  /// nothing yet with asio::error::operation_aborted and 0 bytes; a send that began writing
+  /// completes normally.
+  template <class ConstBufferSequence,
+            ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send(const ConstBufferSequence& buffers, CompletionToken&& token = {}) {
-    return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
-        [](auto handler, std::shared_ptr<detail::channel_state> s, detail::gather message) {
-          const auto id = detail::next_operation_id(*s);
-          detail::on_cancellation(handler, s, id);
-          auto ex = detail::executor_of(*s);
-          detail::start_send(*s, id, std::move(message), detail::size_completion(std::move(handler), ex));
-        },
-        token, checked_state(), detail::gather_of(buffers));
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_send,
+                                            detail::gather_of(buffers));
   }
 
-  /// Receives the next message into `buffers`. Completes with its size; a message larger than
-  /// the buffers completes with error::message_size and is discarded, and the next receive
-  /// gets the next message. After the peer's graceful close and its last message:
-  /// error::end_of_stream. Signature: void(std::error_code, std::size_t bytes).
-  template <class MutableBufferSequence, class CompletionToken = asio::default_completion_token_t<executor_type>>
+  /// Receives the next message into `buffers`.
+  ///
+  /// @param buffers Where the message goes (a scatter receive); valid until completion.
+  /// @param token The completion token; signature `void(std::error_code ec, std::size_t bytes)`.
+  ///
+  /// Completes with the message's size. Errors: error::message_size (0 bytes; the message was
+  /// larger than the buffers and is discarded; the next receive gets the next message),
+  /// error::end_of_stream (the peer closed gracefully and every earlier message was
+  /// received), error::connection_reset, error::protocol_violation, error::channel_closed.
+  /// Messages the peer wrote before it failed are still delivered first.
+  ///
+  /// Cancellation: any type completes the receive with asio::error::operation_aborted. If it
+  /// had already taken the first fragments of a fragmented message, the rest of that message
+  /// is discarded.
+  template <class MutableBufferSequence,
+            ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive(const MutableBufferSequence& buffers, CompletionToken&& token = {}) {
-    return asio::async_initiate<CompletionToken, void(std::error_code, std::size_t)>(
-        [](auto handler, std::shared_ptr<detail::channel_state> s, detail::scatter into) {
-          const auto id = detail::next_operation_id(*s);
-          detail::on_cancellation(handler, s, id);
-          auto ex = detail::executor_of(*s);
-          detail::start_receive(*s, id, std::move(into), detail::size_completion(std::move(handler), ex));
-        },
-        token, checked_state(), detail::scatter_of(buffers));
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_receive,
+                                            detail::scatter_of(buffers));
   }
 
-  /// Receives the next message without copying it (see message_view). The view may outlive
-  /// the channel. Signature: void(std::error_code, message_view).
-  template <class CompletionToken = asio::default_completion_token_t<executor_type>>
+  /// Receives the next message without copying it (see message_view), which may outlive the
+  /// channel. Signature `void(std::error_code ec, message_view message)`. Errors and
+  /// cancellation as for async_receive, without message_size: a view takes any size.
+  template <ASIO_COMPLETION_TOKEN_FOR(view_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive_view(CompletionToken&& token = {}) {
-    return asio::async_initiate<CompletionToken, void(std::error_code, message_view)>(
-        [](auto handler, std::shared_ptr<detail::channel_state> s) {
-          const auto id = detail::next_operation_id(*s);
-          detail::on_cancellation(handler, s, id);
-          auto ex = detail::executor_of(*s);
-          detail::start_receive_view(*s, id, detail::view_completion(std::move(handler), ex));
-        },
-        token, checked_state());
+    return detail::initiate<view_signature>(std::forward<CompletionToken>(token), open_state(),
+                                            &detail::start_receive_view);
   }
 
   /// Graceful close of the sending direction: every message sent before is delivered, then
-  /// the peer's receives end with error::end_of_stream. Completes once the peer has consumed
-  /// everything. Receiving continues until the peer closes too. Cancelling stops the wait,
-  /// not the close. Signature: void(std::error_code).
-  template <class CompletionToken = asio::default_completion_token_t<executor_type>>
+  /// the peer's receives end with error::end_of_stream. Receiving continues until the peer
+  /// closes too. Signature `void(std::error_code ec)`; completes once the peer consumed
+  /// everything. Errors: error::connection_reset, error::channel_closed, the earlier result
+  /// for a second close, error::invalid_argument while one is pending.
+  ///
+  /// Cancellation: any type stops the wait (asio::error::operation_aborted), not the close.
+  template <ASIO_COMPLETION_TOKEN_FOR(close_signature)
+                CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_close(CompletionToken&& token = {}) {
-    return asio::async_initiate<CompletionToken, void(std::error_code)>(
-        [](auto handler, std::shared_ptr<detail::channel_state> s) {
-          const auto id = detail::next_operation_id(*s);
-          detail::on_cancellation(handler, s, id);
-          auto ex = detail::executor_of(*s);
-          detail::start_close(*s, id, detail::close_completion(std::move(handler), ex));
-        },
-        token, checked_state());
+    return detail::initiate<close_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_close);
   }
 
   /// Writes the message now if it can, for progress-engine loops that never suspend. A
@@ -141,7 +149,7 @@ class channel {
     return status;
   }
 
-  /// Completes every pending operation that can be cancelled with operation_aborted.
+  /// Cancels every pending operation that can still be undone (see each operation).
   void cancel() noexcept {
     if (state_) detail::cancel_all(*state_);
   }
@@ -156,7 +164,10 @@ class channel {
   channel_stats stats() const { return state_ ? detail::stats_of(*state_) : channel_stats{}; }
 
  private:
-  const std::shared_ptr<detail::channel_state>& checked_state() const {
+  friend struct detail::access;
+  explicit channel(std::shared_ptr<detail::channel_state> state) noexcept : state_(std::move(state)) {}
+
+  const std::shared_ptr<detail::channel_state>& open_state() const {
     if (!state_) throw std::system_error(make_error_code(error::channel_closed), "bellows::channel");
     return state_;
   }

@@ -28,12 +28,21 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
 /// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options,
 /// std::errc::connection_refused when nothing listens, error::budget_exhausted,
 /// std::errc::no_such_device (rdma) without an RDMA device, std::errc::host_unreachable when
-/// no route leads to HOST. Cancellable: the channel, if the peer accepts it afterwards, is torn
-/// down.
-/// Signature: void(std::error_code, channel).
-template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
+/// no route leads to HOST.
+///
+/// @param ex An executor of the io_context whose reactor serves the channel.
+/// @param uri Where the acceptor listens; copied, need not outlive the call.
+/// @param options The channel's options; the connecting side's tier table governs both
+///   directions.
+/// @param token The completion token; signature `void(std::error_code ec, channel ch)`.
+///
+/// Cancellation: any type (terminal, partial, total) completes the connect with
+/// asio::error::operation_aborted; a channel the peer accepts afterwards is torn down.
+template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, channel))
+              CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
 auto async_connect(const asio::any_io_executor& ex, std::string_view uri, const channel_options& options,
                    CompletionToken&& token = {}) {
+  // No object exists yet to start the operation on, so it does not go through detail::initiate.
   return asio::async_initiate<CompletionToken, void(std::error_code, channel)>(
       [](auto handler, asio::any_io_executor io_ex, std::string target, channel_options opts) {
         auto slot = asio::get_associated_cancellation_slot(handler);
@@ -43,7 +52,8 @@ auto async_connect(const asio::any_io_executor& ex, std::string_view uri, const 
       token, ex, std::string(uri), options);
 }
 
-template <class CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
+template <ASIO_COMPLETION_TOKEN_FOR(void(std::error_code, channel))
+              CompletionToken = asio::default_completion_token_t<asio::any_io_executor>>
 auto async_connect(const asio::any_io_executor& ex, std::string_view uri, CompletionToken&& token = {}) {
   return async_connect(ex, uri, channel_options{}, std::forward<CompletionToken>(token));
 }

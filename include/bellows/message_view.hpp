@@ -50,12 +50,12 @@ class message_view {
     owned_.clear();
   }
 
-  /// For the library: a view of ring bytes, or of assembled bytes.
+ private:
+  friend struct detail::access;
   message_view(std::shared_ptr<detail::channel_state> owner, detail::frame_ref frame, std::span<const std::byte> bytes)
       : owner_(std::move(owner)), frame_(frame), bytes_(bytes) {}
   explicit message_view(std::vector<std::byte> assembled) : owned_(std::move(assembled)) {}
 
- private:
   std::shared_ptr<detail::channel_state> owner_;
   detail::frame_ref frame_;
   std::span<const std::byte> bytes_;

@@ -33,6 +33,8 @@ class poller {
   virtual void shutdown() = 0;
   /// Nothing more will come of it (failed, or no channel uses it): the reactor drops it.
   virtual bool finished() const noexcept = 0;
+  /// The reactor no longer polls it (it was finished, or the reactor shut down).
+  virtual void dropped() noexcept {}
   /// Connections it holds, for statistics.
   virtual std::size_t connections() const noexcept { return 1; }
 };

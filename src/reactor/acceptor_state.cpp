@@ -79,7 +79,7 @@ bool acceptor_state::on_channel_opened(const fabric::opened_channel& c) {
   if (closed_) return false;
   auto state = channel_state::make(reactor_, c.carrier, c.setup, options_);
   if (!state) return false;
-  channel accepted(std::move(*state));
+  channel accepted = access::make_channel(std::move(*state));
   if (!waiting_.empty()) {
     waiting_.front().second.post({}, std::move(accepted));
     waiting_.pop_front();
@@ -109,9 +109,7 @@ std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::str
 
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept { return s.executor(); }
 std::uint64_t next_operation_id(acceptor_state& s) noexcept { return s.next_id(); }
-void start_accept(const std::shared_ptr<acceptor_state>& s, std::uint64_t id, channel_completion done) {
-  s->start_accept(id, std::move(done));
-}
+void start_accept(acceptor_state& s, std::uint64_t id, channel_completion done) { s.start_accept(id, std::move(done)); }
 void cancel(acceptor_state& s, std::uint64_t id) noexcept { s.cancel(id); }
 void close(acceptor_state& s) noexcept { s.close(); }
 

@@ -248,9 +248,10 @@ void channel_state::carry_out(proto::view_done& a) {
   auto done = views_.take(a.id);
   if (!done) return;
   if (a.zero_copy) {
-    complete(*done, a.ec, message_view(shared_from_this(), frame_ref{a.token.ring_epoch, a.token.ordinal}, a.bytes));
+    complete(*done, a.ec,
+             access::make_view(shared_from_this(), frame_ref{a.token.ring_epoch, a.token.ordinal}, a.bytes));
   } else if (!a.ec) {
-    complete(*done, a.ec, message_view(std::move(a.assembled)));
+    complete(*done, a.ec, access::make_view(std::move(a.assembled)));
   } else {
     complete(*done, for_asio(a.ec), message_view{});
   }
@@ -301,6 +302,13 @@ void channel_state::disarm_timer() {
 }
 
 // ---- entry points of the public templates ----
+
+channel access::make_channel(std::shared_ptr<channel_state> state) noexcept { return channel(std::move(state)); }
+message_view access::make_view(std::shared_ptr<channel_state> owner, frame_ref frame,
+                               std::span<const std::byte> bytes) noexcept {
+  return message_view(std::move(owner), frame, bytes);
+}
+message_view access::make_view(std::vector<std::byte> assembled) noexcept { return message_view(std::move(assembled)); }
 
 asio::any_io_executor executor_of(const channel_state& s) noexcept { return s.executor(); }
 std::uint64_t next_operation_id(channel_state& s) noexcept { return s.next_id(); }

@@ -36,7 +36,7 @@ void opened(reactor& r, pending_connect& p, fabric::opened_channel c) {
     c.carrier->retire(c.setup.local_id, {c.setup.control.handle, c.setup.ring.handle});
     return finish(r, p, state.failure());
   }
-  finish(r, p, {}, channel(std::move(*state)));
+  finish(r, p, {}, access::make_channel(std::move(*state)));
 }
 
 }  // namespace

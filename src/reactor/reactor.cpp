@@ -302,6 +302,7 @@ void reactor::drop_finished_pollers() {
     if (!p->finished()) return false;
     // Its pending socket wait would otherwise keep the io_context from running out of work.
     p->disarm();
+    p->dropped();
     return true;
   });
 }

@@ -22,7 +22,7 @@ std::pair<channel, channel> open_sim_channel(const sim_links& links, asio::io_co
   auto a = detail::channel_state::make(detail::reactor::of(io_a), links.a, setup_a, options);
   auto b = detail::channel_state::make(detail::reactor::of(io_b), links.b, setup_b, options);
   if (!a || !b) throw std::system_error(a ? b.failure() : a.failure(), "bellows sim channel");
-  return {channel(std::move(*a)), channel(std::move(*b))};
+  return {detail::access::make_channel(std::move(*a)), detail::access::make_channel(std::move(*b))};
 }
 
 }  // namespace bellows::sim

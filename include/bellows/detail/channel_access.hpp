@@ -6,10 +6,14 @@
 #include <bellows/stats.hpp>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace bellows {
 class message_view;
@@ -28,10 +32,28 @@ struct frame_ref {
   std::uint64_t ordinal = 0;
 };
 
-using size_completion = completion<std::error_code, std::size_t>;
-using view_completion = completion<std::error_code, message_view>;
-using close_completion = completion<std::error_code>;
-using channel_completion = completion<std::error_code, channel>;
+/// The type-erased completion of an operation with signature `Signature`.
+template <class Signature>
+struct completion_for;
+template <class... Args>
+struct completion_for<void(Args...)> {
+  using type = completion<Args...>;
+};
+template <class Signature>
+using completion_for_t = typename completion_for<Signature>::type;
+
+using size_completion = completion_for_t<void(std::error_code, std::size_t)>;
+using view_completion = completion_for_t<void(std::error_code, message_view)>;
+using close_completion = completion_for_t<void(std::error_code)>;
+using channel_completion = completion_for_t<void(std::error_code, channel)>;
+
+/// Builds the objects whose constructors are not public: only the library makes them.
+struct access {
+  static channel make_channel(std::shared_ptr<channel_state> state) noexcept;
+  static message_view make_view(std::shared_ptr<channel_state> owner, frame_ref frame,
+                                std::span<const std::byte> bytes) noexcept;
+  static message_view make_view(std::vector<std::byte> assembled) noexcept;
+};
 
 asio::any_io_executor executor_of(const channel_state& s) noexcept;
 std::uint64_t next_operation_id(channel_state& s) noexcept;
@@ -50,11 +72,12 @@ void release_frame(channel_state& s, frame_ref frame) noexcept;
 
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept;
 std::uint64_t next_operation_id(acceptor_state& s) noexcept;
-void start_accept(const std::shared_ptr<acceptor_state>& s, std::uint64_t id, channel_completion done);
+void start_accept(acceptor_state& s, std::uint64_t id, channel_completion done);
 void cancel(acceptor_state& s, std::uint64_t id) noexcept;
 void close(acceptor_state& s) noexcept;
 
-/// Installs `cancel(state, id)` on the handler's cancellation slot, if it has one.
+/// Installs `cancel(state, id)` on the handler's cancellation slot, if it has one: any type of
+/// cancellation (terminal, partial or total) then reaches the operation.
 template <class Handler, class State>
 void on_cancellation(Handler& handler, const std::shared_ptr<State>& state, std::uint64_t id) {
   auto slot = asio::get_associated_cancellation_slot(handler);
@@ -62,6 +85,21 @@ void on_cancellation(Handler& handler, const std::shared_ptr<State>& state, std:
   slot.assign([weak = std::weak_ptr<State>(state), id](asio::cancellation_type) {
     if (auto s = weak.lock()) cancel(*s, id);
   });
+}
+
+/// How every operation on a channel or an acceptor starts: the handler gets an operation id and
+/// its cancellation hook, then `start(state, id, args..., completion)` runs on the object's state.
+/// The completion dispatches to the handler's associated executor, never inside this call.
+template <class Signature, class Token, class State, class Start, class... Args>
+auto initiate(Token&& token, std::shared_ptr<State> state, Start start, Args&&... args) {
+  return asio::async_initiate<Token, Signature>(
+      [](auto handler, std::shared_ptr<State> s, Start begin, auto... values) {
+        const auto id = next_operation_id(*s);
+        on_cancellation(handler, s, id);
+        auto ex = executor_of(*s);
+        begin(*s, id, std::move(values)..., completion_for_t<Signature>(std::move(handler), ex));
+      },
+      token, std::move(state), start, std::forward<Args>(args)...);
 }
 
 }  // namespace bellows::detail

@@ -111,9 +111,9 @@ link_options connector::link_options_for() const {
 proto::outcome<std::shared_ptr<link>> connector::client_link(const std::string& name) {
   std::erase_if(client_links_, [](const auto& entry) { return entry.second.expired(); });
   if (auto it = client_links_.find(name); it != client_links_.end()) {
-    // A link that no channel uses any more is left to the reactor to drop, even if it is still
-    // alive: it may no longer be polled.
-    if (auto l = it->second.lock(); l && !l->finished()) return l;
+    // Reused even when no channel uses it right now (a new channel right after the last one
+    // closed keeps its warm arena), unless the reactor already dropped it.
+    if (auto l = it->second.lock(); l && !l->failed() && l->served()) return l;
   }
   auto l = link::connect(host_.io, name, link_options_for(), host_.budget);
   if (!l) return l.failure();

@@ -82,6 +82,9 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   /// Failed, or a link this side opened that no channel uses any more (its peer then sees the
   /// socket close).
   bool finished() const noexcept override { return failed() || (!name_.empty() && unused()); }
+  void dropped() noexcept override { dropped_ = true; }
+  /// Still polled by the reactor: a link that is not may not carry new channels.
+  bool served() const noexcept { return !dropped_; }
   /// No channel is open or opening (retired ones may still await the peer's detach): the link
   /// can be dropped.
   bool unused() const noexcept;
@@ -141,6 +144,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   link_options options_;
   std::string name_;
   state state_ = state::handshaking;
+  bool dropped_ = false;
   bool armed_ = false;  // reading wanted; a wait cancelled by disarm() then re-armed is resumed
   bool reading_ = false;
   bool writing_ = false;
