@@ -142,6 +142,17 @@ void channel_core::cancel(std::uint64_t id) {
   }
 }
 
+bool channel_core::next_batch(std::vector<action>& batch) {
+  batch.clear();
+  if (out_.empty() && std::exchange(delivery_paused_, false)) {
+    deliver();
+    end_of_input();
+  }
+  if (out_.empty()) return false;
+  batch.swap(out_);
+  return true;
+}
+
 void channel_core::recycle(std::unique_ptr<detail::gather> ranges) {
   // A few are enough: a channel rarely has more sends finishing in one batch.
   if (ranges && spare_ranges_.size() < 4) spare_ranges_.push_back(std::move(ranges));
@@ -188,8 +199,7 @@ void channel_core::poll(clock_time now) {
   end_of_input();
 }
 
-void channel_core::provisioned(const provision_request& request, std::optional<local_ring> ring,
-                               std::chrono::nanoseconds provisioning, bool under_pressure) {
+void channel_core::provisioned(const provision_request& request, std::optional<local_ring> ring, bool under_pressure) {
   const auto from = rx_.tier();
   const bool answering = ring && !failed_;
   if (answering) out_.push_back(reached{request.shrink ? step::shrink_ring_provisioned : step::ring_provisioned});
@@ -198,8 +208,7 @@ void channel_core::provisioned(const provision_request& request, std::optional<l
   take(ev);
   if (!failed_) {
     using what = tier_event::what;
-    out_.push_back(
-        tier_changed{{ring ? what::provisioned : what::refused, request.shrink, from, request.tier, 0, provisioning}});
+    out_.push_back(tier_changed{{ring ? what::provisioned : what::refused, request.shrink, from, request.tier, 0, {}}});
   }
   if (answering && request.tier > 0 && under_pressure) set_pressure(true);
   deliver();
@@ -278,6 +287,7 @@ void channel_core::take(const receiver_events& ev) {
     std::byte word[8];
     put(word, *ev.credit_word);
     place_control(control_block::credit_offset, word);
+    credit_due_ = true;
   }
   if (ev.flags_word) {
     std::byte word[8];

@@ -57,12 +57,12 @@ class channel_core {
   // ---- the driver's side ----
   /// Reads the control block and the ring, writes what can be written, delivers what arrived.
   void poll(clock_time now);
-  /// The answer to a `provision` action: the ring registered, or none (budget short).
-  /// `provisioning` is how long registering took, for the tier event.
+  /// The answer to a `provision` action: the ring registered, or none (budget short). The
+  /// answer's writes come out before its `tier_changed` (provisioned or refused), whose
+  /// `elapsed` is left for the driver to fill in: only it can time its own registration.
   /// `under_pressure`: the budget is short, so a larger ring is granted with a request to
   /// shrink back soon.
-  void provisioned(const provision_request& request, std::optional<local_ring> ring,
-                   std::chrono::nanoseconds provisioning, bool under_pressure);
+  void provisioned(const provision_request& request, std::optional<local_ring> ring, bool under_pressure);
   /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
   void set_pressure(bool on);
   /// The peer detached the channel: take what it wrote, write nothing more, tell it we let go
@@ -73,8 +73,11 @@ class channel_core {
   /// A `place` or doorbell could not be carried out; the channel fails with `ec`.
   void write_failed(std::error_code ec);
 
-  /// Actions produced since the driver last took them, oldest first.
-  std::vector<action>& actions() noexcept { return out_; }
+  /// Moves the next batch of actions, oldest first, into `batch` (cleared first); false when
+  /// there is none. A driver carries out each batch before it asks for the next: the core
+  /// hands its work out in steps when their order across steps matters (a credit goes back to
+  /// the peer before the next fragment is copied out, so the peer can write meanwhile).
+  bool next_batch(std::vector<action>& batch);
   /// Hands back the range list of a send_done once it is carried out, so that the next send
   /// reuses it instead of allocating (optional: dropping it is correct too).
   void recycle(std::unique_ptr<detail::gather> ranges);
@@ -144,6 +147,8 @@ class channel_core {
   std::optional<std::uint64_t> close_id_;
   std::optional<std::error_code> close_result_;
   bool discarding_ = false;
+  bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
+  bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out
   bool doorbell_due_ = false;
   bool peer_gone_ = false;
   bool detached_ = false;

@@ -31,8 +31,15 @@ void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const st
 }  // namespace
 
 void channel_core::deliver() {
-  if (ready_.empty() && !failed_ && !rx_.peer_closed()) return;  // nothing to hand out or to end
+  if (delivery_paused_ || (ready_.empty() && !failed_ && !rx_.peer_closed())) return;
+  credit_due_ = false;
   while (!ready_.empty() && deliver_front()) {
+    if (credit_due_ && !ready_.empty() && !receives_.empty()) {
+      // Let the credit (and its doorbell) go out before copying more: the peer may be waiting
+      // for it to write the rest of a message. next_batch() resumes here.
+      delivery_paused_ = true;
+      return;
+    }
   }
   end_receives();
 }

@@ -191,11 +191,10 @@ void channel_state::shutdown() {
 void channel_state::run() {
   if (running_) return;  // the loop below takes what this call was for
   running_ = true;
-  while (!core_.actions().empty()) {
-    batch_.swap(core_.actions());
+  while (core_.next_batch(batch_)) {
     for (auto& a : batch_) std::visit([this](auto& each) { carry_out(each); }, a);
-    batch_.clear();
   }
+  batch_.clear();
   write_error_.clear();
   running_ = false;
 }
@@ -221,7 +220,7 @@ void channel_state::carry_out(const proto::ring_doorbell&) {
 }
 
 void channel_state::carry_out(const proto::provision& a) {
-  const auto started = now();
+  provision_started_ = now();
   auto region = link_->register_region(a.bytes);
   std::optional<proto::local_ring> ring;
   if (region) {
@@ -229,7 +228,7 @@ void channel_state::carry_out(const proto::provision& a) {
   } else {
     reactor_.provision_refused();
   }
-  core_.provisioned(a.request, ring, now() - started, reactor_.under_pressure());
+  core_.provisioned(a.request, ring, reactor_.under_pressure());
 }
 
 void channel_state::carry_out(const proto::release_region& a) { link_->release_region(a.region); }
@@ -262,7 +261,13 @@ void channel_state::carry_out(const proto::close_done& a) {
 }
 
 void channel_state::carry_out(const proto::tier_changed& a) {
-  if (on_tier_event_ && !reactor_gone_) asio::post(reactor_.executor(), [fn = on_tier_event_, e = a.event] { fn(e); });
+  if (!on_tier_event_ || reactor_gone_) return;
+  auto e = a.event;
+  // The answer to a request was written just before this: provisioning is registering the
+  // ring and writing the acknowledgement.
+  if (e.kind == tier_event::what::provisioned || e.kind == tier_event::what::refused)
+    e.elapsed = now() - provision_started_;
+  asio::post(reactor_.executor(), [fn = on_tier_event_, e] { fn(e); });
 }
 
 void channel_state::carry_out(const proto::reached& a) {

@@ -123,6 +123,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   /// A place or doorbell failed in this run: later ones are skipped, and a send reported done
   /// after it reports the failure, since its bytes may be what did not arrive.
   std::error_code write_error_;
+  proto::clock_time provision_started_{};
   bool running_ = false;
   waiting_ops<size_completion> sized_;  // sends and copying receives
   waiting_ops<view_completion> views_;

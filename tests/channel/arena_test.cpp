@@ -152,13 +152,13 @@ int run_arena_vandal(const std::vector<std::string>& args) {
   return verdict != 0 ? verdict : echo.failures == 0 && echo.channels_done == 1 ? 0 : 22;
 }
 
-const bt::register_child arena_vandal("arena-vandal", run_arena_vandal);
+const bt::child_role arena_vandal("arena-vandal", run_arena_vandal);
 
 }  // namespace
 
 TEST_CASE("A shm peer cannot shrink, grow or reseal the arenas it holds; the channel carries on", "[shm][fault]") {
   const auto uri = "shm://" + bt::unique_name("vandal");
-  auto vandal = bt::child_process::exec_self({"arena-vandal", uri});
+  auto vandal = bt::child_process::exec_self(arena_vandal, {uri});
   REQUIRE(vandal.wait_ready());
   asio::io_context io;
   int intact = 0;

@@ -65,8 +65,7 @@ asio::awaitable<void> receive_all(bellows::channel& ch, const std::vector<std::v
 }  // namespace
 
 TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order, intact", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("random");
   const auto uri = bt::uri_for(provider, name);
@@ -103,8 +102,7 @@ TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order,
 }
 
 TEST_CASE("1,000 channels (100 over rdma) between two processes enlarge at the same moment", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("thousand");
   const auto uri = bt::uri_for(provider, name);
@@ -148,8 +146,7 @@ TEST_CASE("1,000 channels (100 over rdma) between two processes enlarge at the s
 }
 
 TEST_CASE("10,000 channels (200 over rdma) between two processes, every one used at once", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("ten-thousand");
   const auto uri = bt::uri_for(provider, name);
@@ -202,8 +199,7 @@ TEST_CASE("10,000 channels (200 over rdma) between two processes, every one used
 }
 
 TEST_CASE("Every completion token kind works, a receive is cancelled by ||, close loses nothing", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("tokens");
   const auto uri = bt::uri_for(provider, name);
@@ -286,8 +282,7 @@ TEST_CASE("Every completion token kind works, a receive is cancelled by ||, clos
 }
 
 TEST_CASE("A receive buffer too small gets message_size and only that message is lost", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("small");
   const auto uri = bt::uri_for(provider, name);
@@ -324,8 +319,7 @@ TEST_CASE("A receive buffer too small gets message_size and only that message is
 }
 
 TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives in fragments", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("budget");
   const auto uri = bt::uri_for(provider, name);
@@ -358,8 +352,7 @@ TEST_CASE("Budget exhausted: the enlargement is denied and the message arrives i
 }
 
 TEST_CASE("io_context::run returns once the last channel to a peer is closed, as with sockets", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("run-returns");
   const auto uri = bt::uri_for(provider, name);
@@ -398,8 +391,7 @@ TEST_CASE("io_context::run returns once the last channel to a peer is closed, as
 
 TEST_CASE("A short budget raises pressure: an idle large ring shrinks at once, then another channel grows",
           "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("pressure");
   const auto uri = bt::uri_for(provider, name);

@@ -102,7 +102,7 @@ int run_faulty_peer(const std::vector<std::string>& args) {
   return 0;
 }
 
-const bt::register_child faulty_peer("faulty-peer", run_faulty_peer);
+const bt::child_role faulty_peer("faulty-peer", run_faulty_peer);
 
 // ---- the survivor ----
 
@@ -141,8 +141,7 @@ bool healthy_channel_works(asio::io_context& io, bellows::channel& ch) {
 }  // namespace
 
 TEST_CASE("Fault matrix: a peer stopped or killed at each protocol step", "[channel][fault]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   const auto step = GENERATE(protocol_step::enlarge_request_due, protocol_step::enlarge_request_written,
                              protocol_step::ring_provisioned, protocol_step::ack_head_written,
                              protocol_step::fragment_written, protocol_step::shrink_request_written,
@@ -154,7 +153,7 @@ TEST_CASE("Fault matrix: a peer stopped or killed at each protocol step", "[chan
   const auto faulty_uri = bt::uri_for(provider, bt::unique_name("faulty"));
   const auto healthy_uri = bt::uri_for(provider, bt::unique_name("healthy"));
   auto faulty = bt::child_process::exec_self(
-      {"faulty-peer", faulty_uri, std::to_string(static_cast<int>(step)), std::to_string(signal)});
+      faulty_peer, {faulty_uri, std::to_string(static_cast<int>(step)), std::to_string(signal)});
   auto healthy = bt::start_echo_server(healthy_uri, 1);
   REQUIRE(faulty.wait_ready());
   REQUIRE(healthy.wait_ready());

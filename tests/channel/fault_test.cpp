@@ -64,8 +64,7 @@ const char* to_string(kill_moment m) {
 }  // namespace
 
 TEST_CASE("A peer killed with SIGKILL fails every pending operation within a second", "[channel][fault]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   const auto moment =
       GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack, kill_moment::mid_fragment);
   INFO("over " << bt::to_string(provider) << ", killed " << to_string(moment));
@@ -281,8 +280,7 @@ std::chrono::microseconds cpu_time_of(pid_t pid) {
 }  // namespace
 
 TEST_CASE("An idle process with 1,000 open channels (100 over rdma) uses under 1% of a core", "[channel]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("idle");
   const auto uri = bt::uri_for(provider, name);

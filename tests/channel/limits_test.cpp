@@ -89,18 +89,17 @@ int run_digest_peer(const std::vector<std::string>& args) {
   return verdict;
 }
 
-const bt::register_child digest_peer("digest-peer", run_digest_peer);
+const bt::child_role digest_peer("digest-peer", run_digest_peer);
 
 }  // namespace
 
 TEST_CASE("A message of 1 GiB (16 MiB over rdma) is fragmented through the largest tier and arrives intact",
           "[channel][limits]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const std::size_t size = provider == bt::provider::shm ? std::size_t{1} << 30 : std::size_t{16} << 20;
   const auto uri = bt::uri_for(provider, bt::unique_name("huge"));
-  auto peer = bt::child_process::exec_self({"digest-peer", uri, std::to_string(size)});
+  auto peer = bt::child_process::exec_self(digest_peer, {uri, std::to_string(size)});
   REQUIRE(peer.wait_ready());
 
   const auto message = pattern(size);
@@ -133,8 +132,7 @@ TEST_CASE("A message of 1 GiB (16 MiB over rdma) is fragmented through the large
 }
 
 TEST_CASE("A send above max_message_size fails with message_size and the channel carries on", "[channel][limits]") {
-  const auto provider = GENERATE(bt::provider::shm, bt::provider::rdma);
-  if (!bt::wanted(provider)) return;
+  const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto uri = bt::uri_for(provider, bt::unique_name("too-big"));
   auto server = bt::start_echo_server(uri, 1);
@@ -304,7 +302,7 @@ int run_echo_at_limit(const std::vector<std::string>& args) {
   return echo.channels_done == 1 && echo.failures == 0 ? 0 : 10;
 }
 
-const bt::register_child echo_at_limit("echo-at-limit", run_echo_at_limit);
+const bt::child_role echo_at_limit("echo-at-limit", run_echo_at_limit);
 
 }  // namespace
 
@@ -316,7 +314,7 @@ TEST_CASE("An acceptor at its descriptor limit turns new peers away at once and 
     return;
   }
   const auto uri = "shm://" + bt::unique_name("fd-server");
-  auto server = bt::child_process::exec_self({"echo-at-limit", uri});
+  auto server = bt::child_process::exec_self(echo_at_limit, {uri});
   REQUIRE(server.wait_ready());
   asio::io_context io;
   auto connecting = bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), asio::use_future);

@@ -271,8 +271,8 @@ void world::activate(side s) {
 void world::run(side s) {
   endpoint& e = ep(s);
   executor carry_out{*this, s, e};
-  while (!e.core->actions().empty()) {
-    auto batch = std::exchange(e.core->actions(), {});
+  std::vector<proto::action> batch;
+  while (e.core->next_batch(batch)) {
     for (auto& a : batch) {
       if (e.report.dead) return;
       std::visit(carry_out, a);
@@ -290,7 +290,7 @@ void world::provision(side s, proto::provision request) {
   std::optional<proto::local_ring> ring;
   if (region)
     ring = proto::local_ring{region->handle, region->key, region->address, region->data, request.request.tier, 0};
-  e.core->provisioned(request.request, ring, 0ns, false);
+  e.core->provisioned(request.request, ring, false);
   run(s);
 }
 

@@ -133,6 +133,11 @@ int run_peer(const std::string& uri, int seconds) {
 
 // ---- the driver ----
 
+/// ARGS: role URI SECONDS.
+const bt::child_role soak_peer("peer", [](const std::vector<std::string>& args) {
+  return run_peer(args.at(1), std::stoi(args.at(2)));
+});
+
 struct totals {
   std::uint64_t messages = 0, bytes = 0, send_cancels = 0, receive_cancels = 0;
   std::uint64_t lost_to_restart = 0, reconnects = 0, restarts = 0, enlargements = 0, shrinks = 0;
@@ -204,7 +209,7 @@ class soak {
  private:
   std::unique_ptr<bt::child_process> start_peer(int p) {
     auto child = std::make_unique<bt::child_process>(
-        bt::child_process::exec_self({"peer", uris_[p], std::to_string(s_.seconds * 3 + 300)}));
+        bt::child_process::exec_self(soak_peer, {uris_[p], std::to_string(s_.seconds * 3 + 300)}));
     if (!child->wait_ready()) {
       std::cerr << "soak: peer " << p << " did not start\n";
       std::exit(3);
@@ -451,10 +456,8 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == bt::child_flag) {
-    if (argc != 5 || std::string(argv[2]) != "peer") return 96;
-    return run_peer(argv[3], std::stoi(argv[4]));
-  }
+  if (argc >= 2 && std::string(argv[1]) == bt::child_flag)
+    return bt::child_role::run(std::vector<std::string>(argv + 2, argv + argc));
   settings s;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];

@@ -118,45 +118,32 @@ inline int run_passive_server(const std::string& uri, context_options options,
   return 0;
 }
 
+/// A budget argument of the roles below: 0 means unlimited.
+inline context_options options_with_budget(const std::string& budget) {
+  context_options options;
+  if (const auto bytes = std::stoull(budget); bytes != 0) options.registered_memory_budget = bytes;
+  return options;
+}
+
+/// ARGS: role URI CHANNELS BUDGET SECONDS.
+inline const child_role echo_server_role("echo-server", [](const std::vector<std::string>& args) {
+  return run_echo_server(args.at(1), std::stoi(args.at(2)), options_with_budget(args.at(3)),
+                         std::chrono::seconds(std::stoi(args.at(4))));
+});
+/// ARGS: role URI BUDGET.
+inline const child_role passive_server_role("passive-server", [](const std::vector<std::string>& args) {
+  return run_passive_server(args.at(1), options_with_budget(args.at(2)));
+});
+
 /// A peer in a fresh process (see child_process::exec_self); `budget` 0 means unlimited.
 inline child_process start_echo_server(const std::string& uri, int channels, std::size_t budget = 0,
                                        std::chrono::seconds limit = std::chrono::seconds(60)) {
   return child_process::exec_self(
-      {"echo-server", uri, std::to_string(channels), std::to_string(budget), std::to_string(limit.count())});
+      echo_server_role, {uri, std::to_string(channels), std::to_string(budget), std::to_string(limit.count())});
 }
 
 inline child_process start_passive_server(const std::string& uri, std::size_t budget = 0) {
-  return child_process::exec_self({"passive-server", uri, std::to_string(budget)});
-}
-
-/// Child bodies that a test file defines for itself, by the name it passes to exec_self.
-using child_body = int (*)(const std::vector<std::string>& args);
-inline std::map<std::string, child_body>& child_bodies() {
-  static std::map<std::string, child_body> bodies;
-  return bodies;
-}
-struct register_child {
-  register_child(const char* name, child_body body) { child_bodies()[name] = body; }
-};
-
-/// The child's side of start_*: ARGS as given there.
-inline int run_child(const std::vector<std::string>& args) {
-  if (args.empty()) return 96;
-  if (auto it = child_bodies().find(args[0]); it != child_bodies().end()) return it->second(args);
-  context_options options;
-  auto budget_at = [&](std::size_t i) {
-    const auto budget = std::stoull(args.at(i));
-    if (budget != 0) options.registered_memory_budget = budget;
-  };
-  if (args[0] == "echo-server" && args.size() == 5) {
-    budget_at(3);
-    return run_echo_server(args[1], std::stoi(args[2]), options, std::chrono::seconds(std::stoi(args[4])));
-  }
-  if (args[0] == "passive-server" && args.size() == 3) {
-    budget_at(2);
-    return run_passive_server(args[1], options);
-  }
-  return 95;
+  return child_process::exec_self(passive_server_role, {uri, std::to_string(budget)});
 }
 
 }  // namespace bellows::test

@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <ostream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -35,12 +37,63 @@ inline std::string unique_name(const char* what) {
 /// The first argument that makes a test binary run a child's body instead of Catch.
 inline constexpr const char* child_flag = "--bellows-child";
 
+/// How a child process ended, as its parent sees it: the body's own status, or one of the
+/// reasons below that it never got to give one. Compared with an int; printed with its reason.
+struct child_exit {
+  static constexpr int unknown_role = 95;  ///< the binary has no role of that name
+  static constexpr int no_role = 96;       ///< started without naming a role
+  static constexpr int exec_failed = 97;   ///< the fresh exec of the test binary failed
+  static constexpr int threw = 98;         ///< the body threw
+  static constexpr int timed_out = -1000;  ///< still running at the parent's deadline; killed
+
+  int status = 0;
+
+  friend bool operator==(const child_exit& e, int status) { return e.status == status; }
+  friend std::ostream& operator<<(std::ostream& out, const child_exit& e) {
+    out << e.status;
+    switch (e.status) {
+      case unknown_role: return out << " (the child's role is unknown to the binary)";
+      case no_role: return out << " (the child was started without a role)";
+      case exec_failed: return out << " (exec of the test binary failed)";
+      case threw: return out << " (the child's body threw)";
+      case timed_out: return out << " (the child outlived its deadline and was killed)";
+      default: return out << (e.status < 0 ? " (ended by a signal)" : "");
+    }
+  }
+};
+
+using child_body = int (*)(const std::vector<std::string>& args);
+
+/// A kind of child process. Each is a namespace-scope object (its name is what travels on the
+/// command line of the fresh process), so that starting one names a role that exists.
+class child_role {
+ public:
+  child_role(const char* name, child_body body) : name_(name) { bodies()[name_] = body; }
+  const std::string& name() const noexcept { return name_; }
+
+  /// In the child: runs the role named first in `args`, with all of `args`.
+  static int run(const std::vector<std::string>& args) {
+    if (args.empty()) return child_exit::no_role;
+    auto it = bodies().find(args[0]);
+    return it == bodies().end() ? child_exit::unknown_role : it->second(args);
+  }
+
+ private:
+  static std::map<std::string, child_body>& bodies() {
+    static std::map<std::string, child_body> registered;
+    return registered;
+  }
+  std::string name_;
+};
+
 class child_process {
  public:
-  /// Runs this test binary again in a child, as `binary --bellows-child ARGS...` (the test
-  /// main hands ARGS to run_child). Unlike a plain fork, the child starts with nothing of the
-  /// parent's state, which RDMA libraries need: their device contexts are per process.
-  static child_process exec_self(const std::vector<std::string>& args) {
+  /// Runs this test binary again in a child, as `binary --bellows-child ROLE ARGS...` (the
+  /// test main hands them to child_role::run). Unlike a plain fork, the child starts with
+  /// nothing of the parent's state, which RDMA libraries need: their device contexts are per
+  /// process.
+  static child_process exec_self(const child_role& role, std::vector<std::string> args) {
+    args.insert(args.begin(), role.name());
     return child_process([args]() -> int {
       const int ready = ready_write_end();
       ::fcntl(ready, F_SETFD, 0);  // survives the exec
@@ -51,7 +104,7 @@ class child_process {
       for (auto& a : all) argv.push_back(a.data());
       argv.push_back(nullptr);
       ::execv("/proc/self/exe", argv.data());
-      return 97;
+      return child_exit::exec_failed;
     });
   }
 
@@ -62,11 +115,11 @@ class child_process {
     if (pid_ == 0) {
       ::close(ready_pipe_[0]);
       ready_write_end() = ready_pipe_[1];
-      int status = 99;
+      int status = child_exit::threw;
       try {
         status = body();
       } catch (...) {
-        status = 98;
+        status = child_exit::threw;
       }
       ::_exit(status);
     }
@@ -117,10 +170,10 @@ class child_process {
     return state::ended;
   }
 
-  /// The child's exit status, or -signal if a signal ended it, or -1000 if it was still
-  /// running after `limit` (it is then killed).
-  int wait(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
-    if (reaped_) return ended_status_;
+  /// The child's exit status, or -signal if a signal ended it, or child_exit::timed_out if it
+  /// was still running after `limit` (it is then killed).
+  child_exit wait(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    if (reaped_) return {ended_status_};
     const auto deadline = std::chrono::steady_clock::now() + limit;
     int status = 0;
     for (;;) {
@@ -130,13 +183,13 @@ class child_process {
         ::kill(pid_, SIGKILL);
         ::waitpid(pid_, &status, 0);
         reaped_ = true;
-        return -1000;
+        return {child_exit::timed_out};
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     reaped_ = true;
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return -WTERMSIG(status);
+    if (WIFEXITED(status)) return {WEXITSTATUS(status)};
+    return {-WTERMSIG(status)};
   }
 
  private:

@@ -1,15 +1,18 @@
 #pragma once
 // The channel suite runs once per provider: shm everywhere, rdma where a device exists (the
 // Soft-RoCE guest of tests/rxe). BELLOWS_TEST_PROVIDERS=shm,rdma chooses; the guest runs
-// only rdma, since the host has run shm already.
+// only rdma, since the host has run shm already. A case generates only the providers it will
+// run: one missing here is reported as skipped, never as a pass.
 
 #include "support/rdma.hpp"
+#include "support/skips.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace bellows::test {
 
@@ -17,11 +20,25 @@ enum class provider { shm, rdma };
 
 inline const char* to_string(provider p) { return p == provider::shm ? "shm" : "rdma"; }
 
-/// Whether this run covers `p`; an rdma case without a device says it is skipped.
-inline bool wanted(provider p) {
-  const char* chosen = std::getenv("BELLOWS_TEST_PROVIDERS");
-  if (chosen != nullptr && std::string(chosen).find(to_string(p)) == std::string::npos) return false;
-  return p == provider::shm || rdma_here();
+/// Whether BELLOWS_TEST_PROVIDERS (all when unset) asks for `p`.
+inline bool chosen(provider p) {
+  const char* names = std::getenv("BELLOWS_TEST_PROVIDERS");
+  return names == nullptr || std::string(names).find(to_string(p)) != std::string::npos;
+}
+
+/// The providers a case runs over here, for GENERATE(from_range(providers_here())).
+inline std::vector<provider> providers_here() {
+  std::vector<provider> here;
+  for (provider p : {provider::shm, provider::rdma}) {
+    if (!chosen(p)) continue;
+    if (p == provider::rdma && !rdma_here()) {
+      skip_variant("rdma: no RDMA device here (tests/rxe runs the suite on Soft-RoCE)");
+      continue;
+    }
+    here.push_back(p);
+  }
+  if (here.empty()) FAIL("BELLOWS_TEST_PROVIDERS asks for no provider this host has");
+  return here;
 }
 
 /// The URI a test's listener uses: shm://NAME, or the guest's RDMA address on a port derived

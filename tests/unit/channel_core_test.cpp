@@ -83,8 +83,8 @@ struct pair_of_cores {
   /// Carries out side `s`'s actions and returns them, as a driver would.
   std::vector<action> run(int s) {
     std::vector<action> all;
-    while (!cores[s]->actions().empty()) {
-      auto batch = std::exchange(cores[s]->actions(), {});
+    std::vector<action> batch;
+    while (cores[s]->next_batch(batch)) {
       for (auto& a : batch) {
         if (auto* p = std::get_if<place>(&a)) {
           auto* at = reinterpret_cast<std::byte*>(p->address);
@@ -98,7 +98,7 @@ struct pair_of_cores {
         if (auto* p = std::get_if<provision>(&a)) {
           auto ring = mem[s].add_ring(p->bytes);
           ring.tier = p->request.tier;
-          cores[s]->provisioned(p->request, ring, 1us, false);
+          cores[s]->provisioned(p->request, ring, false);
         }
         all.push_back(std::move(a));
       }

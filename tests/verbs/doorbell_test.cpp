@@ -73,7 +73,7 @@ bool post_write(rdma_cm_id* id, const std::vector<std::byte>& payload, granted_r
 }  // namespace
 
 TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's completion source", "[verbs]") {
-  if (!rdma_here()) return;
+  if (!rdma_here()) return skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
   asio::io_context io;
   auto cm = cm_channel::create(io);
   REQUIRE(cm);

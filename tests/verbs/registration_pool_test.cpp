@@ -6,6 +6,8 @@
 
 #include <bellows/error.hpp>
 
+#include "support/skips.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -24,7 +26,7 @@ std::unique_ptr<device> device_or_skip() {
   // Inside the Soft-RoCE guest a missing device is a failure, not a reason to skip.
   if (!d && std::getenv("BELLOWS_IN_RXE_GUEST") != nullptr) FAIL("no RDMA device in the rxe guest");
   if (!d) {
-    WARN("no RDMA device (" << d.failure().message() << "): verbs test skipped; tests/rxe runs it on Soft-RoCE");
+    bellows::test::skip_case("no RDMA device (" + d.failure().message() + "); tests/rxe runs this on Soft-RoCE");
     return nullptr;
   }
   return std::move(*d);
