@@ -22,7 +22,8 @@
 namespace bellows::proto {
 
 /// Copies `prefix` then bytes [source_offset, source_offset + source_length) of `source` to
-/// `address` under `key` in the peer's registered memory, as one write.
+/// `address` under `key` in the peer's registered memory, as one write; then, for a frame, its
+/// `trailer` to `trailer_address` as a second write, which must become visible after the first.
 struct place {
   /// Leaves prefix_bytes uninitialized: only the first prefix_length bytes are ever read.
   place() noexcept {}  // NOLINT: a user-provided constructor, so value-initialization skips zeroing
@@ -34,8 +35,12 @@ struct place {
   gather_list source;
   std::uint64_t source_offset = 0;
   std::uint64_t source_length = 0;
+  std::uint64_t trailer_address = 0;
+  std::array<std::byte, 8> trailer_bytes;
+  bool has_trailer = false;
 
   std::span<const std::byte> prefix() const noexcept { return {prefix_bytes.data(), prefix_length}; }
+  std::span<const std::byte> trailer() const noexcept { return trailer_bytes; }
 };
 
 /// Tell the peer's reactor that this channel has something for it.

@@ -84,23 +84,19 @@ void channel_core::take(const receiver_events& ev) {
 }
 
 void channel_core::place_frame(const frame_write& w) {
-  auto& body = std::get<place>(out_.emplace_back(std::in_place_type<place>));
-  body.key = w.ring.key;
-  body.address = w.ring.address + w.offset;
+  auto& p = std::get<place>(out_.emplace_back(std::in_place_type<place>));
+  p.key = w.ring.key;
+  p.address = w.ring.address + w.offset;
   const auto header = encode_header(w.header);
-  std::memcpy(body.prefix_bytes.data(), header.data(), header.size());
-  std::memcpy(body.prefix_bytes.data() + header.size(), w.inline_payload.data(), w.inline_length);
-  body.prefix_length = static_cast<std::uint32_t>(header.size() + w.inline_length);
-  body.source = w.source;
-  body.source_offset = w.source_offset;
-  body.source_length = w.source_length;
-
-  auto& tail = std::get<place>(out_.emplace_back(std::in_place_type<place>));
-  tail.key = w.ring.key;
-  tail.address = w.ring.address + w.trailer_at();
-  const auto trailer = encode_trailer(w.header.seq);
-  std::memcpy(tail.prefix_bytes.data(), trailer.data(), trailer.size());
-  tail.prefix_length = static_cast<std::uint32_t>(trailer.size());
+  std::memcpy(p.prefix_bytes.data(), header.data(), header.size());
+  std::memcpy(p.prefix_bytes.data() + header.size(), w.inline_payload.data(), w.inline_length);
+  p.prefix_length = static_cast<std::uint32_t>(header.size() + w.inline_length);
+  p.source = w.source;
+  p.source_offset = w.source_offset;
+  p.source_length = w.source_length;
+  p.trailer_address = w.ring.address + w.trailer_at();
+  p.trailer_bytes = encode_trailer(w.header.seq);
+  p.has_trailer = true;
 }
 
 void channel_core::place_control(std::size_t offset, std::span<const std::byte> bytes) {

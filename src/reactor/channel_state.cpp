@@ -209,7 +209,12 @@ void channel_state::carry_out(const proto::place& a) {
   pieces_.clear();
   pieces_.push_back(a.prefix());
   proto::for_each_piece(a.source, a.source_offset, a.source_length, [&](auto piece) { pieces_.push_back(piece); });
-  if (auto ec = link_->write({a.key, a.address}, pieces_)) {
+  auto ec = link_->write({a.key, a.address}, pieces_);
+  if (!ec && a.has_trailer) {
+    const std::span<const std::byte> trailer[] = {a.trailer()};
+    ec = link_->write({a.key, a.trailer_address}, trailer);
+  }
+  if (ec) {
     write_error_ = ec;
     core_.write_failed(ec);
   }

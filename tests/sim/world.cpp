@@ -50,7 +50,12 @@ struct world::executor {
   void operator()(const proto::place& a) {
     std::vector<std::span<const std::byte>> pieces{a.prefix()};
     proto::for_each_piece(a.source, a.source_offset, a.source_length, [&](auto p) { pieces.push_back(p); });
-    if (auto ec = e.provider.write({a.key, a.address}, pieces)) e.core->write_failed(ec);
+    auto ec = e.provider.write({a.key, a.address}, pieces);
+    if (!ec && a.has_trailer) {
+      const std::span<const std::byte> trailer[] = {a.trailer()};
+      ec = e.provider.write({a.key, a.trailer_address}, trailer);
+    }
+    if (ec) e.core->write_failed(ec);
   }
   void operator()(const proto::ring_doorbell&) { w.ring_peer(s); }
   void operator()(const proto::provision& a) {

@@ -48,7 +48,7 @@ struct child_exit {
 
   int status = 0;
 
-  friend bool operator==(const child_exit& e, int status) { return e.status == status; }
+  friend bool operator==(const child_exit& e, int expected) { return e.status == expected; }
   friend std::ostream& operator<<(std::ostream& out, const child_exit& e) {
     out << e.status;
     switch (e.status) {
