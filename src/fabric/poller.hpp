@@ -5,6 +5,7 @@
 // write to the reactor's eventfd, which every poller is given when it is made).
 
 #include <cstddef>
+#include <vector>
 
 namespace bellows::fabric {
 
@@ -18,6 +19,14 @@ class poller {
   /// The reactor is about to sleep: from now on an arrival must wake it. False when something
   /// already waits (the reactor then stays awake).
   virtual bool prepare_to_sleep() = 0;
+  /// The reactor lets go of the io_context (nothing is pending) yet must still answer its peers:
+  /// from now on an arrival must make the reactor's eventfd, or a descriptor added to
+  /// `descriptors`, readable, without an asio wait (that would count as work). False when
+  /// something already waits. Providers that wake through the eventfd alone need not override.
+  virtual bool prepare_to_idle(std::vector<int>& descriptors) {
+    (void)descriptors;
+    return prepare_to_sleep();
+  }
   /// The reactor is awake again (called before every poll): arrivals need not wake it.
   virtual void woke_up() = 0;
   /// Starts or stops watching its descriptors (sockets, event channels). A disarmed poller holds

@@ -83,6 +83,9 @@ bool acceptor_state::on_channel_opened(const fabric::opened_channel& c) {
   if (!waiting_.empty()) {
     waiting_.front().second.post({}, std::move(accepted));
     waiting_.pop_front();
+    // As with an Asio acceptor, an open one with no accept pending holds no work: later peers
+    // wait in the listening socket's backlog (their links, in the link's socket).
+    if (waiting_.empty() && listener_) listener_->want_peers(false);
     reactor_.op_finished();
   } else {
     backlog_.push_back(std::move(accepted));

@@ -57,6 +57,7 @@ void reactor::configure(const context_options& options) {
 
 void reactor::shutdown() {
   shut_down_ = true;
+  idle_watch_.stop();
   for (auto* ch : channels_) ch->shutdown();
   for (auto* a : acceptors_) a->shutdown();
   for (auto& p : pollers_) p->shutdown();
@@ -124,6 +125,7 @@ void reactor::op_finished() {
 
 void reactor::wake_from_idle() {
   idle_ = false;
+  idle_watch_.pause();
   for (auto& p : pollers_) p->arm();
   last_work_ = std::chrono::steady_clock::now();
   // Doorbells rung while nothing was pending wait in the rings; the first pass takes them.
@@ -139,6 +141,35 @@ void reactor::go_idle() {
     asio::error_code ignored;
     wake_.cancel(ignored);
   }
+  watch_while_idle();
+}
+
+void reactor::watch_while_idle() {
+  // Nothing can arrive without a poller; the first one served makes the thread worth its cost.
+  if (pollers_.empty()) return;
+  idle_descriptors_.assign(1, wake_fd_);
+  for (auto& p : pollers_) {
+    if (!p->prepare_to_idle(idle_descriptors_)) {
+      // Something raced in while we were announcing sleep: take it in a pass, then try again.
+      for (auto& other : pollers_) other->woke_up();
+      return schedule_pass();
+    }
+  }
+  idle_watch_.watch(idle_descriptors_);
+}
+
+void reactor::arrived_while_idle() {
+  if (shut_down_) return;
+  // The eventfd is read here rather than by the watch thread, so a wake can never be taken away
+  // from the pass that follows; the pass then looks at every ring itself.
+  drain_wake_fd();
+  last_work_ = std::chrono::steady_clock::now();
+  schedule_pass();
+}
+
+void reactor::drain_wake_fd() {
+  std::uint64_t count;
+  [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
 }
 
 void reactor::schedule_pass() {
@@ -288,9 +319,11 @@ void reactor::sleep() {
   wake_.async_wait(asio::posix::descriptor_base::wait_read, [this](std::error_code ec) {
     if (ec == asio::error::operation_aborted && shut_down_) return;
     wake_armed_ = false;
-    std::uint64_t count;
-    [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
-    if (!ec && !idle_) {
+    // A cancelled wait reads nothing: going idle cancels it, and the idle watch must still see a
+    // wake that came in meanwhile.
+    if (ec) return;
+    drain_wake_fd();
+    if (!idle_) {
       last_work_ = std::chrono::steady_clock::now();
       schedule_pass();
     }

@@ -4,7 +4,8 @@
 // credit, the rings of channels that were rung) and resumes the operations waiting on them.
 // It spins while there is activity, then sleeps on an eventfd that peers write only when they
 // see it asleep, so an idle process burns no CPU. With no operation pending anywhere it holds
-// no outstanding work, so io_context::run() can return, exactly as with Asio sockets. Providers
+// no outstanding work, so io_context::run() can return, exactly as with Asio sockets; its peers
+// are still answered then, through a pass the idle watch posts (reactor/idle_watch.hpp). Providers
 // reach it through two seams only: the pollers it polls and the connectors it finds by URI
 // scheme (fabric/poller.hpp, fabric/connector.hpp); it names none of them.
 
@@ -13,6 +14,7 @@
 #include "fabric/poller.hpp"
 #include "proto/direction.hpp"
 #include "proto/step.hpp"
+#include "reactor/idle_watch.hpp"
 
 #include <bellows/detail/completion.hpp>
 #include <bellows/options.hpp>
@@ -21,6 +23,7 @@
 #include <asio/execution_context.hpp>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/post.hpp>
 
 #include <chrono>
 #include <functional>
@@ -109,6 +112,9 @@ class reactor final : public asio::execution_context::service {
   void sleep();
   void wake_from_idle();
   void go_idle();
+  void watch_while_idle();
+  void arrived_while_idle();
+  void drain_wake_fd();
   void drop_finished_pollers();
   bool pollers_busy() const;
   void run_deferred();
@@ -143,6 +149,9 @@ class reactor final : public asio::execution_context::service {
   std::vector<channel_state*> polling_now_;
   std::vector<channel_state*> watched_;
   std::function<void(proto::step)> step_observer_;
+  std::vector<int> idle_descriptors_;
+  // Last member: its thread posts into this reactor, so it stops before anything else goes.
+  idle_watch idle_watch_{[this] { asio::post(io_, [this] { arrived_while_idle(); }); }};
 };
 
 }  // namespace bellows::detail

@@ -4,6 +4,7 @@
 
 #include <bellows/error.hpp>
 
+#include <asio/error.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 
 #include <fcntl.h>
@@ -65,7 +66,9 @@ class shm_listener final : public fabric::listener, public std::enable_shared_fr
       auto self = weak.lock();
       if (!self) return;
       self->waiting_ = false;
-      if (!ec) self->accept_links();
+      // A wait cancelled because nobody accepted may meet an accept started since: look again
+      // (accept_links does nothing unless someone wants peers).
+      if (!ec || ec == asio::error::operation_aborted) self->accept_links();
     });
   }
 

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <cerrno>
+#include <utility>
 
 namespace bellows::verbs {
 namespace {
@@ -132,6 +133,19 @@ bool completion_source::sleep_until_completion(std::function<void()> woken) {
                            woken();  // possibly spurious: the caller polls and decides
                          });
   return true;
+}
+
+int completion_source::notify_when_idle() {
+  if (!idle_notified_) {
+    if (::ibv_req_notify_cq(cq_, 0) != 0) return -1;
+    idle_notified_ = true;
+  }
+  return descriptor_.native_handle();
+}
+
+void completion_source::take_idle_events() {
+  if (!std::exchange(idle_notified_, false)) return;
+  take_channel_events();
 }
 
 void completion_source::cancel_sleep() {

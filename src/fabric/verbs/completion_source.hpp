@@ -51,12 +51,19 @@ class completion_source final : public std::enable_shared_from_this<completion_s
   /// this returns true, and cancel_sleep() if that finds work. False if arming failed.
   bool sleep_until_completion(std::function<void()> woken);
   void cancel_sleep();
+  /// For a reactor that holds no work: arms the queue without an asio wait and returns the
+  /// descriptor that becomes readable at the next completion (watched by the idle thread).
+  /// Negative if arming failed.
+  int notify_when_idle();
+  /// After an idle wake: takes the channel's events so the descriptor reads empty again.
+  void take_idle_events();
   bool sleeping() const noexcept { return sleeping_; }
 
  private:
   completion_source(asio::io_context& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq);
   bool post_doorbell_receives(int count);
   void take_channel_events();
+  bool idle_notified_ = false;
 
   ibv_comp_channel* channel_;
   ibv_cq* cq_;

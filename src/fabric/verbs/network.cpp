@@ -338,6 +338,16 @@ bool network::prepare_to_sleep() {
   return true;
 }
 
+bool network::prepare_to_idle(std::vector<int>& descriptors) {
+  for (auto& [context, t] : transports_)
+    if (!t->prepare_to_idle(descriptors)) return false;
+  return true;
+}
+
+void network::woke_up() {
+  for (auto& [context, t] : transports_) t->woke_up();
+}
+
 void network::arm() {
   armed_ = true;
   if (events_) events_->set_armed(true);

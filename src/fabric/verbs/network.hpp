@@ -59,7 +59,8 @@ class network final : public fabric::poller {
 
   std::size_t poll() override;
   bool prepare_to_sleep() override;
-  void woke_up() override {}
+  bool prepare_to_idle(std::vector<int>& descriptors) override;
+  void woke_up() override;
   void arm() override;
   void disarm() override;
   /// A closing link is flushing its last writes: the reactor keeps polling for them.

@@ -213,6 +213,13 @@ bool transport::prepare_to_sleep() {
   return poll() == 0;
 }
 
+bool transport::prepare_to_idle(std::vector<int>& descriptors) {
+  const int fd = source_->notify_when_idle();
+  if (fd < 0) return false;
+  descriptors.push_back(fd);
+  return poll() == 0;
+}
+
 void transport::arm() {
   armed_ = true;
   watch_async_events();

@@ -63,6 +63,8 @@ class transport final : public std::enable_shared_from_this<transport> {
   void reap_sends();
   /// Arms the completion channel; false when a completion is already waiting.
   bool prepare_to_sleep();
+  bool prepare_to_idle(std::vector<int>& descriptors);
+  void woke_up() { source_->take_idle_events(); }
   void arm();
   void disarm();
   /// The io_context is going away: let go of its descriptors without touching its services.
