@@ -68,12 +68,13 @@ class channel {
   /// Completes with the message's size once it is in the peer's ring (not yet received).
   /// A message larger than the current ring's frames makes the sender ask the peer for a
   /// larger ring first; larger than the largest tier, or after a denial, it goes in fragments.
+  /// A slow peer never fails a send: without an answer within ack_timeout the send goes on in
+  /// fragments through the current ring, like a TCP sender on a full window, and the channel
+  /// moves to the larger ring whenever the answer comes.
   ///
   /// Errors: error::message_size (0 bytes; larger than the channel's max_message_size, the
-  /// smaller of both sides'; the channel stays open), error::enlarge_timeout (0 bytes; the
-  /// peer did not acknowledge an enlargement within ack_timeout; the send may be repeated),
-  /// error::connection_reset (the peer died or went away), error::protocol_violation,
-  /// error::channel_closed (closed or aborted here, or after async_close).
+  /// smaller of both sides'; the channel stays open), error::connection_reset (the peer died or went away),
+  /// error::protocol_violation, error::channel_closed (closed or aborted here, or after async_close).
   ///
   /// Cancellation: any type (terminal, partial, total) completes a send that has written
   /// nothing yet with asio::error::operation_aborted and 0 bytes; a send that began writing

@@ -9,8 +9,9 @@ enum class error {
   /// The peer wrote a frame, acknowledgement or credit that breaks the protocol; the channel is
   /// closed and nothing out of bounds was read or written.
   protocol_violation = 1,
-  /// No acknowledgement of a buffer enlargement (or shrink) arrived within `ack_timeout`. The send
-  /// transferred zero bytes and may be retried; a late acknowledgement is still honoured.
+  /// No longer a send result: a send whose enlargement is not acknowledged within `ack_timeout`
+  /// goes on in fragments through the current ring (see tier_event::what::timed_out and
+  /// channel_stats::ack_timeouts). Kept so that code naming it still compiles.
   enlarge_timeout,
   /// The receive buffer is smaller than the message (the message was discarded), or a send is
   /// larger than the channel's max_message_size (nothing was sent).

@@ -16,8 +16,8 @@ struct channel_options {
   /// Ring sizes, ascending; every channel starts on the first. The connecting side's table
   /// governs both directions of the channel.
   std::vector<tier> tiers = default_tiers();
-  /// How long a send waits for the acknowledgement of an enlargement before it fails with
-  /// error::enlarge_timeout (zero bytes sent; a late acknowledgement is still honoured).
+  /// How long a send waits for the acknowledgement of an enlargement before it goes on in
+  /// fragments through the current ring (a late acknowledgement still moves it to the larger).
   std::chrono::nanoseconds ack_timeout = std::chrono::seconds(1);
   /// Shrink back to the first tier after this long without a message that needed more.
   std::chrono::nanoseconds idle_shrink_after = std::chrono::seconds(5);

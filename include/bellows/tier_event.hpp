@@ -11,7 +11,8 @@ struct tier_event {
     requested,    ///< this side asked the peer for another receive ring (ENLARGE_REQ or SHRINK_REQ)
     granted,      ///< the peer's acknowledgement arrived; this side now sends on `to_tier`
     denied,       ///< the peer's budget was short; large messages are fragmented instead
-    timed_out,    ///< no acknowledgement within ack_timeout; the request stays outstanding
+    timed_out,    ///< no acknowledgement within ack_timeout: sends go on in fragments through the
+                  ///< current ring; the request stays outstanding and a late grant is honoured
     provisioned,  ///< the peer asked; this side registered a receive ring of `to_tier` and acknowledged
     refused,      ///< the peer asked; this side's memory budget was short and it answered denied
   };

@@ -12,6 +12,7 @@ receiver::receiver(direction_options options, local_ring initial) : options_(std
 
 std::vector<local_ring> receiver::live_rings() const {
   std::vector<local_ring> rings{current_.ring};
+  if (granted_) rings.push_back(*granted_);
   for (const auto& r : retired_) rings.push_back(r.ring);
   return rings;
 }
@@ -36,7 +37,10 @@ void receiver::scan(receiver_events& out) {
     if (failed_ || closed_ || pending_) return;
     const std::byte* frame = current_.ring.base + std::uint64_t{cursor_slot_} * geometry().slot_size;
     const frame_header h = read_header(frame);
-    if (h.seq != expected_seq_) return;
+    if (h.seq != expected_seq_) {
+      if (switch_if_written(out)) continue;
+      return;
+    }
     if (validate_header(h, geometry(), cursor_slot_)) return violation(out);
     const trailer_state tail = check_trailer(frame, h);
     if (!tail.ready) {
@@ -63,6 +67,11 @@ bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_ev
     case frame_kind::frag_more:
     case frame_kind::frag_last: return accept_fragment(h, payload, out);
     case frame_kind::pad: hold(h.slots, true); return true;
+    case frame_kind::switched:
+      // Only as the first frame of a ring.
+      if (current_.consumed != 0 || !current_.held.empty() || cursor_slot_ != h.slots) return violation(out), false;
+      hold(h.slots, true);
+      return true;
     case frame_kind::enlarge_req:
     case frame_kind::shrink_req: return accept_retier(h, payload, out);
     case frame_kind::close:
@@ -106,13 +115,31 @@ bool receiver::accept_retier(const frame_header& h, const std::byte* payload, re
   if (!request || in_message_ || request->request_id <= last_request_id_ || request->tier >= options_.tiers.size())
     return violation(out), false;
   const bool shrink = h.kind == frame_kind::shrink_req;
-  if (shrink ? request->tier >= current_.ring.tier : request->tier <= current_.ring.tier) return violation(out), false;
+  // Only one request is outstanding, and the next comes after the sender moved to its ring.
+  if (granted_ || (shrink ? request->tier >= current_.ring.tier : request->tier <= current_.ring.tier))
+    return violation(out), false;
   last_request_id_ = request->request_id;
   hold(h.slots, true);
   pending_ = provision_request{request->request_id, request->tier, shrink};
   out.provision = pending_;
-  // The peer writes nothing after a request until our answer; stop here until provisioned().
+  // Answer first: the ring the answer names decides where the peer's next frames may be.
   return false;
+}
+
+bool receiver::switch_if_written(receiver_events& out) {
+  if (!granted_ || read_header(granted_->base).seq != expected_seq_) return false;
+  // The old ring's frames all came before this one: it is done.
+  if (current_.held.empty()) {
+    out.released_regions.push_back(current_.ring.region);
+  } else {
+    retired_.push_back(std::move(current_));
+  }
+  current_ = ring_state{};
+  current_.ring = *granted_;
+  current_.first_ordinal = next_ordinal_;
+  granted_.reset();
+  cursor_slot_ = 0;
+  return true;
 }
 
 std::uint64_t receiver::hold(std::uint16_t slots, bool released) {
@@ -189,15 +216,7 @@ void receiver::provisioned(std::uint64_t request_id, std::optional<local_ring> r
     ring->epoch = current_.ring.epoch + 1;
     ack = ack_record{request.request_id, ack_status::granted, request.tier, ring->address,
                      ring->key,          g.slot_size,         g.slot_count, ring->epoch};
-    if (current_.held.empty()) {
-      out.released_regions.push_back(current_.ring.region);
-    } else {
-      retired_.push_back(std::move(current_));
-    }
-    current_ = ring_state{};
-    current_.ring = *ring;
-    current_.first_ordinal = next_ordinal_;
-    cursor_slot_ = 0;
+    granted_ = *ring;
   }
   out.ack = ack;
   out.ring_doorbell = true;

@@ -83,7 +83,8 @@ class receiver {
   bool peer_closed() const noexcept { return closed_; }
   /// Times a scan found a frame's head flag but not yet its tail (a write still being placed).
   std::uint64_t heads_without_tail() const noexcept { return heads_without_tail_; }
-  /// Rings this direction holds: the current one and retired ones still referenced.
+  /// Rings this direction holds: the current one, a granted one not yet written to, and retired
+  /// ones still referenced.
   std::vector<local_ring> live_rings() const;
   const direction_options& options() const noexcept { return options_; }
 
@@ -106,6 +107,8 @@ class receiver {
   bool accept(const frame_header& h, const std::byte* frame, receiver_events& out);
   bool accept_fragment(const frame_header& h, const std::byte* payload, receiver_events& out);
   bool accept_retier(const frame_header& h, const std::byte* payload, receiver_events& out);
+  /// True (and the granted ring is now current) if the peer's next frame is there.
+  bool switch_if_written(receiver_events& out);
   std::uint64_t hold(std::uint16_t slots, bool released);
   void advance_consumed(ring_state& ring);
   void report_credit(receiver_events& out);
@@ -114,6 +117,10 @@ class receiver {
   direction_options options_;
   ring_state current_;
   std::vector<ring_state> retired_;
+  // Granted but not yet written to. A sender whose ack came late has gone on through the old
+  // ring meanwhile, so the next frame is either at the old ring's cursor or at the start of
+  // this one; sequence numbers run on across rings, so whichever holds it says which.
+  std::optional<local_ring> granted_;
   std::uint32_t cursor_slot_ = 0;
   std::uint32_t expected_seq_ = 1;
   std::uint64_t next_ordinal_ = 0;

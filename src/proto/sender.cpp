@@ -24,7 +24,7 @@ void sender::submit(std::uint64_t id, gather_list message, clock_time now, sende
 outcome<try_result> sender::try_send(gather_list message, clock_time now, sender_events& out) {
   if (failed_) return failed_;
   if (close_requested_) return make_error_code(error::channel_closed);
-  if (outstanding_) return outstanding_->shrink ? try_result::no_room : try_result::enlarging;
+  if (held_by_request()) return outstanding_->shrink ? try_result::no_room : try_result::enlarging;
   if (!queue_.empty()) return try_result::no_room;
   const std::uint64_t length = message.length;
   if (length > options_.tiers.max_message(0)) last_large_ = now;
@@ -38,7 +38,7 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
   }
   const auto wanted =
       static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
-  if (wanted > ring_.tier && now >= denied_until_) {
+  if (wanted > ring_.tier && now >= denied_until_ && !outstanding_) {
     start_retier(wanted, false, length, now, out);
     return outstanding_ ? try_result::enlarging : try_result::no_room;
   }
@@ -53,7 +53,7 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
     stalled_ = true;
     return try_result::no_room;
   }
-  queue_.push_back({0, message, now, 0, true});
+  queue_.push_back({0, message, now});
   pump(now, out);
   return try_result::written;
 }
@@ -92,7 +92,7 @@ void sender::step(const std::byte* control_block, clock_time now, sender_events&
   if (failed_) return;
   read_control(control_block, now, out);
   if (failed_) return;
-  expire_waiting_sends(now, out);
+  fall_back_if_unanswered(now, out);
   pump(now, out);
   report_close_if_done(out);
 }
@@ -141,6 +141,10 @@ void sender::apply_ack(const ack_record& ack, clock_time now, sender_events& out
     ring_ = remote_ring{ack.ring_key, ack.ring_address, ack.tier, ack.epoch};
     produced_ = consumed_ = 0;
     last_large_ = now;
+    // The receiver leaves the old ring when it finds our next frame in the new one. With
+    // nothing queued (a shrink, mostly) SWITCHED is that frame, so the old ring is freed now
+    // rather than at the next message.
+    if (queue_.empty() && !close_requested_) emit(frame_kind::switched, 0, 1, out);
   } else {
     event.kind = retier_event::what::denied;
     denied_until_ = now + options_.retry_after_denial;
@@ -148,26 +152,21 @@ void sender::apply_ack(const ack_record& ack, clock_time now, sender_events& out
   out.retiers.push_back(event);
 }
 
-void sender::expire_waiting_sends(clock_time now, sender_events& out) {
-  if (!outstanding_) return;
-  // Only sends that have written nothing can be waiting: a retier is only asked for between
-  // messages. They fail with zero bytes transferred, as the patent's block 350 prescribes; the
-  // request itself stays outstanding and its ack is honoured whenever it comes.
-  std::size_t expired = 0;
-  for (auto& s : queue_) {
-    if (now - std::max(s.enqueued, outstanding_->sent) < options_.ack_timeout) break;
-    ++expired;
-  }
-  if (expired == 0) return;
+void sender::fall_back_if_unanswered(clock_time now, sender_events& out) {
+  if (!held_by_request() || queue_.empty()) return;
+  if (now - std::max(queue_.front().enqueued, outstanding_->sent) < options_.ack_timeout) return;
+  // A slow peer must not fail a send (the patent's block 350 failed it): the waiting sends go
+  // on through the current ring, fragmented as after a denial, and a late ack still moves the
+  // channel to the ring it grants. The receiver finds our next frame in whichever ring we chose.
+  outstanding_->fell_back = true;
   out.retiers.push_back({retier_event::what::timed_out, outstanding_->request.request_id, ring_.tier,
                          outstanding_->request.tier, 0, outstanding_->shrink});
-  while (expired-- > 0) complete_front(make_error_code(error::enlarge_timeout), 0, out);
 }
 
 std::optional<clock_time> sender::next_deadline() const noexcept {
   if (failed_) return std::nullopt;
   if (outstanding_) {
-    if (queue_.empty()) return std::nullopt;
+    if (queue_.empty() || outstanding_->fell_back) return std::nullopt;
     return std::max(queue_.front().enqueued, outstanding_->sent) + options_.ack_timeout;
   }
   if (queue_.empty() && ring_.tier > 0 && !close_requested_)
@@ -177,12 +176,15 @@ std::optional<clock_time> sender::next_deadline() const noexcept {
 
 void sender::pump(clock_time now, sender_events& out) {
   stalled_ = false;
-  while (!failed_ && !outstanding_ && pump_one(now, out)) {
+  while (!failed_ && !held_by_request() && pump_one(now, out)) {
   }
 }
 
 bool sender::pump_one(clock_time now, sender_events& out) {
   if (queue_.empty()) {
+    // CLOSE and shrinks wait for the outstanding answer: a ring switch after CLOSE would leave
+    // the close's consumption unaccounted for.
+    if (outstanding_) return false;
     if (close_requested_) {
       if (close_written_ || !reserve(1, out)) return false;
       emit(frame_kind::close, 0, 1, out);
@@ -197,7 +199,9 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   queued_send& s = queue_.front();
   const std::uint64_t length = s.message.length;
   if (length > options_.tiers.max_message(0)) last_large_ = now;
-  if (!s.fragmenting) {
+  // Decided afresh until the first fragment is out: a late ack may have moved us to a ring
+  // whose frames hold the whole message.
+  if (s.written == 0) {
     if (length <= options_.tiers.max_message(ring_.tier)) {
       const auto slots = geometry().slots_for(length);
       if (!reserve(slots, out)) return false;
@@ -209,11 +213,10 @@ bool sender::pump_one(clock_time now, sender_events& out) {
     }
     const auto wanted =
         static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
-    if (wanted > ring_.tier && now >= denied_until_) {
+    if (wanted > ring_.tier && now >= denied_until_ && !outstanding_) {
       start_retier(wanted, false, length, now, out);
-      return false;  // everything queues behind the request until its ack
+      return false;  // everything queues behind the request until its ack, or its timeout
     }
-    s.fragmenting = true;
   }
 
   // Through the current tier, in frames of at most half its ring.

@@ -112,19 +112,22 @@ class sender {
     gather_list message;
     clock_time enqueued;
     std::uint64_t written = 0;
-    bool fragmenting = false;
   };
   struct pending_request {
     retier_request request;
     bool shrink;
     clock_time sent;
+    /// No ack within ack_timeout: sends go on through the current ring until it comes.
+    bool fell_back = false;
   };
 
   const ring_geometry& geometry() const { return options_.tiers[ring_.tier]; }
   std::uint32_t cursor_slot() const { return static_cast<std::uint32_t>(produced_ % geometry().slot_count); }
   void read_control(const std::byte* control_block, clock_time now, sender_events& out);
   void apply_ack(const ack_record& ack, clock_time now, sender_events& out);
-  void expire_waiting_sends(clock_time now, sender_events& out);
+  void fall_back_if_unanswered(clock_time now, sender_events& out);
+  /// Sends wait for the outstanding request's answer (none outstanding, or it fell back: no).
+  bool held_by_request() const noexcept { return outstanding_ && !outstanding_->fell_back; }
   void pump(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);
   void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);

@@ -9,7 +9,7 @@ std::error_code violation() noexcept { return make_error_code(error::protocol_vi
 
 bool is_known_kind(frame_kind kind) noexcept {
   auto k = static_cast<std::uint8_t>(kind);
-  return k >= static_cast<std::uint8_t>(frame_kind::data) && k <= static_cast<std::uint8_t>(frame_kind::close);
+  return k >= static_cast<std::uint8_t>(frame_kind::data) && k <= static_cast<std::uint8_t>(frame_kind::switched);
 }
 
 }  // namespace
@@ -24,6 +24,7 @@ const char* to_string(frame_kind kind) noexcept {
     case frame_kind::enlarge_req: return "ENLARGE_REQ";
     case frame_kind::shrink_req: return "SHRINK_REQ";
     case frame_kind::close: return "CLOSE";
+    case frame_kind::switched: return "SWITCHED";
   }
   return "UNKNOWN";
 }
@@ -71,6 +72,7 @@ std::error_code validate_header(const frame_header& h, const ring_geometry& ring
       if (h.length != retier_payload_bytes) return violation();
       break;
     case frame_kind::close:
+    case frame_kind::switched:
       if (h.length != 0) return violation();
       break;
     case frame_kind::frag_first:

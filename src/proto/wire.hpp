@@ -25,6 +25,10 @@ enum class frame_kind : std::uint8_t {
   enlarge_req = 6,
   shrink_req = 7,
   close = 8,
+  /// The sender's first frame in a ring it was just granted, when it had nothing else to write
+  /// there: tells the receiver the old ring is done (a receiver leaves a ring only when it
+  /// finds the next frame in the new one, since a sender whose ack came late went on in the old).
+  switched = 9,
 };
 
 const char* to_string(frame_kind kind) noexcept;

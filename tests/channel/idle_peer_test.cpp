@@ -90,6 +90,43 @@ int run_idle_receiver(const std::vector<std::string>& args) {
 
 const bt::child_role idle_receiver("idle-receiver", run_idle_receiver);
 
+constexpr std::size_t huge = 10'000'000;
+
+/// ARGS: busy-receiver URI. Accepts one channel, then keeps its only thread busy outside the
+/// io_context for three seconds (as a long computation would), then receives a 100,000 B and a
+/// 10 MB message and checks both.
+int run_busy_receiver(const std::vector<std::string>& args) {
+  const std::string uri = args.at(1);
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri, bt::options_for(uri));
+  bt::child_process::signal_ready();
+  std::optional<bellows::channel> ch;
+  acc.async_accept([&](std::error_code ec, bellows::channel c) {
+    if (!ec) ch = std::move(c);
+  });
+  if (!bt::run_until(
+          io, [&] { return ch.has_value(); }, 10s))
+    return stalled;
+  std::this_thread::sleep_for(idle_for);  // the thread is elsewhere: nothing here can answer
+
+  std::vector<std::byte> inbox(huge);
+  bool intact = true;
+  int received = 0;
+  for (std::size_t size : {large, huge}) {
+    std::optional<std::size_t> n;
+    ch->async_receive(asio::buffer(inbox), [&](std::error_code ec, std::size_t got) { n = ec ? 0 : got; });
+    if (!bt::run_until(
+            io, [&] { return n.has_value(); }, 20s))
+      return stalled;
+    const auto expected = bt::random_bytes(size, size);
+    intact = intact && *n == size && std::equal(expected.begin(), expected.end(), inbox.begin());
+    ++received;
+  }
+  return intact && received == 2 ? answered : message_lost;
+}
+
+const bt::child_role busy_receiver("busy-receiver", run_busy_receiver);
+
 /// Runs `io` and reports whether run() returned by itself within `limit` (else it is stopped).
 bool run_returns_by_itself(asio::io_context& io, std::chrono::milliseconds limit) {
   std::mutex m;
@@ -186,4 +223,41 @@ TEST_CASE("run() returns with channels and an acceptor open and nothing pending"
   CHECK(run_returns_by_itself(io, 5s));
   CHECK(near->is_open());
   CHECK(far->is_open());
+}
+
+TEST_CASE("A receiver busy outside its io_context makes no send fail: they go on, then switch to the late grant",
+          "[channel][idle]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  const auto uri = bt::uri_for(provider, bt::unique_name("busy-receiver"));
+  auto peer = bt::child_process::exec_self(busy_receiver, {uri});
+  REQUIRE(peer.wait_ready());
+
+  asio::io_context io;
+  auto options = bt::options_for(uri);
+  options.ack_timeout = 1s;  // shorter than the receiver's absence
+  std::vector<std::error_code> results;
+  bellows::channel_stats stats;
+  bool finished = false;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        auto ch = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        for (std::size_t size : {large, huge}) {
+          const auto message = bt::random_bytes(size, size);
+          auto [ec, n] = co_await ch.async_send(asio::buffer(message), as_tuple(use_awaitable));
+          results.push_back(ec);
+        }
+        stats = ch.stats();
+        finished = true;
+        co_await ch.async_receive(asio::buffer(&stats, 0), as_tuple(use_awaitable));  // until the peer goes
+      },
+      asio::detached);
+  REQUIRE(bt::run_until(
+      io, [&] { return finished; }, 30s));
+  CHECK(results == std::vector<std::error_code>{{}, {}});
+  CHECK(stats.ack_timeouts == 1);  // the request went unanswered for a while ...
+  CHECK(stats.enlargements == 1);  // ... and its late grant was honoured
+  CHECK(stats.send_tier == bellows::default_tiers().size() - 1);
+  CHECK(peer.wait() == answered);
 }

@@ -34,13 +34,14 @@ class harness {
 
   void run(bellows::fuzz::script& in) {
     for (int step = 0; step < 4096 && !in.empty(); ++step) {
-      switch (in.take<std::uint8_t>() % 6) {
+      switch (in.take<std::uint8_t>() % 7) {
         case 0: write_frame(in); break;
         case 1: write_raw(in); break;
         case 2: poll(); break;
         case 3: release(in.take<std::uint8_t>()); break;
         case 4: provision(in.take<std::uint8_t>()); break;
         case 5: pressure(in.take<std::uint8_t>() & 1); break;
+        case 6: move_to_granted(); break;
       }
     }
     poll();
@@ -64,19 +65,19 @@ class harness {
     return r;
   }
 
-  ring_memory& writing() { return rings_.back(); }
+  ring_memory& writing() { return rings_[writing_ring_]; }
   const ring_geometry& geometry() const { return rx_.options().tiers[writing_tier_]; }
 
   // A frame where an honest sender would place it next: header, payload, trailer.
   void write_frame(bellows::fuzz::script& in) {
-    const auto kind = static_cast<frame_kind>(1 + in.take<std::uint8_t>() % 8);
+    const auto kind = static_cast<frame_kind>(1 + in.take<std::uint8_t>() % 9);
     const auto& g = geometry();
     std::uint32_t length = in.take<std::uint16_t>() % (g.max_frame_payload() + 1);
     std::array<std::byte, retier_payload_bytes> control{};
     if (kind == frame_kind::enlarge_req || kind == frame_kind::shrink_req) {
       control = encode_retier({in.take<std::uint64_t>() % 8, in.take<std::uint8_t>() % 6u});
       length = retier_payload_bytes;
-    } else if (kind == frame_kind::close) {
+    } else if (kind == frame_kind::close || kind == frame_kind::switched) {
       length = 0;
     }
     const std::uint32_t slots_left = g.slot_count - write_slot_;
@@ -133,12 +134,19 @@ class harness {
     if (choice % 4 != 0 && bytes <= largest_granted_ring) {
       rings_.push_back(allocate(bytes));
       granted = local_ring{rings_.size(), 1, 0, rings_.back().bytes.get(), request.tier, ++epoch_};
-      writing_tier_ = request.tier;
-      write_slot_ = 0;  // sequence numbers go on across rings
+      granted_tier_ = request.tier;  // the writer moves there when the script says (a late ack)
     }
     receiver_events ev;
     rx_.provisioned(request.request_id, granted, ev);
     check(ev);
+  }
+
+  void move_to_granted() {
+    if (!granted_tier_) return;
+    writing_ring_ = rings_.size() - 1;
+    writing_tier_ = *granted_tier_;
+    granted_tier_.reset();
+    write_slot_ = 0;  // sequence numbers go on across rings
   }
 
   void pressure(bool on) {
@@ -171,6 +179,8 @@ class harness {
   std::deque<frame_token> held_;
   std::optional<provision_request> requested_;
   std::uint32_t writing_tier_ = 0;
+  std::size_t writing_ring_ = 0;
+  std::optional<std::uint32_t> granted_tier_;
   std::uint32_t write_slot_ = 0;
   std::uint32_t next_seq_ = 1;
   std::uint32_t epoch_ = 0;

@@ -83,6 +83,7 @@ struct world::executor {
                       : t.kind == what::timed_out   ? trace_event::what::ack_timed_out
                       : t.kind == what::provisioned ? trace_event::what::provisioned
                                                     : trace_event::what::acked_denied;
+    if (kind == trace_event::what::ack_timed_out) ++e.report.ack_timeouts;
     w.emit(kind, s, t.from_tier, t.to_tier, t.message_bytes);
   }
   void operator()(const proto::reached& a) {
@@ -250,15 +251,6 @@ void world::on_send_done(side s, const proto::send_done& done) {
   if (!done.ec) {
     ++e.report.sends_ok;
     ep(other(s)).expected.push_back(sent.bytes);
-  } else if (done.ec == error::enlarge_timeout) {
-    ++e.report.sends_timed_out;
-    if (options_.retry_timed_out_sends && !e.report.failure) {
-      // Zero bytes went out, so the upper layer may simply send the message again.
-      auto bytes = *sent.bytes;
-      schedule(0ns, [this, s, bytes = std::move(bytes), pieces = sent.pieces]() mutable {
-        if (!ep(s).report.dead && !ep(s).report.failure) send(s, std::move(bytes), pieces);
-      });
-    }
   } else {
     ++e.report.sends_failed;
   }

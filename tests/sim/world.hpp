@@ -52,8 +52,6 @@ struct world_options {
   std::chrono::nanoseconds link_latency = 1us;       ///< doorbell delivery time
   std::chrono::nanoseconds death_detection = 100us;  ///< until the survivor notices
   fault_options faults;
-  /// Resubmit a send that failed with enlarge_timeout, as an upper layer would.
-  bool retry_timed_out_sends = true;
   /// The side that dies when it reaches the step, as its process would die there.
   std::optional<std::pair<side, proto::step>> death;
 };
@@ -81,7 +79,7 @@ struct trace_event {
 
 struct endpoint_report {
   std::uint64_t sends_ok = 0;
-  std::uint64_t sends_timed_out = 0;
+  std::uint64_t ack_timeouts = 0;  ///< requests that went unanswered past ack_timeout (sends went on)
   std::uint64_t sends_failed = 0;  ///< any other error
   std::uint64_t delivered = 0;
   std::uint64_t delivered_bytes = 0;

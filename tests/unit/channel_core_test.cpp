@@ -160,8 +160,7 @@ TEST_CASE("core: an enlargement names its steps, and the ack's tail is written a
   c.cores[1]->poll(clock_time{});
   const auto answer = c.run(1);
   // The receiver provisions (the test driver answers at once), then acks in two writes.
-  CHECK(names(answer) ==
-        "provision @after provisioning place48 @between ack head and tail place8 release tier doorbell");
+  CHECK(names(answer) == "provision @after provisioning place48 @between ack head and tail place8 tier doorbell");
   const auto& head = std::get<place>(answer[2]);
   const auto& tail = std::get<place>(answer[4]);
   CHECK(tail.address == head.address + ack_layout::tail);
@@ -171,6 +170,11 @@ TEST_CASE("core: an enlargement names its steps, and the ack's tail is written a
   CHECK(names(resumed) == "place16+t send_done tier doorbell");
   CHECK(c.cores[0]->stats().enlargements == 1);
   CHECK(c.cores[0]->stats().send_tier == 1);
+  // The receiver leaves its first ring when it finds the message in the new one.
+  CHECK(c.cores[1]->stats().receive_tier == 0);
+  c.cores[1]->poll(2us);
+  CHECK(names(c.run(1)) == "release");
+  CHECK(c.cores[1]->stats().receive_tier == 1);
 }
 
 TEST_CASE("core: cancellation, oversized sends and abort complete each operation once", "[core]") {

@@ -97,6 +97,12 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
                  !w.sender_of(side::b).awaiting_ack() && w.idle();
         },
         100ms);
+    for (side s : {side::a, side::b})
+      UNSCOPED_INFO("side " << to_string(s) << ": send tier " << w.send_tier(s) << ", awaiting ack "
+                            << w.sender_of(s).awaiting_ack() << ", receive tier " << w.receiver_of(s).tier()
+                            << ", failed " << w.sender_of(s).failed() << w.receiver_of(s).failed() << " ("
+                            << (w.report(s).failure ? w.report(s).failure->message() : "") << "), events left "
+                            << !w.idle());
     REQUIRE(shrank);
     REQUIRE(w.check_invariants().empty());
 
@@ -104,6 +110,7 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     for (side s : {side::a, side::b}) {
       const auto& mine = w.report(s);
       const auto& peer = w.report(other(s));
+      INFO("failure: " << (mine.failure ? mine.failure->message() : "none"));
       CHECK(mine.sends_failed == 0);
       CHECK(mine.mismatches == 0);
       CHECK(mine.frame_corruptions == 0);
@@ -114,7 +121,8 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
       CHECK(w.registered_bytes(s) == 128 + tiers[0].ring_bytes());
       delivered += peer.delivered;
     }
-    CHECK(delivered + w.report(side::a).sends_timed_out + w.report(side::b).sends_timed_out >= messages);
+    // A slow answer never fails a send: every message arrives.
+    CHECK(delivered == messages);
 
     std::size_t enlargements = 0, shrinks = 0;
     for (const auto& e : w.trace()) {
@@ -128,7 +136,7 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     CHECK(enlargements > 0);
     CHECK(shrinks > 0);
     std::cout << "  delivered " << delivered << " messages, " << enlargements << " enlargements, " << shrinks
-              << " shrinks, " << w.report(side::a).sends_timed_out + w.report(side::b).sends_timed_out
+              << " shrinks, " << w.report(side::a).ack_timeouts + w.report(side::b).ack_timeouts
               << " ack timeouts, virtual time "
               << std::chrono::duration_cast<std::chrono::milliseconds>(w.now()).count() << " ms" << std::endl;
   }
