@@ -39,6 +39,10 @@ struct context_options {
   bool allow_other_users = false;
   /// How long the reactor keeps polling after the last activity before it sleeps on its eventfd.
   std::chrono::nanoseconds spin_before_sleep = std::chrono::microseconds(50);
+  /// Released shm rings kept resident and zeroed, so that the next enlargement finds its pages
+  /// present on both sides instead of faulting them in. Beyond this, released memory goes back
+  /// to the system at once (as it does under budget pressure).
+  std::size_t warm_ring_bytes = std::size_t{32} << 20;
   /// Virtual size of each shm arena (sparse: only what is registered is backed by memory).
   std::size_t shm_arena_bytes = std::size_t{16} << 30;
 };

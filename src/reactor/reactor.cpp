@@ -39,6 +39,7 @@ reactor::reactor(asio::io_context& io)
   host_.wake_fd = wake_fd_;
   wake_.assign(wake_fd_);
   last_work_ = std::chrono::steady_clock::now();
+  budget_.warm_limit = options_.warm_ring_bytes;
 }
 
 reactor::~reactor() = default;
@@ -53,6 +54,7 @@ reactor& reactor::of(const asio::any_io_executor& ex) {
 void reactor::configure(const context_options& options) {
   options_ = options;
   budget_.limit = options.registered_memory_budget;
+  budget_.warm_limit = options.warm_ring_bytes;
 }
 
 void reactor::shutdown() {

@@ -6,7 +6,13 @@ set -euo pipefail
 perf=$1
 fail() { echo "perf_smoke: $*" >&2; exit 1; }
 
-json=$(timeout 120 "$perf" -t lat,bw,rate,enlarge,scale -s 8,4K -n 200 -w 10 --channels 0,16 --json)
+json=$(timeout 120 "$perf" -t lat,bw,rate,scale -s 8,4K -n 200 -w 10 --channels 0,16 --json)
+# enlarge: by default one size per tier above the first; 8 B fits the first ring and is skipped.
+json+=$'\n'$(timeout 120 "$perf" -t enlarge -n 3 --json)
+skip_log=$(mktemp)
+trap 'rm -f "$skip_log"' EXIT
+[[ -z $(timeout 60 "$perf" -t enlarge -s 8 -n 3 --json 2>"$skip_log") ]] || fail "enlarge measured 8 B"
+grep -q "fits the first ring" "$skip_log" || fail "enlarge did not say why it skipped 8 B"
 echo "$json"
 number='-?[0-9][0-9.e+-]*'
 line_pattern="^\{\"mode\":\"(lat|bw|rate|enlarge|scale)\",\"provider\":\"shm\",\"size\":[0-9]+,\"iterations\":[0-9]+(,\"[A-Za-z0-9_/]+\":(null|$number))*\}$"
@@ -20,7 +26,8 @@ for mode in lat bw rate enlarge scale; do
   [[ $(grep -c "\"mode\":\"$mode\"" <<<"$json") -eq 2 ]] || fail "expected two $mode results"
 done
 for value in $(field lat p50_us) $(field bw mb_per_s) $(field rate msg_per_s) $(field enlarge p50_us) \
-  $(field enlarge handshake_p50) $(field scale p50_us); do
+  $(field enlarge handshake_p50) $(field enlarge handshake_p99) $(field enlarge fragmented_p50) \
+  $(field enlarge enlarged_before_p50) $(field enlarge provision_p99) $(field scale p50_us); do
   [[ $value =~ ^$number$ ]] || fail "a figure is missing: $value"
 done
 [[ $(field enlarge to_tier | tr '\n' ' ') == "1 2 " ]] || fail "enlarge did not visit tiers 1 and 2"

@@ -81,10 +81,14 @@ arena::arena(arena&& other) noexcept
       budget_(std::exchange(other.budget_, nullptr)),
       next_(other.next_),
       registered_(std::exchange(other.registered_, 0)),
-      free_(std::move(other.free_)) {}
+      free_(std::move(other.free_)),
+      warm_(std::move(other.warm_)),
+      warm_bytes_(std::exchange(other.warm_bytes_, 0)) {}
 
 arena::~arena() {
-  if (budget_ != nullptr) budget_->give_back(registered_);
+  if (budget_ == nullptr) return;
+  budget_->give_back(registered_);
+  budget_->warm -= warm_bytes_;
 }
 
 proto::outcome<fabric::region> arena::allocate(std::size_t length) {
@@ -97,7 +101,15 @@ proto::outcome<fabric::region> arena::allocate(std::size_t length) {
     return make_error_code(error::budget_exhausted);
   std::size_t offset;
   auto& free_list = free_[size_class];
-  if (!free_list.empty()) {
+  auto& warm_list = warm_[size_class];
+  // New memory must fit beside what is kept warm; warm memory goes first when it does not.
+  if (warm_list.empty() && budget_->used + budget_->warm + bytes > budget_->limit) trim();
+  if (!warm_list.empty()) {
+    offset = warm_list.back();
+    warm_list.pop_back();
+    warm_bytes_ -= bytes;
+    budget_->warm -= bytes;
+  } else if (!free_list.empty()) {
     offset = free_list.back();
     free_list.pop_back();
   } else {
@@ -117,17 +129,42 @@ void arena::release(std::uint64_t handle) {
   const unsigned size_class = static_cast<unsigned>(handle & 63);
   const std::size_t offset = handle & ~std::uint64_t{63};
   const std::size_t bytes = std::size_t{1} << size_class;
-  if (bytes >= page_bytes) {
-    // Punched pages read back as zeros, which is also what the next owner must see.
-    if (::fallocate(memory_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                    static_cast<off_t>(bytes)) != 0)
-      std::memset(memory_.base() + offset, 0, bytes);
-  } else {
+  registered_ -= bytes;
+  if (budget_ != nullptr) budget_->give_back(bytes);
+  const bool keep_warm = bytes >= page_bytes && budget_ != nullptr && budget_->warm + bytes <= budget_->warm_limit &&
+                         budget_->used + budget_->warm + bytes <= budget_->limit;
+  if (bytes < page_bytes || keep_warm || !punch(offset, bytes)) {
+    // The next owner must see zeros. Zeroing here, when a ring is let go (a shrink, a close,
+    // the small ring left behind by an enlargement), keeps it off the next enlargement's path.
     std::memset(memory_.base() + offset, 0, bytes);
   }
-  free_[size_class].push_back(offset);
-  if (budget_ != nullptr) budget_->give_back(bytes);
-  registered_ -= bytes;
+  if (keep_warm) {
+    warm_[size_class].push_back(offset);
+    warm_bytes_ += bytes;
+    budget_->warm += bytes;
+  } else {
+    free_[size_class].push_back(offset);
+  }
+}
+
+bool arena::punch(std::size_t offset, std::size_t bytes) {
+  // Punched pages read back as zeros, which is also what the next owner must see.
+  return ::fallocate(memory_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                     static_cast<off_t>(bytes)) == 0;
+}
+
+void arena::trim() {
+  for (unsigned size_class = 0; size_class < class_count; ++size_class) {
+    const std::size_t bytes = std::size_t{1} << size_class;
+    for (const std::size_t offset : warm_[size_class]) {
+      // Zeroed already; if the punch fails the pages simply stay.
+      punch(offset, bytes);
+      free_[size_class].push_back(offset);
+      warm_bytes_ -= bytes;
+      if (budget_ != nullptr) budget_->warm -= bytes;
+    }
+    warm_[size_class].clear();
+  }
 }
 
 }  // namespace bellows::shm

@@ -2,7 +2,9 @@
 // One side's shared memory for a shm link: a sparse memfd, sealed so the peer cannot shrink or
 // grow it under us, mapped in both processes. The first `header_bytes` hold the link header
 // (the doorbell ring); rings and control blocks are carved from the rest in power-of-two size
-// classes and given back with a hole punch, so released memory really returns to the system.
+// classes. Released blocks of a page or more stay resident and zeroed up to the budget's warm
+// bound, so the next ring of that size costs no page faults; past it, and under budget
+// pressure, they are punched out, so released memory really returns to the system.
 
 #include "fabric/memory_budget.hpp"
 #include "fabric/provider.hpp"
@@ -61,6 +63,8 @@ class arena {
   /// when the arena is full.
   proto::outcome<fabric::region> allocate(std::size_t length);
   void release(std::uint64_t handle);
+  /// Gives the warm blocks' pages back to the system (the budget is short).
+  void trim();
 
   const mapping& memory() const noexcept { return memory_; }
   std::byte* header() const noexcept { return memory_.base(); }
@@ -68,6 +72,7 @@ class arena {
 
  private:
   arena(mapping memory, memory_budget& budget) : memory_(std::move(memory)), budget_(&budget) {}
+  bool punch(std::size_t offset, std::size_t bytes);
 
   static constexpr unsigned min_class = 6;  // 64 B
   static constexpr unsigned class_count = 48;
@@ -77,7 +82,9 @@ class arena {
   std::size_t next_ = header_bytes;
   std::size_t registered_ = 0;
   // Region handles encode offset and size class: offset | class, since offsets are 64-aligned.
-  std::array<std::vector<std::size_t>, class_count> free_;
+  std::array<std::vector<std::size_t>, class_count> free_;  ///< pages punched out
+  std::array<std::vector<std::size_t>, class_count> warm_;  ///< pages present, zeroed
+  std::size_t warm_bytes_ = 0;
 };
 
 }  // namespace bellows::shm

@@ -50,7 +50,7 @@ class shm_listener final : public fabric::listener, public std::enable_shared_fr
  private:
   void accept_links() {
     if (waiting_ || !wanted_ || !socket_.is_open()) return;
-    for (;;) {
+    while (wanted_) {
       const int fd = accept_one(socket_.native_handle());
       // At the limit accept fails with EMFILE whether or not anyone is waiting.
       if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd_ >= 0) {
@@ -60,6 +60,9 @@ class shm_listener final : public fabric::listener, public std::enable_shared_fr
       if (fd < 0) break;
       adopt(fd);
     }
+    // A link adopted above may already have opened the channel its acceptor waited for, and
+    // nobody may want peers any more: then nothing waits (the wait would be work forever).
+    if (!wanted_) return;
     // EAGAIN, or a transient failure: either way, wait for the next connection.
     waiting_ = true;
     socket_.async_wait(asio::posix::descriptor_base::wait_read, [weak = weak_from_this()](std::error_code ec) {

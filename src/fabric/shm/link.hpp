@@ -77,6 +77,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   std::size_t poll() override;
   bool prepare_to_sleep() override;
   void woke_up() override;
+  void trim() override { arena_.trim(); }
   bool ready() const noexcept { return state_ == state::ready; }
   bool failed() const noexcept { return state_ == state::failed; }
   /// Failed, or a link this side opened that no channel uses any more (its peer then sees the
