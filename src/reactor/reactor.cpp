@@ -216,10 +216,18 @@ proto::clock_time reactor::now_for_deadlines() {
   return in_pass_ ? pass_time_ : std::chrono::steady_clock::now().time_since_epoch();
 }
 
+std::chrono::nanoseconds reactor::spin_budget() const {
+  // A channel waiting for an ack (or for credit) expects it within a peer's pass or two. Asleep
+  // when it comes, it pays a second wake-up on top of the peer's (tens of microseconds each on
+  // a VM), so the handshake is waited for longer than other quiet.
+  constexpr int while_watching = 8;
+  return watched_.empty() ? options_.spin_before_sleep : options_.spin_before_sleep * while_watching;
+}
+
 std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_end) {
   // Going back to the scheduler for every empty poll costs an epoll_wait each time; waiting here
   // instead keeps a ping-pong's round trip free of system calls.
-  const auto until = std::min(slice_end, last_work_ + options_.spin_before_sleep);
+  const auto until = std::min(slice_end, last_work_ + spin_budget());
   for (unsigned round = 1;; ++round) {
     cpu_relax();
     if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
@@ -262,7 +270,7 @@ void reactor::pass() {
   }
   if (shut_down_) return;
   const auto now = last_clock_reading();
-  if (!deferred_.empty() || !active_.empty() || now - last_work_ < options_.spin_before_sleep) return schedule_pass();
+  if (!deferred_.empty() || !active_.empty() || now - last_work_ < spin_budget()) return schedule_pass();
   // Closing connections may still wait for their last writes to complete before they let go.
   if (ops_ == 0 && !pollers_busy()) return go_idle();
   if (polling_) return schedule_pass();

@@ -107,6 +107,7 @@ class reactor final : public asio::execution_context::service {
   void pass();
   std::size_t poll_round();
   std::size_t spin_for_work(std::chrono::steady_clock::time_point slice_end);
+  std::chrono::nanoseconds spin_budget() const;
   std::chrono::steady_clock::time_point read_clock();
   std::chrono::steady_clock::time_point last_clock_reading() const;
   void sleep();
