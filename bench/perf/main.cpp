@@ -4,13 +4,15 @@
 // `bellows-perf --serve URI` on one and `bellows-perf --connect URI` on the other.
 //
 //   bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-//                [--active N] [--fixed-large] [--cpus A,B|none] [--json]
+//                [--active N] [--fixed-large] [--budget BYTES] [--cpus A,B|none] [--json]
 //                [--uri URI | --serve URI | --connect URI]
 //   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
-//           streaming through try_send), enlarge (one tier change per tier), scale (idle
-//           channels beside active ones); default lat,bw
+//           streaming through try_send), enlarge (first message on a fresh channel: with the
+//           handshake, fragmented, already enlarged), scale (idle channels beside active
+//           ones), herd (COUNTS fresh channels enlarge at the same moment); default lat,bw
 //   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
-//   COUNTS  scale: idle channel counts, one round each: 0,1000,10000
+//   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
+//   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
 
 #include "command_line.hpp"
 #include "modes.hpp"
@@ -66,6 +68,8 @@ command_line parse(int argc, char** argv) {
       s.warmup = perf::parse_quantity(value);
     } else if (flag == "--channels") {
       s.channel_counts = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
+    } else if (flag == "--budget") {
+      s.peer_budget = perf::parse_quantity(value);
     } else if (flag == "--active") {
       s.active = std::max<std::uint64_t>(1, perf::parse_quantity(value));
     } else if (flag == "--uri") {
@@ -113,7 +117,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bellows-perf: %s (see the top of bench/perf/main.cpp for usage)\n", e.what());
     return 2;
   }
-  if (!c.serve.empty()) return perf::run_peer(c.serve, c.settings.max_message, -1);
+  if (!c.serve.empty()) return perf::run_peer(c.serve, c.settings.max_message, c.settings.peer_budget, -1);
   if (!c.connect.empty()) return run_measurement(c.connect, c.settings);
 
   const std::string uri = c.uri.empty() ? "shm://perf-" + std::to_string(::getpid()) : c.uri;
@@ -123,7 +127,7 @@ int main(int argc, char** argv) {
   if (peer == 0) {
     ::close(ready[0]);
     perf::pin_to(c.peer_cpu);
-    ::_exit(perf::run_peer(uri, c.settings.max_message, ready[1]));
+    ::_exit(perf::run_peer(uri, c.settings.max_message, c.settings.peer_budget, ready[1]));
   }
   ::close(ready[1]);
   perf::pin_to(c.client_cpu);

@@ -24,6 +24,14 @@ using clock_type = std::chrono::steady_clock;
 
 namespace perf {
 
+asio::awaitable<bellows::channel> open(const std::string& uri, const bellows::channel_options& options,
+                                       const std::string& role) {
+  auto ex = co_await asio::this_coro::executor;
+  bellows::channel ch = co_await bellows::async_connect(ex, uri, options, use_awaitable);
+  co_await ch.async_send(asio::buffer(role), use_awaitable);
+  co_return ch;
+}
+
 namespace {
 
 double micros_since(clock_type::time_point start) {
@@ -43,15 +51,6 @@ std::uint64_t iterations_for(const settings& s, const std::string& mode, std::ui
 }
 
 std::uint64_t warmup_for(const settings& s, std::uint64_t iterations) { return perf::warmup_for(s.warmup, iterations); }
-
-/// Opens a channel and tells the peer its role (see peer.hpp).
-asio::awaitable<bellows::channel> open(const std::string& uri, const bellows::channel_options& options,
-                                       const std::string& role) {
-  auto ex = co_await asio::this_coro::executor;
-  bellows::channel ch = co_await bellows::async_connect(ex, uri, options, use_awaitable);
-  co_await ch.async_send(asio::buffer(role), use_awaitable);
-  co_return ch;
-}
 
 asio::awaitable<void> ping_pong(bellows::channel& ch, std::uint64_t size, std::uint64_t warmup,
                                 std::uint64_t iterations, std::vector<double>& half_trips_us) {
@@ -201,32 +200,6 @@ asio::awaitable<void> enlarge(const std::string& uri, const settings& s, reporte
   }
 }
 
-struct process_report {
-  double idle = 0, registered = 0, rss = 0;
-};
-
-asio::awaitable<process_report> peer_report(const std::string& uri, const settings& s) {
-  bellows::channel ch = co_await open(uri, channel_options_for(s), "report");
-  char text[256];
-  const std::size_t n = co_await ch.async_receive(asio::buffer(text), use_awaitable);
-  process_report r;
-  std::istringstream in(std::string(text, n));
-  std::string field;
-  while (in >> field) {
-    const auto eq = field.find('=');
-    const double value = std::stod(field.substr(eq + 1));
-    const auto key = field.substr(0, eq);
-    if (key == "idle") r.idle = value;
-    if (key == "registered") r.registered = value;
-    if (key == "rss") r.rss = value;
-  }
-  // Waiting for the peer to let go (its channel ends after our close) means this channel's
-  // memory is freed the moment it is dropped, not counted in the next report of this side.
-  co_await ch.async_close(use_awaitable);
-  co_await ch.async_receive(asio::buffer(text), as_tuple(use_awaitable));
-  co_return r;
-}
-
 process_report own_report(asio::io_context& io) {
   return {0, static_cast<double>(bellows::stats(io).registered_bytes), static_cast<double>(resident_bytes())};
 }
@@ -312,6 +285,29 @@ asio::awaitable<void> scale(const std::string& uri, const settings& s, reporter&
 
 }  // namespace
 
+asio::awaitable<process_report> peer_report(const std::string& uri, const settings& s) {
+  bellows::channel ch = co_await open(uri, channel_options_for(s), "report");
+  char text[256];
+  const std::size_t n = co_await ch.async_receive(asio::buffer(text), use_awaitable);
+  process_report r;
+  std::istringstream in(std::string(text, n));
+  std::string field;
+  while (in >> field) {
+    const auto eq = field.find('=');
+    const double value = std::stod(field.substr(eq + 1));
+    const auto key = field.substr(0, eq);
+    if (key == "idle") r.idle = value;
+    if (key == "registered") r.registered = value;
+    if (key == "rss") r.rss = value;
+    if (key == "peak_rss") r.peak_rss = value;
+  }
+  // Waiting for the peer to let go (its channel ends after our close) means this channel's
+  // memory is freed the moment it is dropped, not counted in the next report of this side.
+  co_await ch.async_close(use_awaitable);
+  co_await ch.async_receive(asio::buffer(text), as_tuple(use_awaitable));
+  co_return r;
+}
+
 bellows::channel_options channel_options_for(const settings& s) {
   bellows::channel_options options;
   if (s.fixed_large) options.tiers = {{16384, 16}, {65536, 16}};  // 256 KiB from the start, then 1 MiB
@@ -332,6 +328,8 @@ asio::awaitable<void> measure(std::string uri, settings s) {
       co_await enlarge(uri, s, out);
     } else if (mode == "scale") {
       co_await scale(uri, s, out);
+    } else if (mode == "herd") {
+      co_await herd(uri, s, out);
     } else {
       throw std::invalid_argument("unknown mode " + mode);
     }

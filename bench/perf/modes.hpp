@@ -3,6 +3,7 @@
 
 #include "report.hpp"
 
+#include <bellows/channel.hpp>
 #include <bellows/options.hpp>
 
 #include <asio/awaitable.hpp>
@@ -25,7 +26,23 @@ struct settings {
   bool fixed_large = false;
   bool json = false;
   std::size_t max_message = std::size_t{4} << 20;  ///< the peer's receive buffer
+  /// The forked (or --serve) peer's registered_memory_budget; herd uses it to force denials.
+  std::size_t peer_budget = SIZE_MAX;
 };
+
+/// Opens a channel and tells the peer its role (see peer.hpp).
+asio::awaitable<bellows::channel> open(const std::string& uri, const bellows::channel_options& options,
+                                       const std::string& role);
+
+struct process_report {
+  double idle = 0, registered = 0, rss = 0, peak_rss = 0;
+};
+/// What the peer process holds now (and its peak resident size so far).
+asio::awaitable<process_report> peer_report(const std::string& uri, const settings& s);
+
+/// herd: every one of N fresh channels sends one message that needs the largest tier, all at
+/// the same moment; wall time, peak memory and registered bytes on both sides.
+asio::awaitable<void> herd(const std::string& uri, const settings& s, reporter& out);
 
 /// The tier table the client asks for (the connecting side's table governs the channel).
 bellows::channel_options channel_options_for(const settings& s);

@@ -78,6 +78,15 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
         const std::int64_t provisioning_ns = state->last_provisioning.count();
         co_await ch.async_send(asio::buffer(&provisioning_ns, sizeof provisioning_ns), as_tuple(use_awaitable));
       }
+    } else if (role == "herd") {
+      // One message of the announced size into a buffer of that size, answered with 8 bytes.
+      std::uint64_t size = 0;
+      command >> size;
+      std::vector<std::byte> buffer(std::min<std::uint64_t>(size, state->max_message));
+      auto [receive_ec, got] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+      const std::uint64_t answer = receive_ec ? 0 : got;
+      co_await ch.async_send(asio::buffer(&answer, sizeof answer), as_tuple(use_awaitable));
+      co_await until_closed(ch);
     } else if (role == "idle") {
       ++state->idle_channels;
       co_await until_closed(ch);
@@ -86,7 +95,7 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
       const auto stats = bellows::stats(state->io);
       std::ostringstream answer;
       answer << "idle=" << state->idle_channels << " registered=" << stats.registered_bytes
-             << " rss=" << resident_bytes();
+             << " rss=" << resident_bytes() << " peak_rss=" << peak_resident_bytes();
       const std::string reply = answer.str();
       co_await ch.async_send(asio::buffer(reply), as_tuple(use_awaitable));
       co_await until_closed(ch);
@@ -98,8 +107,11 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
 
 }  // namespace
 
-int run_peer(const std::string& uri, std::size_t max_message, int ready_fd) {
+int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget, int ready_fd) {
   asio::io_context io;
+  bellows::context_options context;
+  context.registered_memory_budget = budget;
+  bellows::configure(io, context);
   auto state = std::make_shared<peer_state>(peer_state{io, max_message});
   bellows::channel_options options;
   options.on_tier_event = [state](const bellows::tier_event& e) {

@@ -6,8 +6,9 @@
 //   "sink N"   receives N messages into a buffer, then answers one byte (bw, rate)
 //   "enlarge"  receives one message, answers the nanoseconds this side spent provisioning
 //              the ring it needed (enlarge)
+//   "herd N"   receives one message of N bytes, answers 8 bytes (herd)
 //   "idle"     only waits for the close (the idle channels of scale)
-//   "report"   answers "idle=I registered=R rss=S" for this process (scale)
+//   "report"   answers "idle=I registered=R rss=S peak_rss=P" for this process (scale, herd)
 // Messages are received into a buffer of `max_message` bytes, copied out as ucx_perftest's
 // receives are, not read in place.
 
@@ -18,6 +19,6 @@ namespace perf {
 
 /// Listens on `uri` and serves until killed. Writes one byte to `ready_fd` (when not -1)
 /// once listening.
-int run_peer(const std::string& uri, std::size_t max_message, int ready_fd);
+int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget, int ready_fd);
 
 }  // namespace perf

@@ -18,6 +18,18 @@ inline std::size_t resident_bytes() {
   return n == 2 ? resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
+/// The largest resident set size this process has had (VmHWM), in bytes.
+inline std::size_t peak_resident_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  unsigned long kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmHWM: %lu kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
+}
+
 /// Pins the calling process to one CPU, as ucx_perftest -c does, so that two spinning
 /// processes never share a core. A negative cpu leaves placement to the kernel.
 inline void pin_to(int cpu) {

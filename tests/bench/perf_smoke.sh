@@ -35,6 +35,14 @@ done
 [[ $(field scale 'reg_B/ch' | tail -1) == 4224 ]] || fail "an idle channel should register 4224 B here"
 [[ $(field scale 'peer_reg_B/ch' | tail -1) == 4224 ]] || fail "an idle channel should register 4224 B there"
 
+# herd: every channel enlarged at once, and answered; with a budget for two rings the rest are
+# denied and go in fragments.
+herd=$(timeout 60 "$perf" -t herd --channels 16 --json)
+herd_field() { grep -o "\"$1\":[^,}]*" <<<"$herd" | cut -d: -f2; }
+[[ $(herd_field enlarged) == 16 && $(herd_field denied) == 0 ]] || fail "herd: not every channel enlarged: $herd"
+herd=$(timeout 60 "$perf" -t herd --channels 16 --budget 3M --json)
+[[ $(herd_field denied) -gt 0 ]] || fail "herd: a 3 MiB budget denied nothing: $herd"
+
 # The fixed-large comparison starts every channel at 256 KiB.
 large=$(timeout 60 "$perf" -t scale --fixed-large --channels 4 -n 100 --json)
 [[ $(field() { grep -o "\"$2\":[^,}]*" <<<"$large" | cut -d: -f2; }; field scale 'reg_B/ch') == 262272 ]] ||
