@@ -107,6 +107,14 @@ int run_busy_receiver(const std::vector<std::string>& args) {
   if (!bt::run_until(
           io, [&] { return ch.has_value(); }, 10s))
     return stalled;
+  // Tell the sender to start only now: a request that came earlier would be answered while
+  // this side still ran its io_context (over rdma the accept completes after the peer's connect).
+  bool told = false;
+  const std::byte busy[1] = {};
+  ch->async_send(asio::buffer(busy), [&](std::error_code ec, std::size_t) { told = !ec; });
+  if (!bt::run_until(
+          io, [&] { return told; }, 10s))
+    return stalled;
   std::this_thread::sleep_for(idle_for);  // the thread is elsewhere: nothing here can answer
 
   std::vector<std::byte> inbox(huge);
@@ -243,6 +251,8 @@ TEST_CASE("A receiver busy outside its io_context makes no send fail: they go on
       io,
       [&]() -> asio::awaitable<void> {
         auto ch = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        std::byte busy[1];
+        co_await ch.async_receive(asio::buffer(busy), use_awaitable);  // the receiver is away from now on
         for (std::size_t size : {large, huge}) {
           const auto message = bt::random_bytes(size, size);
           auto [ec, n] = co_await ch.async_send(asio::buffer(message), as_tuple(use_awaitable));
