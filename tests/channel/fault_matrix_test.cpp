@@ -265,15 +265,16 @@ TEST_CASE("Fault matrix: a peer stopped before its ack and then resumed: the sen
   const auto step = GENERATE(protocol_step::ring_provisioned, protocol_step::ack_head_written);
   INFO("over " << bt::to_string(provider) << ", stopped " << bellows::proto::to_string(step) << ", then resumed");
   const auto uri = bt::uri_for(provider, bt::unique_name("resumed"));
-  auto faulty = bt::child_process::exec_self(faulty_peer, {uri, std::to_string(static_cast<int>(step)),
-                                                           std::to_string(SIGSTOP)});
+  auto faulty =
+      bt::child_process::exec_self(faulty_peer, {uri, std::to_string(static_cast<int>(step)), std::to_string(SIGSTOP)});
   REQUIRE(faulty.wait_ready());
 
   asio::io_context io;
   auto options = bt::options_for(uri);
   options.ack_timeout = 300ms;
   auto connecting = bellows::async_connect(io.get_executor(), uri, options, asio::use_future);
-  REQUIRE(bt::run_until(io, [&] { return ready(connecting); }, 10s));
+  REQUIRE(bt::run_until(
+      io, [&] { return ready(connecting); }, 10s));
   bellows::channel ch = connecting.get();
   const auto message = bt::random_bytes(enlarging_size, 8);
   pending send;
@@ -294,7 +295,8 @@ TEST_CASE("Fault matrix: a peer stopped before its ack and then resumed: the sen
   CHECK(!send.done());
 
   faulty.kill(SIGCONT);
-  REQUIRE(bt::run_until(io, [&] { return send.done(); }, 10s));
+  REQUIRE(bt::run_until(
+      io, [&] { return send.done(); }, 10s));
   CHECK(!*send.result);
   CHECK(ch.stats().enlargements == 1);  // the late grant was honoured ...
   CHECK(ch.stats().send_tier == 1);     // ... and the channel moved to its ring
@@ -302,7 +304,8 @@ TEST_CASE("Fault matrix: a peer stopped before its ack and then resumed: the sen
   // The channel carries on in the new ring.
   pending again;
   ch.async_send(asio::buffer(message), [&](std::error_code ec, std::size_t) { again.result = ec; });
-  REQUIRE(bt::run_until(io, [&] { return again.done(); }, 10s));
+  REQUIRE(bt::run_until(
+      io, [&] { return again.done(); }, 10s));
   CHECK(!*again.result);
   CHECK(ch.stats().enlargements == 1);
   faulty.kill(SIGKILL);

@@ -92,9 +92,9 @@ const bt::child_role idle_receiver("idle-receiver", run_idle_receiver);
 
 constexpr std::size_t huge = 10'000'000;
 
-/// ARGS: busy-receiver URI. Accepts one channel, then keeps its only thread busy outside the
-/// io_context for three seconds (as a long computation would), then receives a 100,000 B and a
-/// 10 MB message and checks both.
+/// ARGS: busy-receiver URI. Accepts one channel and its hello, signals ready a second time, then keeps its only thread
+/// busy outside the io_context for three seconds (as a long computation would), then receives a 100,000 B and a 10 MB
+/// message and checks both.
 int run_busy_receiver(const std::vector<std::string>& args) {
   const std::string uri = args.at(1);
   asio::io_context io;
@@ -107,14 +107,16 @@ int run_busy_receiver(const std::vector<std::string>& args) {
   if (!bt::run_until(
           io, [&] { return ch.has_value(); }, 10s))
     return stalled;
-  // Tell the sender to start only now: a request that came earlier would be answered while
-  // this side still ran its io_context (over rdma the accept completes after the peer's connect).
-  bool told = false;
-  const std::byte busy[1] = {};
-  ch->async_send(asio::buffer(busy), [&](std::error_code ec, std::size_t) { told = !ec; });
+  // Wait for the sender's hello so both ends are fully set up, then tell the sender out of band
+  // (through the ready pipe, not the channel) that this thread is away: a request it sends from
+  // then on cannot be answered here until the sleep ends.
+  std::byte hello[1];
+  bool greeted = false;
+  ch->async_receive(asio::buffer(hello), [&](std::error_code ec, std::size_t) { greeted = !ec; });
   if (!bt::run_until(
-          io, [&] { return told; }, 10s))
+          io, [&] { return greeted; }, 10s))
     return stalled;
+  bt::child_process::signal_ready();
   std::this_thread::sleep_for(idle_for);  // the thread is elsewhere: nothing here can answer
 
   std::vector<std::byte> inbox(huge);
@@ -247,20 +249,32 @@ TEST_CASE("A receiver busy outside its io_context makes no send fail: they go on
   std::vector<std::error_code> results;
   bellows::channel_stats stats;
   bool finished = false;
+  std::optional<bellows::channel> ch;
+  bool greeted = false;
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        auto ch = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
-        std::byte busy[1];
-        co_await ch.async_receive(asio::buffer(busy), use_awaitable);  // the receiver is away from now on
+        ch = co_await bellows::async_connect(io.get_executor(), uri, options, use_awaitable);
+        const std::byte hello[1] = {};
+        co_await ch->async_send(asio::buffer(hello), use_awaitable);
+        greeted = true;
+      },
+      asio::detached);
+  REQUIRE(bt::run_until(
+      io, [&] { return greeted; }, 10s));
+  REQUIRE(peer.wait_ready());  // the receiver is away from now on
+
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
         for (std::size_t size : {large, huge}) {
           const auto message = bt::random_bytes(size, size);
-          auto [ec, n] = co_await ch.async_send(asio::buffer(message), as_tuple(use_awaitable));
+          auto [ec, n] = co_await ch->async_send(asio::buffer(message), as_tuple(use_awaitable));
           results.push_back(ec);
         }
-        stats = ch.stats();
+        stats = ch->stats();
         finished = true;
-        co_await ch.async_receive(asio::buffer(&stats, 0), as_tuple(use_awaitable));  // until the peer goes
+        co_await ch->async_receive(asio::buffer(&stats, 0), as_tuple(use_awaitable));  // until the peer goes
       },
       asio::detached);
   REQUIRE(bt::run_until(
