@@ -111,7 +111,9 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
 }
 
 /// One timed message on a fresh channel, after `untimed` identical ones: from the send to the
-/// peer's answer, less one 8 B half round trip (the answer's way back).
+/// peer's answer, less one 8 B half round trip (the answer's way back). Every variant first
+/// trades one byte with the peer, untimed, so the peer's coroutine has started and its receive
+/// is posted: what is timed is the message, not the peer's setup of a new channel.
 struct first_message {
   double delivery_us = 0;
   std::uint32_t send_tier = 0;
@@ -123,6 +125,9 @@ asio::awaitable<first_message> time_first_message(const std::string& uri, const 
                                                   double answer_us) {
   bellows::channel ch = co_await open(uri, options, "enlarge");
   std::int64_t provisioning_ns = 0;
+  const std::byte ping[1] = {};
+  co_await ch.async_send(asio::buffer(ping), use_awaitable);
+  co_await ch.async_receive(asio::buffer(&provisioning_ns, sizeof provisioning_ns), use_awaitable);
   for (int i = 0; i < untimed; ++i) {
     co_await ch.async_send(asio::buffer(message), use_awaitable);
     co_await ch.async_receive(asio::buffer(&provisioning_ns, sizeof provisioning_ns), use_awaitable);
@@ -158,25 +163,32 @@ asio::awaitable<void> enlarge(const std::string& uri, const settings& s, reporte
   fragmented.tiers.resize(1);
   for (const auto size : sizes) {
     const auto repetitions = iterations_for(s, "enlarge", size);
-    std::vector<double> delivery, frag_delivery, warm_delivery, handshake, provisioning;
-    auto granted = std::make_shared<bellows::tier_event>();
-    options.on_tier_event = [granted](const bellows::tier_event& e) {
-      if (e.kind == bellows::tier_event::what::granted && !e.shrink) *granted = e;
+    const auto warmup = warmup_for(s, repetitions);
+    std::vector<double> delivery, frag_delivery, warm_delivery, provisioning;
+    // Every fresh channel that enlarges reports its handshake, the already-enlarged variant's
+    // untimed first message too. Tier events are posted and may come a channel late, so they
+    // are gathered as they come rather than matched to one channel.
+    auto handshake = std::make_shared<std::vector<double>>();
+    options.on_tier_event = [handshake](const bellows::tier_event& e) {
+      if (e.kind == bellows::tier_event::what::granted && !e.shrink)
+        handshake->push_back(std::chrono::duration<double, std::micro>(e.elapsed).count());
     };
     std::vector<std::byte> message(size, std::byte{3});
     std::uint32_t tier = 0;
-    for (std::uint64_t i = 0; i < repetitions; ++i) {
-      *granted = {};
+    for (std::uint64_t i = 0; i < warmup + repetitions; ++i) {
+      // The warm-up rounds fill the reactors' pools of ready rings, as a running service has.
+      if (i == warmup) handshake->clear();
       const auto enlarged = co_await time_first_message(uri, options, message, 0, answer_us);
       if (enlarged.send_tier == 0) break;
       if (i > 0 && enlarged.send_tier != tier) throw std::runtime_error("the same message enlarged to another tier");
       tier = enlarged.send_tier;
+      const auto fragmented_us = (co_await time_first_message(uri, fragmented, message, 0, answer_us)).delivery_us;
+      const auto warm_us = (co_await time_first_message(uri, options, message, 1, answer_us)).delivery_us;
+      if (i < warmup) continue;
       delivery.push_back(enlarged.delivery_us);
       provisioning.push_back(enlarged.provisioning_us);
-      // The tier event is posted like a completion and may still be queued (seen under ASan).
-      if (granted->to_tier == tier) handshake.push_back(static_cast<double>(granted->elapsed.count()) / 1e3);
-      frag_delivery.push_back((co_await time_first_message(uri, fragmented, message, 0, answer_us)).delivery_us);
-      warm_delivery.push_back((co_await time_first_message(uri, options, message, 1, answer_us)).delivery_us);
+      frag_delivery.push_back(fragmented_us);
+      warm_delivery.push_back(warm_us);
     }
     if (tier == 0) {
       std::fprintf(stderr, "bellows-perf: enlarge: %llu B fits the first ring, nothing to enlarge; skipped\n",
@@ -184,7 +196,7 @@ asio::awaitable<void> enlarge(const std::string& uri, const settings& s, reporte
       continue;
     }
     const auto d = summarize(delivery);
-    const auto h = summarize(handshake);
+    const auto h = summarize(*handshake);
     const auto p = summarize(provisioning);
     result r("enlarge", scheme_of(uri), size, repetitions);
     r.set_times(d.p50, d.avg, d.p99);

@@ -22,8 +22,8 @@ struct tier_event {
   std::uint32_t to_tier = 0;
   /// Size of the message that made the sender ask (zero for a shrink).
   std::uint64_t message_bytes = 0;
-  /// For granted and denied: from the request's write to the reactor pass that saw the
-  /// acknowledgement (not counting the waiting message's own copy); for timed_out, to the
+  /// For granted and denied: from the request's write to the moment this side took the
+  /// acknowledgement in (not counting the waiting message's own copy); for timed_out, to the
   /// timeout. For provisioned and refused: the time spent registering the ring and writing the
   /// answer.
   std::chrono::nanoseconds elapsed{0};

@@ -6,6 +6,7 @@
 #include "proto/shared_access.hpp"
 
 #include <cstring>
+#include <utility>
 
 namespace bellows::proto {
 namespace {
@@ -35,15 +36,27 @@ std::optional<step> step_after(frame_kind written) {
 }  // namespace
 
 void channel_core::take(const sender_events& ev, clock_time now) {
+  // An answer (or its timeout) is reported before the writes it let go, a request right after
+  // its own frame: the driver times each event when it carries it out.
+  const retier_event* request = nullptr;
+  for (const auto& r : ev.retiers) {
+    if (r.kind == retier_event::what::requested) {
+      request = &r;
+    } else {
+      report_retier(r, now);
+    }
+  }
   for (const auto& w : ev.writes) {
     if (!may_write()) break;
     if (w.header.kind == frame_kind::enlarge_req) out_.push_back(reached{step::enlarge_request_due});
     place_frame(w);
     if (auto s = step_after(w.header.kind)) out_.push_back(reached{*s});
+    if (request && (w.header.kind == frame_kind::enlarge_req || w.header.kind == frame_kind::shrink_req))
+      report_retier(*std::exchange(request, nullptr), now);
   }
+  if (request) report_retier(*request, now);
   if (ev.ring_doorbell) doorbell_due_ = true;
   for (const auto& c : ev.completions) send_finished(c);
-  for (const auto& r : ev.retiers) report_retier(r, now);
   if (ev.closed) {
     close_result_ = *ev.closed;
     if (close_id_) {

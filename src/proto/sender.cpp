@@ -42,14 +42,10 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
     start_retier(wanted, false, length, now, out);
     return outstanding_ ? try_result::enlarging : try_result::no_room;
   }
-  // Fragments, all at once: they need their slots plus room for one PAD at the wrap.
-  const std::uint64_t first_chunk = geometry().max_frame_payload() - fragment_prefix_bytes;
-  const std::uint64_t full_frames = length <= first_chunk ? 0 : (length - first_chunk) / geometry().max_frame_payload();
-  const std::uint64_t rest = length <= first_chunk ? 0 : (length - first_chunk) % geometry().max_frame_payload();
-  const std::uint64_t needed =
-      geometry().max_frame_slots() * (1 + full_frames) + (rest ? geometry().slots_for(rest) : 0);
-  if (needed + geometry().max_frame_slots() > geometry().slot_count) return try_result::too_large;
-  if (needed + geometry().max_frame_slots() > free_slots()) {
+  // Fragments, all at once.
+  const std::uint64_t needed = fragment_slots(length);
+  if (needed > geometry().slot_count) return try_result::too_large;
+  if (!fragments_fit_now(length)) {
     stalled_ = true;
     return try_result::no_room;
   }
@@ -174,9 +170,46 @@ std::optional<clock_time> sender::next_deadline() const noexcept {
   return std::nullopt;
 }
 
+std::uint64_t sender::fragment_slots(std::uint64_t length) const {
+  const std::uint64_t first_chunk = geometry().max_frame_payload() - fragment_prefix_bytes;
+  const std::uint64_t full_frames = length <= first_chunk ? 0 : (length - first_chunk) / geometry().max_frame_payload();
+  const std::uint64_t rest = length <= first_chunk ? 0 : (length - first_chunk) % geometry().max_frame_payload();
+  const std::uint64_t frames =
+      geometry().max_frame_slots() * (1 + full_frames) + (rest ? geometry().slots_for(rest) : 0);
+  return frames + geometry().max_frame_slots();  // room for one PAD at the wrap
+}
+
+bool sender::fragments_fit_now(std::uint64_t length) const {
+  // Walks the frames as pump_one would lay them out from the cursor, PAD at the wrap included;
+  // it stops once the free room is spent, so a huge message costs a ring's worth of steps.
+  const std::uint64_t ring_slots = geometry().slot_count;
+  const std::uint64_t free = free_slots();
+  std::uint64_t cursor = cursor_slot();
+  std::uint64_t used = 0;
+  std::uint64_t prefix = fragment_prefix_bytes;
+  for (std::uint64_t left = length; left > 0 && used <= free;) {
+    const std::uint64_t chunk = std::min<std::uint64_t>(left, geometry().max_frame_payload() - prefix);
+    const std::uint64_t slots = geometry().slots_for(prefix + chunk);
+    if (cursor + slots > ring_slots) {
+      used += ring_slots - cursor;
+      cursor = 0;
+    }
+    used += slots;
+    cursor += slots;
+    left -= chunk;
+    prefix = 0;
+  }
+  return used <= free;
+}
+
+bool sender::may_go_ahead(const queued_send& front) const {
+  const std::uint64_t length = front.message.length;
+  return front.written > 0 || length <= options_.tiers.max_message(ring_.tier) || fragments_fit_now(length);
+}
+
 void sender::pump(clock_time now, sender_events& out) {
   stalled_ = false;
-  while (!failed_ && !held_by_request() && pump_one(now, out)) {
+  while (!failed_ && pump_one(now, out)) {
   }
 }
 
@@ -197,6 +230,9 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   }
 
   queued_send& s = queue_.front();
+  // Behind an unanswered enlarge request, what the current ring can take at once still goes
+  // through it; the receiver reads that ring until our next frame shows up in the new one.
+  if (held_by_request() && (outstanding_->shrink || !may_go_ahead(s))) return false;
   const std::uint64_t length = s.message.length;
   if (length > options_.tiers.max_message(0)) last_large_ = now;
   // Decided afresh until the first fragment is out: a late ack may have moved us to a ring
@@ -215,7 +251,10 @@ bool sender::pump_one(clock_time now, sender_events& out) {
         static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
     if (wanted > ring_.tier && now >= denied_until_ && !outstanding_) {
       start_retier(wanted, false, length, now, out);
-      return false;  // everything queues behind the request until its ack, or its timeout
+      // A message whose fragments fit the ring's free room goes now, alongside its request:
+      // sooner than the handshake's round trip, and the next large one finds the larger ring.
+      // Anything larger waits for the ack (or its timeout), as do the sends queued behind it.
+      if (!outstanding_ || !may_go_ahead(s)) return false;
     }
   }
 

@@ -126,8 +126,16 @@ class sender {
   void read_control(const std::byte* control_block, clock_time now, sender_events& out);
   void apply_ack(const ack_record& ack, clock_time now, sender_events& out);
   void fall_back_if_unanswered(clock_time now, sender_events& out);
-  /// Sends wait for the outstanding request's answer (none outstanding, or it fell back: no).
+  /// An outstanding request holds the sends that cannot go ahead of it (none outstanding, or
+  /// it fell back: none are held).
   bool held_by_request() const noexcept { return outstanding_ && !outstanding_->fell_back; }
+  /// Slots a message's fragments need in the current ring, with room for one PAD at the wrap
+  /// wherever the cursor stands.
+  std::uint64_t fragment_slots(std::uint64_t length) const;
+  /// Whether all of a message's fragments fit the ring's free room from the cursor on.
+  bool fragments_fit_now(std::uint64_t length) const;
+  /// Whether the queue's front may go through the current ring before the request's answer.
+  bool may_go_ahead(const queued_send& front) const;
   void pump(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);
   void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);

@@ -183,7 +183,6 @@ void channel_state::shutdown() {
   sized_.clear();
   views_.clear();
   closes_.clear();
-  timer_.reset();
 }
 
 // ---- carrying out the core's actions ----
@@ -266,12 +265,17 @@ void channel_state::carry_out(const proto::close_done& a) {
 }
 
 void channel_state::carry_out(const proto::tier_changed& a) {
+  using what = tier_event::what;
+  // Timed with the clock itself, not the pass's reading: a handshake takes a few microseconds,
+  // less than the reactor lets its reading age while it spins.
+  if (a.event.kind == what::requested) request_written_ = now();
   if (!on_tier_event_ || reactor_gone_) return;
   auto e = a.event;
   // The answer to a request was written just before this: provisioning is registering the
   // ring and writing the acknowledgement.
-  if (e.kind == tier_event::what::provisioned || e.kind == tier_event::what::refused)
-    e.elapsed = now() - provision_started_;
+  if (e.kind == what::provisioned || e.kind == what::refused) e.elapsed = now() - provision_started_;
+  if (e.kind == what::granted || e.kind == what::denied || e.kind == what::timed_out)
+    e.elapsed = now() - request_written_;
   asio::post(reactor_.executor(), [fn = on_tier_event_, e] { fn(e); });
 }
 
@@ -284,31 +288,8 @@ void channel_state::carry_out(const proto::detach&) { link_->send_detach(setup_.
 void channel_state::after_run() {
   if (reactor_gone_) return;
   reactor_.watch(this, core_.wants_watching());
-  arm_timer();
-}
-
-void channel_state::arm_timer() {
-  const auto deadline = core_.next_deadline();
-  if (deadline == timer_deadline_) return;
-  timer_deadline_ = deadline;
-  if (!deadline) {
-    if (timer_) timer_->cancel();
-    return;
-  }
-  if (!timer_) timer_.emplace(reactor_.io());
-  timer_->expires_at(std::chrono::steady_clock::time_point(
-      std::chrono::duration_cast<std::chrono::steady_clock::duration>(*deadline)));
-  timer_->async_wait([weak = weak_from_this()](std::error_code ec) {
-    auto self = weak.lock();
-    if (ec || !self) return;
-    self->timer_deadline_.reset();
-    self->poll();
-  });
-}
-
-void channel_state::disarm_timer() {
-  timer_deadline_.reset();
-  if (timer_) timer_->cancel();
+  deadline_ = core_.next_deadline();
+  if (deadline_) reactor_.deadline_at(*deadline_);
 }
 
 // ---- entry points of the public templates ----

@@ -13,8 +13,6 @@
 #include <bellows/options.hpp>
 #include <bellows/stats.hpp>
 
-#include <asio/steady_timer.hpp>
-
 #include <deque>
 #include <functional>
 #include <memory>
@@ -78,7 +76,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   bool in_active = false;
   bool watched = false;
   void shutdown();
-  void disarm_timer();
+  /// When the core next has something due without any input; announced to the reactor.
+  std::optional<proto::clock_time> deadline() const noexcept { return deadline_; }
 
   void on_doorbell() override;
   void on_peer_detached() override;
@@ -107,7 +106,6 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void carry_out(const proto::reached& a);
   void carry_out(const proto::detach& a);
   void after_run();
-  void arm_timer();
   void op_done();
   /// Completes an operation through the reactor, which dispatches it after its poll; posted once
   /// the reactor is gone.
@@ -124,14 +122,14 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   /// after it reports the failure, since its bytes may be what did not arrive.
   std::error_code write_error_;
   proto::clock_time provision_started_{};
+  proto::clock_time request_written_{};
   bool running_ = false;
   waiting_ops<size_completion> sized_;  // sends and copying receives
   waiting_ops<view_completion> views_;
   waiting_ops<close_completion> closes_;
   bool reactor_gone_ = false;
   std::uint64_t last_op_id_ = 0;
-  std::optional<asio::steady_timer> timer_;
-  std::optional<proto::clock_time> timer_deadline_;
+  std::optional<proto::clock_time> deadline_;
   std::function<void(const tier_event&)> on_tier_event_;
 };
 

@@ -33,6 +33,7 @@ reactor::reactor(asio::io_context& io)
     : asio::execution_context::service(io),
       io_(io),
       wake_(io),
+      deadline_timer_(io),
       host_{io, budget_, -1, options_, [this](std::shared_ptr<fabric::poller> p) { serve(std::move(p)); }} {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "bellows reactor eventfd");
@@ -67,6 +68,7 @@ void reactor::shutdown() {
   connectors_.clear();
   // As Asio does with posted handlers at shutdown: destroyed, never invoked.
   deferred_.clear();
+  deadline_timer_.cancel();
   asio::error_code ignored;
   wake_.close(ignored);
 }
@@ -138,7 +140,8 @@ void reactor::go_idle() {
   // Nothing is pending anywhere: hold no outstanding work so io_context::run() can return.
   idle_ = true;
   for (auto& p : pollers_) p->disarm();
-  for (auto* ch : channels_) ch->disarm_timer();
+  deadline_armed_.reset();
+  deadline_timer_.cancel();
   if (wake_armed_) {
     asio::error_code ignored;
     wake_.cancel(ignored);

@@ -24,11 +24,13 @@
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -89,6 +91,10 @@ class reactor final : public asio::execution_context::service {
 
   void op_started();
   void op_finished();
+  /// A channel has something due at `deadline` (an ack timeout, an idle shrink): the reactor's
+  /// one timer fires by then. Moving a deadline later costs nothing; the timer fires early and
+  /// the channels look again.
+  void deadline_at(proto::clock_time deadline);
 
   context_stats stats() const;
   /// For tests (the fault matrix): `observer` sees every protocol step this context's channels
@@ -120,12 +126,19 @@ class reactor final : public asio::execution_context::service {
   bool pollers_busy() const;
   void run_deferred();
   void update_pressure();
+  void arm_deadline_timer(proto::clock_time at);
+  /// Polls the channels whose deadline has passed, and sets the timer for the next one.
+  void expire_deadlines();
 
   asio::io_context& io_;
   context_options options_;
   fabric::memory_budget budget_;
   int wake_fd_ = -1;
   asio::posix::stream_descriptor wake_;
+  // One timer for every channel's deadline: re-arming a timer per channel and message cost a
+  // timerfd_settime call on the hot path.
+  asio::steady_timer deadline_timer_;
+  std::optional<proto::clock_time> deadline_armed_;
   bool wake_armed_ = false;
   bool idle_ = true;
   bool pass_posted_ = false;
