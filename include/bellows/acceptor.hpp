@@ -28,24 +28,27 @@ class acceptor {
   /// Starts listening on `uri`; channels opened by peers queue until accepted. Throws
   /// std::system_error when the name is taken or the URI is malformed. `options` give the
   /// local timing of accepted channels; their tier table is the connecting side's.
-  acceptor(const executor_type& ex, std::string_view uri, const channel_options& options = {}) {
+  acceptor(const executor_type& ex, std::string_view uri, const channel_options& options = {}) : executor_(ex) {
     std::error_code ec;
     state_ = detail::listen(ex, uri, options, ec);
     if (ec) throw std::system_error(ec, "bellows::acceptor");
   }
   acceptor(const executor_type& ex, std::string_view uri, const channel_options& options, std::error_code& ec)
-      : state_(detail::listen(ex, uri, options, ec)) {}
-  acceptor(acceptor&&) noexcept = default;
+      : executor_(ex), state_(detail::listen(ex, uri, options, ec)) {}
+  /// The moved-from acceptor is closed and keeps its executor, as a moved-from Asio acceptor does.
+  acceptor(acceptor&& other) noexcept : executor_(other.executor_), state_(std::move(other.state_)) {}
   acceptor& operator=(acceptor&& other) noexcept {
     if (this != &other) {
       close();
+      executor_ = other.executor_;
       state_ = std::move(other.state_);
     }
     return *this;
   }
   ~acceptor() { close(); }
 
-  executor_type get_executor() const noexcept { return detail::executor_of(*state_); }
+  /// The executor the acceptor was made with; kept after close and move.
+  executor_type get_executor() const noexcept { return executor_; }
   bool is_open() const noexcept { return state_ != nullptr; }
 
   using accept_signature = void(std::error_code, channel);
@@ -54,14 +57,15 @@ class acceptor {
   ///
   /// @param token The completion token; signature `void(std::error_code ec, channel peer)`.
   ///
-  /// Errors: asio::error::operation_aborted when the acceptor is closed while waiting.
+  /// Errors: asio::error::operation_aborted when the acceptor is closed while waiting;
+  /// error::channel_closed (posted) when it is already closed or moved from.
   /// Cancellation: any type (terminal, partial, total) completes the wait with
   /// asio::error::operation_aborted and takes nothing.
   template <ASIO_COMPLETION_TOKEN_FOR(accept_signature)
                 CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(CompletionToken&& token = {}) {
-    if (!state_) throw std::system_error(make_error_code(error::channel_closed), "bellows::acceptor");
-    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, &detail::start_accept);
+    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                              &detail::start_accept);
   }
 
   /// Stops listening; pending accepts complete with operation_aborted and channels not yet
@@ -72,6 +76,7 @@ class acceptor {
   }
 
  private:
+  executor_type executor_;
   std::shared_ptr<detail::acceptor_state> state_;
 };
 

@@ -12,7 +12,9 @@
 // completes at once has its handler posted; one that the reactor completes is dispatched to
 // the handler's associated executor once the reactor's poll is over, outside any bellows code.
 // Buffers passed to an operation must stay valid until it completes. The channel may be
-// destroyed while operations are pending: they complete with error::channel_closed.
+// destroyed while operations are pending: they complete with error::channel_closed. An
+// operation started on a closed (aborted) or moved-from channel completes with
+// error::channel_closed as well, its handler posted, never thrown from the initiating call.
 
 #include <bellows/detail/channel_access.hpp>
 #include <bellows/error.hpp>
@@ -45,10 +47,12 @@ class channel {
 
   /// A channel that is not open; async_connect and acceptor::async_accept make open ones.
   channel() noexcept = default;
-  channel(channel&&) noexcept = default;
+  /// The moved-from channel is closed and keeps its executor, as a moved-from Asio socket does.
+  channel(channel&& other) noexcept : executor_(other.executor_), state_(std::move(other.state_)) {}
   channel& operator=(channel&& other) noexcept {
     if (this != &other) {
       abort();
+      executor_ = other.executor_;
       state_ = std::move(other.state_);
     }
     return *this;
@@ -56,7 +60,9 @@ class channel {
   /// Destroying an open channel aborts it (see abort()).
   ~channel() { abort(); }
 
-  executor_type get_executor() const noexcept { return detail::executor_of(*state_); }
+  /// The executor of the io_context the channel was opened on; kept after close, abort and
+  /// move. A default-constructed channel has none (an empty executor).
+  executor_type get_executor() const noexcept { return executor_; }
   bool is_open() const noexcept { return state_ && detail::is_open(*state_); }
 
   /// Sends the bytes of `buffers` as one message.
@@ -67,7 +73,10 @@ class channel {
   ///
   /// Completes with the message's size once it is in the peer's ring (not yet received).
   /// A message larger than the current ring's frames makes the sender ask the peer for a
-  /// larger ring first; larger than the largest tier, or after a denial, it goes in fragments.
+  /// larger ring. If its fragments fit the current ring's free room it goes at once, in
+  /// fragments right behind the request, and the next large message finds the larger ring;
+  /// otherwise it waits for the answer. Larger than the largest tier, or after a denial, it
+  /// goes in fragments.
   /// A slow peer never fails a send: without an answer within ack_timeout the send goes on in
   /// fragments through the current ring, like a TCP sender on a full window, and the channel
   /// moves to the larger ring whenever the answer comes.
@@ -82,8 +91,8 @@ class channel {
   template <class ConstBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send(const ConstBufferSequence& buffers, CompletionToken&& token = {}) {
-    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_send,
-                                            detail::gather_of(buffers));
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                            &detail::start_send, detail::gather_of(buffers));
   }
 
   /// Receives the next message into `buffers`.
@@ -103,8 +112,8 @@ class channel {
   template <class MutableBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive(const MutableBufferSequence& buffers, CompletionToken&& token = {}) {
-    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_receive,
-                                            detail::scatter_of(buffers));
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                            &detail::start_receive, detail::scatter_of(buffers));
   }
 
   /// Receives the next message without copying it (see message_view), which may outlive the
@@ -112,7 +121,7 @@ class channel {
   /// cancellation as for async_receive, without message_size: a view takes any size.
   template <ASIO_COMPLETION_TOKEN_FOR(view_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive_view(CompletionToken&& token = {}) {
-    return detail::initiate<view_signature>(std::forward<CompletionToken>(token), open_state(),
+    return detail::initiate<view_signature>(std::forward<CompletionToken>(token), state_, executor_,
                                             &detail::start_receive_view);
   }
 
@@ -126,7 +135,8 @@ class channel {
   template <ASIO_COMPLETION_TOKEN_FOR(close_signature)
                 CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_close(CompletionToken&& token = {}) {
-    return detail::initiate<close_signature>(std::forward<CompletionToken>(token), open_state(), &detail::start_close);
+    return detail::initiate<close_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                             &detail::start_close);
   }
 
   /// Writes the message now if it can, for progress-engine loops that never suspend. A
@@ -166,13 +176,10 @@ class channel {
 
  private:
   friend struct detail::access;
-  explicit channel(std::shared_ptr<detail::channel_state> state) noexcept : state_(std::move(state)) {}
+  explicit channel(std::shared_ptr<detail::channel_state> state) noexcept
+      : executor_(detail::executor_of(*state)), state_(std::move(state)) {}
 
-  const std::shared_ptr<detail::channel_state>& open_state() const {
-    if (!state_) throw std::system_error(make_error_code(error::channel_closed), "bellows::channel");
-    return state_;
-  }
-
+  executor_type executor_;
   std::shared_ptr<detail::channel_state> state_;
 };
 

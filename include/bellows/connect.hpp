@@ -28,7 +28,8 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
 /// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options,
 /// std::errc::connection_refused when nothing listens, error::budget_exhausted,
 /// std::errc::no_such_device (rdma) without an RDMA device, std::errc::host_unreachable when
-/// no route leads to HOST.
+/// no route leads to HOST, asio::error::timed_out when the peer has not accepted within
+/// channel_options::connect_timeout (the request is withdrawn, as on cancellation).
 ///
 /// @param ex An executor of the io_context whose reactor serves the channel.
 /// @param uri Where the acceptor listens; copied, need not outlive the call.

@@ -16,13 +16,17 @@ struct channel_options {
   /// Ring sizes, ascending; every channel starts on the first. The connecting side's table
   /// governs both directions of the channel.
   std::vector<tier> tiers = default_tiers();
-  /// How long a send waits for the acknowledgement of an enlargement before it goes on in
-  /// fragments through the current ring (a late acknowledgement still moves it to the larger).
+  /// How long a send that does not fit the current ring's free room waits for the
+  /// acknowledgement of an enlargement before it goes on in fragments through the current ring
+  /// (a late acknowledgement still moves it to the larger).
   std::chrono::nanoseconds ack_timeout = std::chrono::seconds(1);
   /// Shrink back to the first tier after this long without a message that needed more.
   std::chrono::nanoseconds idle_shrink_after = std::chrono::seconds(5);
   /// After a denied enlargement, large messages are fragmented without asking again this long.
   std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);
+  /// How long async_connect waits for the peer to accept before it completes with
+  /// asio::error::timed_out and withdraws the request. Zero: no limit. Acceptors ignore it.
+  std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
   /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 32;
   /// Called for every tier change of this side of the channel, posted to the channel's

@@ -6,6 +6,9 @@
 #include <bellows/error.hpp>
 
 #include <asio/error.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <optional>
 
 #include <string_view>
 
@@ -17,12 +20,21 @@ struct pending_connect {
   channel_completion done;
   channel_options options;
   std::shared_ptr<fabric::pending_open> open;
+  std::optional<asio::steady_timer> deadline;
 };
 
 void finish(reactor& r, pending_connect& p, std::error_code ec, channel ch = {}) {
   if (!p.done) return;
   p.done.post(ec, std::move(ch));
   r.op_finished();
+  if (p.deadline) p.deadline->cancel();
+}
+
+/// Gives up when the peer has not accepted in time, as a cancellation would.
+void withdraw(reactor& r, const std::shared_ptr<pending_connect>& p, std::error_code why) {
+  if (!p->done) return;
+  if (p->open) p->open->cancel();
+  finish(r, *p, why);
 }
 
 /// The peer accepted: the channel's state joins the reactor, or the link is undone.
@@ -60,12 +72,16 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
                         if (!result) return finish(r, *p, result.failure());
                         opened(r, *p, std::move(*result));
                       });
-  if (!p->done || !slot.is_connected()) return;
+  if (!p->done) return;
+  if (p->options.connect_timeout > std::chrono::nanoseconds::zero()) {
+    p->deadline.emplace(r.io(), p->options.connect_timeout);
+    p->deadline->async_wait([&r, weak = std::weak_ptr<pending_connect>(p)](std::error_code ec) {
+      if (auto pending = weak.lock(); pending && !ec) withdraw(r, pending, asio::error::timed_out);
+    });
+  }
+  if (!slot.is_connected()) return;
   slot.assign([&r, weak = std::weak_ptr<pending_connect>(p)](asio::cancellation_type) {
-    auto pending = weak.lock();
-    if (!pending || !pending->done) return;
-    if (pending->open) pending->open->cancel();
-    finish(r, *pending, asio::error::operation_aborted);
+    if (auto pending = weak.lock()) withdraw(r, pending, asio::error::operation_aborted);
   });
 }
 

@@ -3,10 +3,14 @@
 
 #include <bellows/detail/buffers.hpp>
 #include <bellows/detail/completion.hpp>
+#include <bellows/error.hpp>
 #include <bellows/stats.hpp>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/post.hpp>
+#include <asio/system_executor.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -87,19 +91,39 @@ void on_cancellation(Handler& handler, const std::shared_ptr<State>& state, std:
   });
 }
 
+/// Completes `handler` with error::channel_closed and empty values, posted to its associated
+/// executor (else `ex`, else the system executor): what an operation on a closed or moved-from
+/// object gets, as an Asio socket's handler does, never inside the initiating call.
+template <class Signature>
+struct closed_outcome;
+template <class... Values>
+struct closed_outcome<void(std::error_code, Values...)> {
+  template <class Handler>
+  static void post(Handler handler, const asio::any_io_executor& ex) {
+    const asio::any_io_executor fallback = ex ? ex : asio::any_io_executor(asio::system_executor());
+    auto target = asio::get_associated_executor(handler, fallback);
+    asio::post(target, [h = std::move(handler)]() mutable {
+      std::move(h)(make_error_code(error::channel_closed), Values{}...);
+    });
+  }
+};
+
 /// How every operation on a channel or an acceptor starts: the handler gets an operation id and
 /// its cancellation hook, then `start(state, id, args..., completion)` runs on the object's state.
-/// The completion dispatches to the handler's associated executor, never inside this call.
+/// The completion dispatches to the handler's associated executor, never inside this call. A
+/// null state (closed or moved-from object) completes with error::channel_closed instead.
 template <class Signature, class Token, class State, class Start, class... Args>
-auto initiate(Token&& token, std::shared_ptr<State> state, Start start, Args&&... args) {
+auto initiate(Token&& token, std::shared_ptr<State> state, const asio::any_io_executor& object_executor, Start start,
+              Args&&... args) {
   return asio::async_initiate<Token, Signature>(
-      [](auto handler, std::shared_ptr<State> s, Start begin, auto... values) {
+      [](auto handler, std::shared_ptr<State> s, const asio::any_io_executor& object_ex, Start begin, auto... values) {
+        if (!s) return closed_outcome<Signature>::post(std::move(handler), object_ex);
         const auto id = next_operation_id(*s);
         on_cancellation(handler, s, id);
         auto ex = executor_of(*s);
         begin(*s, id, std::move(values)..., completion_for_t<Signature>(std::move(handler), ex));
       },
-      token, std::move(state), start, std::forward<Args>(args)...);
+      token, std::move(state), object_executor, start, std::forward<Args>(args)...);
 }
 
 }  // namespace bellows::detail

@@ -1,0 +1,158 @@
+// What Asio users expect of any I/O object, checked on channels and acceptors: a moved-from or
+// closed object keeps its executor, and an operation started on it completes its handler with
+// an error, posted, instead of throwing from the initiating call.
+
+#include "support/peers.hpp"
+#include "support/processes.hpp"
+#include "support/provider.hpp"
+#include "support/run_until.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/io_context.hpp>
+#include <asio/use_future.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace bt = bellows::test;
+
+namespace {
+
+/// A handler that records its error code, and whether it ran at all.
+struct outcome {
+  std::optional<std::error_code> ec;
+  auto record() {
+    return [this](std::error_code e, auto&&...) { ec = e; };
+  }
+};
+
+/// Starts every channel operation on `ch` and checks that none completes inside its initiating
+/// call and that all complete with channel_closed once `io` runs.
+void every_operation_fails_closed(asio::io_context& io, bellows::channel& ch) {
+  std::byte buffer[8] = {};
+  outcome sent, received, viewed, closed;
+  ch.async_send(asio::buffer(buffer), sent.record());
+  ch.async_receive(asio::buffer(buffer), received.record());
+  ch.async_receive_view(viewed.record());
+  ch.async_close(closed.record());
+  CHECK(!sent.ec);  // posted, not run inline
+  CHECK(!received.ec);
+  CHECK(!viewed.ec);
+  CHECK(!closed.ec);
+  REQUIRE(bt::run_until(
+      io, [&] { return sent.ec && received.ec && viewed.ec && closed.ec; }, 5s));
+  CHECK(*sent.ec == bellows::error::channel_closed);
+  CHECK(*received.ec == bellows::error::channel_closed);
+  CHECK(*viewed.ec == bellows::error::channel_closed);
+  CHECK(*closed.ec == bellows::error::channel_closed);
+}
+
+/// ARGS: unresponsive-listener URI. Listens, then never runs its io_context: a peer that hangs
+/// before accepting. Over rdma the connection manager would otherwise accept on its behalf.
+int run_unresponsive_listener(const std::vector<std::string>& args) {
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), args.at(1), bt::options_for(args.at(1)));
+  bt::child_process::signal_ready();
+  std::this_thread::sleep_for(60s);  // the parent kills it long before
+  return 0;
+}
+
+const bt::child_role unresponsive_listener("unresponsive-listener", run_unresponsive_listener);
+
+}  // namespace
+
+TEST_CASE("A moved-from or aborted channel keeps its executor; its operations complete with channel_closed",
+          "[channel][asio]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  const auto uri = bt::uri_for(provider, bt::unique_name("moved-channel"));
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri, bt::options_for(uri));
+  std::optional<bellows::channel> near, far;
+  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
+    REQUIRE(!ec);
+    near = std::move(c);
+  });
+  acc.async_accept([&](std::error_code ec, bellows::channel c) {
+    REQUIRE(!ec);
+    far = std::move(c);
+  });
+  REQUIRE(bt::run_until(
+      io, [&] { return near && far; }, 10s));
+
+  bellows::channel moved_to = std::move(*near);
+  CHECK(near->get_executor() == io.get_executor());
+  CHECK(!near->is_open());
+  CHECK(moved_to.is_open());
+  every_operation_fails_closed(io, *near);
+
+  moved_to.abort();
+  CHECK(moved_to.get_executor() == io.get_executor());
+  CHECK(!moved_to.is_open());
+  every_operation_fails_closed(io, moved_to);
+}
+
+TEST_CASE("A default-constructed channel completes an operation with channel_closed on the system executor",
+          "[channel][asio]") {
+  bellows::channel never_opened;
+  CHECK(!never_opened.is_open());
+  CHECK(!never_opened.get_executor());
+  std::byte buffer[8] = {};
+  auto sent = never_opened.async_send(asio::buffer(buffer), asio::use_future);
+  REQUIRE(sent.wait_for(5s) == std::future_status::ready);
+  try {
+    sent.get();
+    FAIL("the send on a channel that was never opened succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == bellows::error::channel_closed);
+  }
+}
+
+TEST_CASE("A moved-from or closed acceptor keeps its executor; an accept completes with channel_closed",
+          "[channel][asio]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  const auto uri = bt::uri_for(provider, bt::unique_name("moved-acceptor"));
+  asio::io_context io;
+  bellows::acceptor first(io.get_executor(), uri, bt::options_for(uri));
+  bellows::acceptor second = std::move(first);
+  CHECK(first.get_executor() == io.get_executor());
+  CHECK(!first.is_open());
+  CHECK(second.is_open());
+  second.close();
+  CHECK(second.get_executor() == io.get_executor());
+
+  outcome from_moved, from_closed;
+  first.async_accept(from_moved.record());
+  second.async_accept(from_closed.record());
+  CHECK(!from_moved.ec);  // posted, not run inline
+  CHECK(!from_closed.ec);
+  REQUIRE(bt::run_until(
+      io, [&] { return from_moved.ec && from_closed.ec; }, 5s));
+  CHECK(*from_moved.ec == bellows::error::channel_closed);
+  CHECK(*from_closed.ec == bellows::error::channel_closed);
+}
+
+TEST_CASE("A connect to a peer that never answers ends with timed_out after connect_timeout", "[channel][asio]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  const auto uri = bt::uri_for(provider, bt::unique_name("connect-timeout"));
+  auto peer = bt::child_process::exec_self(unresponsive_listener, {uri});
+  REQUIRE(peer.wait_ready());
+  asio::io_context io;
+  auto options = bt::options_for(uri);
+  options.connect_timeout = 300ms;
+  outcome unanswered;
+  const auto start = std::chrono::steady_clock::now();
+  bellows::async_connect(io.get_executor(), uri, options, unanswered.record());
+  REQUIRE(bt::run_until(
+      io, [&] { return unanswered.ec.has_value(); }, 10s));
+  CHECK(*unanswered.ec == asio::error::timed_out);
+  CHECK(std::chrono::steady_clock::now() - start >= 300ms);
+}
