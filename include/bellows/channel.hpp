@@ -100,8 +100,9 @@ class channel {
   /// @param buffers Where the message goes (a scatter receive); valid until completion.
   /// @param token The completion token; signature `void(std::error_code ec, std::size_t bytes)`.
   ///
-  /// Completes with the message's size. Errors: error::message_size (0 bytes; the message was
-  /// larger than the buffers and is discarded; the next receive gets the next message),
+  /// Completes with the message's size. Errors: error::message_size (the message was larger
+  /// than the buffers and is discarded; `bytes` is its size, so the caller knows the buffer it
+  /// needed; the next receive gets the next message),
   /// error::end_of_stream (the peer closed gracefully and every earlier message was
   /// received), error::connection_reset, error::protocol_violation, error::channel_closed.
   /// Messages the peer wrote before it failed are still delivered first.

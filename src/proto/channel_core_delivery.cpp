@@ -61,7 +61,9 @@ void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
       ++counters_.messages_received;
       counters_.bytes_received += length;
     }
-    out_.push_back(receive_done{op.id, ec, ec ? 0 : length});
+    // A discarded message still tells its size: the caller learns what buffer it needed.
+    const bool sized = !ec || ec == error::message_size;
+    out_.push_back(receive_done{op.id, ec, sized ? length : 0});
   }
   receives_.pop_front();
 }
@@ -100,7 +102,7 @@ bool channel_core::deliver_front() {
     if (!op.view && f.message_length > op.into.length) {
       discarding_ = true;
       release_front();
-      finish_front(make_error_code(error::message_size), 0);
+      finish_front(make_error_code(error::message_size), f.message_length);
       return true;
     }
     // The announced total is the peer's word; grow with what actually arrives.

@@ -281,7 +281,8 @@ TEST_CASE("Every completion token kind works, a receive is cancelled by ||, clos
   CHECK(server.wait() == 0);
 }
 
-TEST_CASE("A receive buffer too small gets message_size and only that message is lost", "[channel]") {
+TEST_CASE("A receive buffer too small gets message_size with the size it needed; only that message is lost",
+          "[channel]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto name = bt::unique_name("small");
@@ -290,19 +291,23 @@ TEST_CASE("A receive buffer too small gets message_size and only that message is
   REQUIRE(server.wait_ready());
   asio::io_context io;
   std::vector<std::error_code> results;
+  std::vector<std::size_t> sizes;
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
         auto ch = co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), use_awaitable);
-        const auto big = bt::random_bytes(200'000, 2);
+        const auto big = bt::random_bytes(200'000, 2);       // echoed whole, in one frame
+        const auto bigger = bt::random_bytes(2'000'000, 4);  // echoed in fragments
         const auto small = bt::random_bytes(100, 3);
         co_await ch.async_send(asio::buffer(small), use_awaitable);
         co_await ch.async_send(asio::buffer(big), use_awaitable);
+        co_await ch.async_send(asio::buffer(bigger), use_awaitable);
         co_await ch.async_send(asio::buffer(small), use_awaitable);
         std::vector<std::byte> buffer(1000);
-        for (int i = 0; i < 3; ++i) {
+        for (int i = 0; i < 4; ++i) {
           auto [ec, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
           results.push_back(ec);
+          sizes.push_back(n);
           if (!ec) CHECK(std::equal(small.begin(), small.end(), buffer.begin()));
         }
         co_await ch.async_close(use_awaitable);
@@ -311,10 +316,13 @@ TEST_CASE("A receive buffer too small gets message_size and only that message is
       },
       asio::detached);
   io.run_for(20s);
-  REQUIRE(results.size() == 3);
+  REQUIRE(results.size() == 4);
   CHECK(!results[0]);
   CHECK(results[1] == bellows::error::message_size);
-  CHECK(!results[2]);
+  CHECK(results[2] == bellows::error::message_size);
+  CHECK(!results[3]);
+  // A discarded message reports its size, so the caller knows what buffer it needed.
+  CHECK(sizes == std::vector<std::size_t>{100, 200'000, 2'000'000, 100});
   CHECK(server.wait() == 0);
 }
 
