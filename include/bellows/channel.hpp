@@ -17,6 +17,7 @@
 // error::channel_closed as well, its handler posted, never thrown from the initiating call.
 
 #include <bellows/detail/channel_access.hpp>
+#include <bellows/endpoint.hpp>
 #include <bellows/error.hpp>
 #include <bellows/message_view.hpp>
 #include <bellows/stats.hpp>
@@ -174,6 +175,21 @@ class channel {
   }
 
   channel_stats stats() const { return state_ ? detail::stats_of(*state_) : channel_stats{}; }
+
+  /// Who the peer is: process and user id over shm (from the kernel, SO_PEERCRED), address and
+  /// port over rdma. Still known after the peer failed or closed. Throws system_error with
+  /// error::channel_closed on a closed (aborted) or moved-from channel; the overload taking
+  /// `ec` sets it instead and returns an empty endpoint.
+  endpoint remote_endpoint() const {
+    std::error_code ec;
+    auto who = remote_endpoint(ec);
+    if (ec) throw std::system_error(ec, "bellows::channel::remote_endpoint");
+    return who;
+  }
+  endpoint remote_endpoint(std::error_code& ec) const {
+    ec = state_ ? std::error_code{} : make_error_code(error::channel_closed);
+    return state_ ? detail::remote_endpoint_of(*state_) : endpoint{};
+  }
 
  private:
   friend struct detail::access;

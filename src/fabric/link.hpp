@@ -7,6 +7,8 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/provider.hpp"
 
+#include <bellows/endpoint.hpp>
+
 #include <cstdint>
 #include <vector>
 
@@ -21,6 +23,8 @@ class link : public provider {
   /// The local channel is gone: its regions are freed once the peer has detached too, since
   /// until then the peer may still write into them.
   virtual void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) = 0;
+  /// Who the peer is, as this provider knows it (the kernel's word, not the peer's).
+  virtual bellows::endpoint peer_endpoint() const = 0;
 };
 
 }  // namespace bellows::fabric

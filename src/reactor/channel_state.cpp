@@ -294,6 +294,8 @@ void channel_state::after_run() {
 
 // ---- entry points of the public templates ----
 
+endpoint remote_endpoint_of(const channel_state& s) { return s.remote_endpoint(); }
+
 channel access::make_channel(std::shared_ptr<channel_state> state) noexcept { return channel(std::move(state)); }
 message_view access::make_view(std::shared_ptr<channel_state> owner, frame_ref frame,
                                std::span<const std::byte> bytes) noexcept {

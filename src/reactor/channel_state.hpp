@@ -76,6 +76,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   bool in_active = false;
   bool watched = false;
   void shutdown();
+  bellows::endpoint remote_endpoint() const { return link_->peer_endpoint(); }
   /// When the core next has something due without any input; announced to the reactor.
   std::optional<proto::clock_time> deadline() const noexcept { return deadline_; }
 

@@ -14,6 +14,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <optional>
 #include <string>
 #include <thread>
@@ -67,8 +69,9 @@ const bt::child_role unresponsive_listener("unresponsive-listener", run_unrespon
 
 }  // namespace
 
-TEST_CASE("A moved-from or aborted channel keeps its executor; its operations complete with channel_closed",
-          "[channel][asio]") {
+TEST_CASE(
+    "A channel names its peer; moved-from or aborted, it keeps its executor and its operations get channel_closed",
+    "[channel][asio]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   const auto uri = bt::uri_for(provider, bt::unique_name("moved-channel"));
@@ -86,13 +89,33 @@ TEST_CASE("A moved-from or aborted channel keeps its executor; its operations co
   REQUIRE(bt::run_until(
       io, [&] { return near && far; }, 10s));
 
+  // Each end names the other; over shm the kernel vouches for the pid and uid.
+  const auto seen_by_near = near->remote_endpoint();
+  const auto seen_by_far = far->remote_endpoint();
+  INFO("near sees " << seen_by_near.to_string() << "; far sees " << seen_by_far.to_string());
+  CHECK(seen_by_near.provider == bt::to_string(provider));
+  CHECK(seen_by_far.provider == bt::to_string(provider));
+  if (seen_by_near.provider == "shm") {
+    CHECK(seen_by_near.pid == ::getpid());  // both ends live in this process here
+    CHECK(seen_by_far.pid == ::getpid());
+    CHECK(seen_by_near.uid == ::geteuid());
+  } else {
+    CHECK(!seen_by_near.address.empty());
+    CHECK(!seen_by_far.address.empty());
+    CHECK(seen_by_near.port != 0);
+  }
+
   bellows::channel moved_to = std::move(*near);
   CHECK(near->get_executor() == io.get_executor());
   CHECK(!near->is_open());
   CHECK(moved_to.is_open());
   every_operation_fails_closed(io, *near);
 
+  std::error_code who_ec;
+  CHECK(near->remote_endpoint(who_ec).provider.empty());
+  CHECK(who_ec == bellows::error::channel_closed);
   moved_to.abort();
+  CHECK_THROWS_AS(moved_to.remote_endpoint(), std::system_error);
   CHECK(moved_to.get_executor() == io.get_executor());
   CHECK(!moved_to.is_open());
   every_operation_fails_closed(io, moved_to);

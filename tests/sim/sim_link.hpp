@@ -63,6 +63,7 @@ class sim_link final : public fabric::link, public fabric::poller, public std::e
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   void send_detach(std::uint32_t peer_id) override;
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
+  bellows::endpoint peer_endpoint() const override { return {"sim", {}, {}, {}, 0}; }
 
   // fabric::poller
   std::size_t poll() override;

@@ -3,6 +3,7 @@
 
 #include <bellows/detail/buffers.hpp>
 #include <bellows/detail/completion.hpp>
+#include <bellows/endpoint.hpp>
 #include <bellows/error.hpp>
 #include <bellows/stats.hpp>
 
@@ -72,6 +73,7 @@ send_status try_send(channel_state& s, const gather& message, std::error_code& e
 void abort(channel_state& s) noexcept;
 bool is_open(const channel_state& s) noexcept;
 channel_stats stats_of(const channel_state& s);
+endpoint remote_endpoint_of(const channel_state& s);
 void release_frame(channel_state& s, frame_ref frame) noexcept;
 
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept;

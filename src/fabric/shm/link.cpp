@@ -34,12 +34,17 @@ sockaddr_un abstract_address(const std::string& name, socklen_t& length) {
   return addr;
 }
 
-std::error_code check_peer(int fd, const link_options& options) {
+/// The kernel's word on who connected: refused unless it is our user (or others are allowed).
+proto::outcome<bellows::endpoint> check_peer(int fd, const link_options& options) {
   ucred cred{};
   socklen_t len = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return last_error();
   if (!options.allow_other_users && cred.uid != ::geteuid()) return std::make_error_code(std::errc::permission_denied);
-  return {};
+  bellows::endpoint who;
+  who.provider = "shm";
+  who.pid = cred.pid;
+  who.uid = cred.uid;
+  return who;
 }
 
 std::uint64_t random_key() {
@@ -74,11 +79,13 @@ proto::outcome<std::shared_ptr<link>> link::connect(asio::io_context& io, const 
     ::close(fd);
     return ec;
   }
-  if (auto ec = check_peer(fd, options)) {
+  auto who = check_peer(fd, options);
+  if (!who) {
     ::close(fd);
-    return ec;
+    return who.failure();
   }
   std::shared_ptr<link> l(new link(io, fd, std::move(*local), options));
+  l->peer_endpoint_ = std::move(*who);
   l->name_ = name;
   l->start_handshake();
   return l;
@@ -86,9 +93,10 @@ proto::outcome<std::shared_ptr<link>> link::connect(asio::io_context& io, const 
 
 proto::outcome<std::shared_ptr<link>> link::accept(asio::io_context& io, int fd, const link_options& options,
                                                    memory_budget& budget) {
-  if (auto ec = check_peer(fd, options)) {
+  auto who = check_peer(fd, options);
+  if (!who) {
     ::close(fd);
-    return ec;
+    return who.failure();
   }
   auto local = arena::create(options.arena_bytes, budget);
   if (!local) {
@@ -96,6 +104,7 @@ proto::outcome<std::shared_ptr<link>> link::accept(asio::io_context& io, int fd,
     return local.failure();
   }
   std::shared_ptr<link> l(new link(io, fd, std::move(*local), options));
+  l->peer_endpoint_ = std::move(*who);
   l->start_handshake();
   return l;
 }

@@ -72,6 +72,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   /// The local channel is gone: its regions are freed once the peer has detached too, since
   /// until then the peer may still write into them.
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
+  bellows::endpoint peer_endpoint() const override { return peer_endpoint_; }
 
   /// Pops doorbells and reports them to endpoints; returns how many it found.
   std::size_t poll() override;
@@ -144,6 +145,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   std::uint64_t doorbells_consumed_ = 0;
   link_options options_;
   std::string name_;
+  bellows::endpoint peer_endpoint_;
   state state_ = state::handshaking;
   bool dropped_ = false;
   bool armed_ = false;  // reading wanted; a wait cancelled by disarm() then re-armed is resumed

@@ -18,6 +18,25 @@ constexpr auto room_timeout = std::chrono::seconds(10);
 
 constexpr std::uint32_t detach_immediate = 0;
 
+/// The peer's address as rdma_cm routed to it.
+bellows::endpoint endpoint_of(const sockaddr* peer) {
+  bellows::endpoint who;
+  who.provider = "rdma";
+  if (peer == nullptr) return who;
+  char text[INET6_ADDRSTRLEN] = {};
+  if (peer->sa_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(peer);
+    ::inet_ntop(AF_INET, &v4->sin_addr, text, sizeof text);
+    who.port = ntohs(v4->sin_port);
+  } else if (peer->sa_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(peer);
+    ::inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof text);
+    who.port = ntohs(v6->sin6_port);
+  }
+  who.address = text;
+  return who;
+}
+
 }  // namespace
 
 qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, rdma_cm_id* id, std::uint32_t local_id,
@@ -31,6 +50,7 @@ qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, r
       control_(control),
       ring_(ring) {
   inline_copy_.reserve(max_inline_);
+  peer_endpoint_ = endpoint_of(rdma_get_peer_addr(id));
 }
 
 qp_link::~qp_link() {

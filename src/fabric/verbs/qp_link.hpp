@@ -46,6 +46,7 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   void send_detach(std::uint32_t peer_id) override;
   void retire(std::uint32_t local_id, std::vector<std::uint64_t> regions) override;
+  bellows::endpoint peer_endpoint() const override { return peer_endpoint_; }
   bool failed() const noexcept { return state_ == state::failed || state_ == state::closed; }
 
   proto::outcome<fabric::region> register_region(std::size_t length) override;
@@ -76,6 +77,7 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   fabric::region ring_;
   fabric::remote_address peer_control_;
   fabric::channel_endpoint* endpoint_ = nullptr;
+  bellows::endpoint peer_endpoint_;
   state state_ = state::connecting;
   std::error_code failure_;
   bool failure_told_ = false;
