@@ -37,6 +37,9 @@ void acceptor_state::start_accept(std::uint64_t id, channel_completion done) {
     done.post(asio::error::operation_aborted, channel{});
     return reactor_.op_finished();
   }
+  // A peer that gave up before we accepted (over rdma the connection manager accepts for us)
+  // left a channel that is already reset: it is dropped, not handed out.
+  while (!backlog_.empty() && !backlog_.front().is_open()) backlog_.pop_front();
   if (!backlog_.empty()) {
     done.post({}, std::move(backlog_.front()));
     backlog_.pop_front();

@@ -179,3 +179,41 @@ TEST_CASE("A connect to a peer that never answers ends with timed_out after conn
   CHECK(*unanswered.ec == asio::error::timed_out);
   CHECK(std::chrono::steady_clock::now() - start >= 300ms);
 }
+
+TEST_CASE("A connect withdrawn before the peer accepted leaves nothing behind: the next accept gets the next peer",
+          "[channel][asio]") {
+  // Over shm an open waits unread until the acceptor accepts; over rdma the connection manager
+  // accepts at once, and a peer that leaves is dropped from the backlog (acceptor_state).
+  const auto uri = bt::uri_for(bt::provider::shm, bt::unique_name("withdrawn"));
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri, bt::options_for(uri));
+  auto impatient = bt::options_for(uri);
+  impatient.connect_timeout = 200ms;
+  outcome withdrawn;
+  bellows::async_connect(io.get_executor(), uri, impatient, withdrawn.record());
+  REQUIRE(bt::run_until(
+      io, [&] { return withdrawn.ec.has_value(); }, 10s));
+  CHECK(*withdrawn.ec == asio::error::timed_out);
+
+  std::optional<bellows::channel> near, far;
+  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
+    REQUIRE(!ec);
+    near = std::move(c);
+  });
+  acc.async_accept([&](std::error_code ec, bellows::channel c) {
+    REQUIRE(!ec);
+    far = std::move(c);
+  });
+  REQUIRE(bt::run_until(
+      io, [&] { return near && far; }, 10s));
+  // The accepted channel is the patient peer's: a message goes through it.
+  std::byte hello[1] = {std::byte{7}}, got[1] = {};
+  outcome sent, received;
+  near->async_send(asio::buffer(hello), sent.record());
+  far->async_receive(asio::buffer(got), received.record());
+  REQUIRE(bt::run_until(
+      io, [&] { return sent.ec && received.ec; }, 10s));
+  CHECK(!*sent.ec);
+  CHECK(!*received.ec);
+  CHECK(got[0] == std::byte{7});
+}

@@ -208,6 +208,10 @@ bool out_of_descriptors() {
 
 void link::read_messages() {
   if (reading_ || state_ == state::failed) return;
+  // Everything the socket holds is read before any of it is handled, so that an open and its
+  // withdrawal that waited together (nobody accepted meanwhile) cancel out: the acceptor never
+  // sees a channel its opener already gave up on.
+  std::vector<std::pair<link_message, std::vector<int>>> batch;
   for (;;) {
     link_message m;
     iovec iov{&m, sizeof m};
@@ -231,19 +235,43 @@ void link::read_messages() {
       }
     }
     const bool whole = static_cast<std::size_t>(n) == sizeof m && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
-    if (whole && m.magic == link_magic && m.version == link_version) handle(m, fds);
-    for (int fd : fds) ::close(fd);  // whatever handle() did not adopt
-    if ((msg.msg_flags & MSG_CTRUNC) != 0 && out_of_descriptors())
+    if (whole && m.magic == link_magic && m.version == link_version) {
+      batch.emplace_back(m, std::move(fds));
+      continue;
+    }
+    for (int fd : fds) ::close(fd);
+    if ((msg.msg_flags & MSG_CTRUNC) != 0 && out_of_descriptors()) {
+      handle_batch(batch);
       return fail(std::make_error_code(std::errc::too_many_files_open));
-    if (!whole || m.magic != link_magic || m.version != link_version)
-      return fail(make_error_code(error::protocol_violation));
-    if (state_ == state::failed) return;
+    }
+    handle_batch(batch);
+    return fail(make_error_code(error::protocol_violation));
   }
+  handle_batch(batch);
+  if (state_ == state::failed) return;
   reading_ = true;
   socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
     self->reading_ = false;
     if (self->armed_) self->read_messages();
   });
+}
+
+void link::handle_batch(std::vector<std::pair<link_message, std::vector<int>>>& batch) {
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const link_message& w = batch[i].first;
+    if (w.kind != message_kind::withdraw) continue;
+    for (std::size_t j = 0; j < i; ++j) {
+      link_message& o = batch[j].first;
+      if (o.kind != message_kind::open || o.first != w.first) continue;
+      refuse_withdrawn(o);
+      o.kind = message_kind::withdraw;  // handled: nothing more to do for either
+      break;
+    }
+  }
+  for (auto& [m, fds] : batch) {
+    if (state_ != state::failed) handle(m, fds);
+    for (int fd : fds) ::close(fd);  // whatever handle() did not adopt
+  }
 }
 
 void link::handle(const link_message& m, std::vector<int>& fds) {
@@ -255,6 +283,8 @@ void link::handle(const link_message& m, std::vector<int>& fds) {
     case message_kind::accepted: return on_accepted(m);
     case message_kind::refused: return on_refused(m);
     case message_kind::detach: return on_detach(m);
+    // Its open was read before (and answered) or refused unseen in the same batch.
+    case message_kind::withdraw: return;
   }
   fail(make_error_code(error::protocol_violation));
 }

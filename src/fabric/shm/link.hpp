@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace bellows::shm {
@@ -66,6 +67,8 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   std::uint32_t open_channel(const std::vector<tier>& tiers, std::uint64_t max_message_size, open_handler done);
   /// Abandons an open still waiting for the peer; its answer will be undone when it comes.
   void cancel_open(std::uint32_t local_id);
+  /// Answers an open whose opener withdrew it before we read it: refused, no channel made.
+  void refuse_withdrawn(const link_message& open);
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
   /// Tells the peer we will not write into its channel `peer_id` again.
   void send_detach(std::uint32_t peer_id) override;
@@ -121,6 +124,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   void send(link_message m, std::vector<int> fds = {});
   void flush_outgoing();
   void read_messages();
+  void handle_batch(std::vector<std::pair<link_message, std::vector<int>>>& batch);
   void handle(const link_message& m, std::vector<int>& fds);
   void on_hello(const link_message& m, std::vector<int>& fds);
   void on_open(const link_message& m);

@@ -81,7 +81,23 @@ std::uint32_t link::open_channel(const std::vector<tier>& tiers, std::uint64_t m
 }
 
 void link::cancel_open(std::uint32_t local_id) {
-  if (channel_slot* s = slot(local_id)) s->opening.reset();
+  channel_slot* s = slot(local_id);
+  if (s == nullptr || !s->opening) return;
+  s->opening.reset();
+  // The peer may not have read the open yet (nobody accepts there): it then refuses it without
+  // handing it to an accept. If it did, its `accepted` comes back and we detach (on_accepted).
+  link_message m;
+  m.kind = message_kind::withdraw;
+  m.first = local_id;
+  send(m);
+}
+
+void link::refuse_withdrawn(const link_message& open) {
+  link_message answer;
+  answer.kind = message_kind::refused;
+  answer.first = open.first;
+  answer.value = static_cast<std::uint64_t>(ECANCELED);
+  send(answer);
 }
 
 fabric::channel_setup link::setup_for(std::uint32_t id, std::uint32_t peer_id, const link_message& m) const {

@@ -19,6 +19,7 @@ enum class message_kind : std::uint32_t {
   accepted = 3,  ///< first = opener's id, second = acceptor's id; control, ring
   refused = 4,   ///< first = opener's id; value = error code, second = its category (see below)
   detach = 5,    ///< first = the receiver's channel id: the sender will not write into it again
+  withdraw = 6,  ///< first = opener's id: the open is taken back; unread, it is refused unseen
 };
 
 /// A refusal's `second`: the code is a bellows::error; otherwise it is a system error.
