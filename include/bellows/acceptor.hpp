@@ -4,6 +4,7 @@
 // are safe, a shared object is not; it is used from the thread running its io_context.
 
 #include <bellows/channel.hpp>
+#include <bellows/describe_problem.hpp>
 #include <bellows/detail/channel_access.hpp>
 #include <bellows/options.hpp>
 
@@ -31,6 +32,8 @@ class acceptor {
   acceptor(const executor_type& ex, std::string_view uri, const channel_options& options = {}) : executor_(ex) {
     std::error_code ec;
     state_ = detail::listen(ex, uri, options, ec);
+    if (auto problem = describe_problem(uri, options); ec == error::invalid_argument && !problem.empty())
+      throw std::system_error(ec, "bellows::acceptor: " + problem);
     if (ec) throw std::system_error(ec, "bellows::acceptor");
   }
   acceptor(const executor_type& ex, std::string_view uri, const channel_options& options, std::error_code& ec)

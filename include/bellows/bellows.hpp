@@ -4,6 +4,7 @@
 #include <bellows/acceptor.hpp>
 #include <bellows/channel.hpp>
 #include <bellows/connect.hpp>
+#include <bellows/describe_problem.hpp>
 #include <bellows/endpoint.hpp>
 #include <bellows/error.hpp>
 #include <bellows/message_view.hpp>

@@ -25,7 +25,8 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
 /// Opens a channel to the acceptor listening on `uri`: shm://NAME, or rdma://HOST:PORT (an
 /// RC queue pair per channel, set up through rdma_cm; at most 7 tiers). Over shm, channels to
 /// the same peer process share one link (one socket, one arena per side), so descriptors grow
-/// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options,
+/// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options
+/// (describe_problem() says which part),
 /// std::errc::connection_refused when nothing listens, error::budget_exhausted,
 /// std::errc::no_such_device (rdma) without an RDMA device, std::errc::host_unreachable when
 /// no route leads to HOST, asio::error::timed_out when the peer has not accepted within
