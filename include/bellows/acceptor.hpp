@@ -1,7 +1,8 @@
 #pragma once
 // Accepts channels that peers open to a URI (shm://NAME, or rdma://ADDRESS:PORT, where
 // ADDRESS may be 0.0.0.0 for every RDMA device). Thread safety as for channel: distinct objects
-// are safe, a shared object is not; it is used from the thread running its io_context.
+// are safe, a shared object is not (one thread or strand at a time, which need not run the
+// io_context).
 
 #include <bellows/channel.hpp>
 #include <bellows/describe_problem.hpp>
@@ -10,9 +11,11 @@
 
 #include <asio/any_io_executor.hpp>
 #include <asio/async_result.hpp>
+#include <asio/execution/executor.hpp>
 
 #include <memory>
 #include <string_view>
+#include <type_traits>
 #include <system_error>
 
 namespace bellows {
@@ -57,18 +60,32 @@ class acceptor {
   using accept_signature = void(std::error_code, channel);
 
   /// Takes the next channel a peer opened; channels opened while nobody accepts wait in order.
+  /// The channel's executor is the acceptor's.
   ///
   /// @param token The completion token; signature `void(std::error_code ec, channel peer)`.
   ///
   /// Errors: asio::error::operation_aborted when the acceptor is closed while waiting;
   /// error::channel_closed (posted) when it is already closed or moved from.
   /// Cancellation: any type (terminal, partial, total) completes the wait with
-  /// asio::error::operation_aborted and takes nothing.
+  /// asio::error::operation_aborted and takes nothing; the acceptor goes on accepting.
   template <ASIO_COMPLETION_TOKEN_FOR(accept_signature)
                 CompletionToken = asio::default_completion_token_t<executor_type>>
+    requires(!asio::execution::is_executor<std::decay_t<CompletionToken>>::value)
   auto async_accept(CompletionToken&& token = {}) {
     return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
-                                              &detail::start_accept);
+                                              &detail::start_accept, executor_);
+  }
+
+  /// As above, and the channel's executor is `channel_executor` (of the same io_context), as
+  /// Asio's `async_accept(executor, token)`: `async_accept(asio::make_strand(io), token)` puts
+  /// each accepted channel on a strand of its own. The accept's own handler still defaults to
+  /// the acceptor's executor.
+  template <class Executor, ASIO_COMPLETION_TOKEN_FOR(accept_signature)
+                                CompletionToken = asio::default_completion_token_t<executor_type>>
+    requires asio::execution::is_executor<Executor>::value
+  auto async_accept(const Executor& channel_executor, CompletionToken&& token = {}) {
+    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                              &detail::start_accept, executor_type(channel_executor));
   }
 
   /// Stops listening; pending accepts complete with operation_aborted and channels not yet

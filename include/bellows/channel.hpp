@@ -2,9 +2,15 @@
 // A bidirectional message channel between two endpoints. One async_send is one message and is
 // received by exactly one async_receive, whole, in order.
 //
-// Thread safety: distinct objects are safe; a shared object is unsafe. Like an Asio socket, a
-// channel is used from the thread running its io_context (one thread per io_context for now;
-// strands of a pool are not supported yet). It is movable, not copyable.
+// Thread safety, as for an Asio socket: distinct objects are safe; a shared object is unsafe,
+// so one channel's operations are started from one thread at a time (its strand, when the
+// io_context runs on a pool of threads). Any thread may start them, not only one running the
+// io_context: the initiating function takes the reactor's lock and registers the operation at
+// once, as Asio's reactive sockets do with theirs. Exception: cancel() may come from any thread
+// at any time, since it only reads the object. The reactor polls every channel of an
+// io_context on a strand of its own, so any number of threads may run the io_context; each
+// handler runs on its associated executor, by default the channel's (the executor it was
+// connected or accepted with, e.g. asio::make_strand(io)). It is movable, not copyable.
 //
 // Every asynchronous operation takes an Asio completion token (a callback, use_awaitable,
 // use_future, experimental::as_tuple, experimental::deferred, ...) whose signature begins with

@@ -12,7 +12,7 @@
 #include <bellows/options.hpp>
 #include <bellows/tier.hpp>
 
-#include <asio/io_context.hpp>
+#include <asio/any_io_executor.hpp>
 
 #include <functional>
 #include <memory>
@@ -21,10 +21,12 @@
 
 namespace bellows::fabric {
 
-/// What the reactor lends a provider: its io_context, budget and eventfd, its options, and a
-/// way to have a poller polled on every pass from now on.
+/// What the reactor lends a provider: the executor its sockets and descriptors are made with
+/// (their handlers then run one at a time under the reactor's lock, however many threads run
+/// the io_context), budget and eventfd, its options, and a way to have a poller polled on every
+/// pass from now on.
 struct host {
-  asio::io_context& io;
+  asio::any_io_executor executor;
   memory_budget& budget;
   int wake_fd = -1;
   const context_options& options;

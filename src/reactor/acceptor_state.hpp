@@ -8,7 +8,9 @@
 #include <bellows/detail/channel_access.hpp>
 #include <bellows/options.hpp>
 
+#include <atomic>
 #include <deque>
+#include <mutex>
 #include <memory>
 #include <string_view>
 
@@ -18,14 +20,17 @@ class reactor;
 
 class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
  public:
-  acceptor_state(reactor& r, channel_options options);
+  /// Destroyed under the reactor's lock, like a channel (see listen()).
+  acceptor_state(reactor& r, asio::any_io_executor executor, channel_options options);
   ~acceptor_state();
+  std::unique_lock<std::recursive_mutex> hold() const;
   /// Starts listening on `address` through `via`.
   std::error_code listen(fabric::connector& via, std::string_view address);
 
-  asio::any_io_executor executor() const;
-  std::uint64_t next_id() noexcept { return ++last_op_id_; }
-  void start_accept(std::uint64_t id, channel_completion done);
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+  std::uint64_t next_id() noexcept { return last_op_id_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  /// The accepted channel's handlers run on `channel_executor` unless they name their own.
+  void start_accept(std::uint64_t id, asio::any_io_executor channel_executor, channel_completion done);
   void cancel(std::uint64_t id);
   void close();
   /// A peer opened a channel over one of the links this acceptor's listener took.
@@ -33,14 +38,24 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
   void shutdown();
 
  private:
+  struct waiting_accept {
+    std::uint64_t id;
+    asio::any_io_executor channel_executor;
+    channel_completion done;
+  };
+  /// Hands `accepted` out on `to`'s executor.
+  void hand_out(std::shared_ptr<channel_state> accepted, waiting_accept& to, std::error_code ec = {});
+
   reactor& reactor_;
+  const asio::any_io_executor executor_;
   std::shared_ptr<fabric::listener> listener_;
   channel_options options_;
-  std::deque<channel> backlog_;
-  std::deque<std::pair<std::uint64_t, channel_completion>> waiting_;
-  std::uint64_t last_op_id_ = 0;
+  // Not yet channels: the accept that takes one decides on which executor it runs.
+  std::deque<std::shared_ptr<channel_state>> backlog_;
+  std::deque<waiting_accept> waiting_;
+  std::atomic<std::uint64_t> last_op_id_ = 0;
   bool closed_ = false;
-  bool reactor_gone_ = false;
+  std::atomic<bool> reactor_gone_ = false;
 };
 
 }  // namespace bellows::detail

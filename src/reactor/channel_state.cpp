@@ -9,15 +9,22 @@
 
 namespace bellows::detail {
 
-proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, std::shared_ptr<fabric::link> link,
+proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, asio::any_io_executor executor,
+                                                                   std::shared_ptr<fabric::link> link,
                                                                    const fabric::channel_setup& setup,
                                                                    const channel_options& local) {
   auto table = proto::tier_table::make(setup.tiers);
   if (!table) return table.failure();
   proto::direction_options options{*table, local.ack_timeout, local.idle_shrink_after, local.retry_after_denial,
                                    std::min(local.max_message_size, setup.max_message_size)};
-  return std::shared_ptr<channel_state>(
-      new channel_state(r, std::move(link), setup, std::move(options), local.on_tier_event));
+  // The reactor may be polling the channel on another thread while its last owner lets go:
+  // the whole destruction, members included, happens under the lock.
+  return std::shared_ptr<channel_state>(new channel_state(r, std::move(executor), std::move(link), setup,
+                                                          std::move(options), local.on_tier_event),
+                                        [](channel_state* s) {
+                                          auto held = s->hold();
+                                          delete s;
+                                        });
 }
 
 namespace {
@@ -34,9 +41,11 @@ proto::core_setup core_setup_of(const fabric::channel_setup& s) {
 
 }  // namespace
 
-channel_state::channel_state(reactor& r, std::shared_ptr<fabric::link> link, const fabric::channel_setup& setup,
-                             proto::direction_options options, std::function<void(const tier_event&)> on_tier_event)
+channel_state::channel_state(reactor& r, asio::any_io_executor executor, std::shared_ptr<fabric::link> link,
+                             const fabric::channel_setup& setup, proto::direction_options options,
+                             std::function<void(const tier_event&)> on_tier_event)
     : reactor_(r),
+      executor_(std::move(executor)),
       link_(std::move(link)),
       setup_(setup),
       core_(std::move(options), core_setup_of(setup), now()),
@@ -58,7 +67,10 @@ proto::clock_time channel_state::now_for_deadlines() const {
   return reactor_gone_ ? now() : reactor_.now_for_deadlines();
 }
 
-asio::any_io_executor channel_state::executor() const { return reactor_.executor(); }
+std::unique_lock<std::recursive_mutex> channel_state::hold() const {
+  if (reactor_gone_.load(std::memory_order_acquire)) return {};
+  return reactor_.hold();
+}
 
 void channel_state::op_done() {
   if (!reactor_gone_) reactor_.op_finished();
@@ -179,7 +191,7 @@ void channel_state::poll(proto::clock_time t) {
 
 void channel_state::shutdown() {
   // The io_context is going away: handlers are destroyed without being called, as Asio does.
-  reactor_gone_ = true;
+  reactor_gone_.store(true, std::memory_order_release);
   sized_.clear();
   views_.clear();
   closes_.clear();
@@ -251,8 +263,10 @@ void channel_state::carry_out(proto::view_done& a) {
   auto done = views_.take(a.id);
   if (!done) return;
   if (a.zero_copy) {
-    complete(*done, a.ec,
-             access::make_view(shared_from_this(), frame_ref{a.token.ring_epoch, a.token.ordinal}, a.bytes));
+    // Its last owner may be waiting for the lock to destroy it; then nobody can take the view.
+    auto self = weak_from_this().lock();
+    if (!self) return complete(*done, make_error_code(error::channel_closed), message_view{});
+    complete(*done, a.ec, access::make_view(std::move(self), frame_ref{a.token.ring_epoch, a.token.ordinal}, a.bytes));
   } else if (!a.ec) {
     complete(*done, a.ec, access::make_view(std::move(a.assembled)));
   } else {
@@ -276,7 +290,7 @@ void channel_state::carry_out(const proto::tier_changed& a) {
   if (e.kind == what::provisioned || e.kind == what::refused) e.elapsed = now() - provision_started_;
   if (e.kind == what::granted || e.kind == what::denied || e.kind == what::timed_out)
     e.elapsed = now() - request_written_;
-  asio::post(reactor_.executor(), [fn = on_tier_event_, e] { fn(e); });
+  asio::post(executor_, [fn = on_tier_event_, e] { fn(e); });
 }
 
 void channel_state::carry_out(const proto::reached& a) {
@@ -294,7 +308,10 @@ void channel_state::after_run() {
 
 // ---- entry points of the public templates ----
 
-endpoint remote_endpoint_of(const channel_state& s) { return s.remote_endpoint(); }
+endpoint remote_endpoint_of(const channel_state& s) {
+  auto held = s.hold();
+  return s.remote_endpoint();
+}
 
 channel access::make_channel(std::shared_ptr<channel_state> state) noexcept { return channel(std::move(state)); }
 message_view access::make_view(std::shared_ptr<channel_state> owner, frame_ref frame,
@@ -306,21 +323,48 @@ message_view access::make_view(std::vector<std::byte> assembled) noexcept { retu
 asio::any_io_executor executor_of(const channel_state& s) noexcept { return s.executor(); }
 std::uint64_t next_operation_id(channel_state& s) noexcept { return s.next_id(); }
 void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done) {
+  auto held = s.hold();
   s.start_send(id, std::move(message), std::move(done));
 }
 void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done) {
+  auto held = s.hold();
   s.start_receive(id, std::move(into), std::move(done));
 }
 void start_receive_view(channel_state& s, std::uint64_t id, view_completion done) {
+  auto held = s.hold();
   s.start_receive_view(id, std::move(done));
 }
-void start_close(channel_state& s, std::uint64_t id, close_completion done) { s.start_close(id, std::move(done)); }
-void cancel(channel_state& s, std::uint64_t id) noexcept { s.cancel(id); }
-void cancel_all(channel_state& s) noexcept { s.cancel_all(); }
-send_status try_send(channel_state& s, const gather& message, std::error_code& ec) { return s.try_send(message, ec); }
-void abort(channel_state& s) noexcept { s.abort(); }
-bool is_open(const channel_state& s) noexcept { return s.is_open(); }
-channel_stats stats_of(const channel_state& s) { return s.stats(); }
-void release_frame(channel_state& s, frame_ref frame) noexcept { s.release(frame); }
+void start_close(channel_state& s, std::uint64_t id, close_completion done) {
+  auto held = s.hold();
+  s.start_close(id, std::move(done));
+}
+void cancel(channel_state& s, std::uint64_t id) noexcept {
+  auto held = s.hold();
+  s.cancel(id);
+}
+void cancel_all(channel_state& s) noexcept {
+  auto held = s.hold();
+  s.cancel_all();
+}
+send_status try_send(channel_state& s, const gather& message, std::error_code& ec) {
+  auto held = s.hold();
+  return s.try_send(message, ec);
+}
+void abort(channel_state& s) noexcept {
+  auto held = s.hold();
+  s.abort();
+}
+bool is_open(const channel_state& s) noexcept {
+  auto held = s.hold();
+  return s.is_open();
+}
+channel_stats stats_of(const channel_state& s) {
+  auto held = s.hold();
+  return s.stats();
+}
+void release_frame(channel_state& s, frame_ref frame) noexcept {
+  auto held = s.hold();
+  s.release(frame);
+}
 
 }  // namespace bellows::detail

@@ -13,9 +13,11 @@
 #include <bellows/options.hpp>
 #include <bellows/stats.hpp>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <system_error>
 #include <type_traits>
@@ -49,14 +51,24 @@ class waiting_ops {
 
 class channel_state final : public fabric::channel_endpoint, public std::enable_shared_from_this<channel_state> {
  public:
-  static proto::outcome<std::shared_ptr<channel_state>> make(reactor& r, std::shared_ptr<fabric::link> link,
+  /// A channel whose handlers run on `executor` (the io_context's, or a strand of it) unless
+  /// they name their own. It is destroyed under the reactor's lock, on whatever thread lets go
+  /// of it last.
+  static proto::outcome<std::shared_ptr<channel_state>> make(reactor& r, asio::any_io_executor executor,
+                                                             std::shared_ptr<fabric::link> link,
                                                              const fabric::channel_setup& setup,
                                                              const channel_options& local);
   ~channel_state();
 
-  // Application side (see channel.hpp).
-  asio::any_io_executor executor() const;
-  std::uint64_t next_id() noexcept { return ++last_op_id_; }
+  /// The reactor's lock, which every call from the application holds (none once the
+  /// io_context is gone: nothing else runs then).
+  std::unique_lock<std::recursive_mutex> hold() const;
+
+  // Application side (see channel.hpp); the caller holds the lock.
+  const asio::any_io_executor& executor() const noexcept { return executor_; }
+  /// For an acceptor handing out a channel nobody has used yet: the accept names its executor.
+  void move_to(asio::any_io_executor executor) { executor_ = std::move(executor); }
+  std::uint64_t next_id() noexcept { return last_op_id_.fetch_add(1, std::memory_order_relaxed) + 1; }
   void start_send(std::uint64_t id, gather message, size_completion done);
   void start_receive(std::uint64_t id, scatter into, size_completion done);
   void start_receive_view(std::uint64_t id, view_completion done);
@@ -85,8 +97,9 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void on_link_failed(std::error_code ec) override;
 
  private:
-  channel_state(reactor& r, std::shared_ptr<fabric::link> link, const fabric::channel_setup& setup,
-                proto::direction_options options, std::function<void(const tier_event&)> on_tier_event);
+  channel_state(reactor& r, asio::any_io_executor executor, std::shared_ptr<fabric::link> link,
+                const fabric::channel_setup& setup, proto::direction_options options,
+                std::function<void(const tier_event&)> on_tier_event);
 
   static proto::clock_time now();
   proto::clock_time now_for_deadlines() const;
@@ -114,6 +127,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void complete(completion<Args...>& done, std::type_identity_t<Args>... args);
 
   reactor& reactor_;
+  asio::any_io_executor executor_;
   std::shared_ptr<fabric::link> link_;
   fabric::channel_setup setup_;
   proto::channel_core core_;
@@ -128,8 +142,9 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   waiting_ops<size_completion> sized_;  // sends and copying receives
   waiting_ops<view_completion> views_;
   waiting_ops<close_completion> closes_;
-  bool reactor_gone_ = false;
-  std::uint64_t last_op_id_ = 0;
+  // Set while the io_context shuts down; read without the lock by hold(), hence atomic.
+  std::atomic<bool> reactor_gone_ = false;
+  std::atomic<std::uint64_t> last_op_id_ = 0;
   std::optional<proto::clock_time> deadline_;
   std::function<void(const tier_event&)> on_tier_event_;
 };

@@ -17,6 +17,7 @@ namespace {
 
 /// An async_connect in flight; `done` is empty once it completed or was cancelled.
 struct pending_connect {
+  asio::any_io_executor channel_executor;
   channel_completion done;
   channel_options options;
   std::shared_ptr<fabric::pending_open> open;
@@ -42,7 +43,7 @@ void opened(reactor& r, pending_connect& p, fabric::opened_channel c) {
   // The opener's tier table governs the channel; the peer accepted it as sent.
   c.setup.tiers = p.options.tiers;
   c.setup.max_message_size = p.options.max_message_size;
-  auto state = channel_state::make(r, c.carrier, c.setup, p.options);
+  auto state = channel_state::make(r, p.channel_executor, c.carrier, c.setup, p.options);
   if (!state) {
     c.carrier->send_detach(c.setup.peer_id);
     c.carrier->retire(c.setup.local_id, {c.setup.control.handle, c.setup.ring.handle});
@@ -56,8 +57,10 @@ void opened(reactor& r, pending_connect& p, fabric::opened_channel c) {
 void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options, channel_completion done,
                    asio::cancellation_slot slot) {
   reactor& r = reactor::of(ex);
+  auto held = r.hold();
   r.op_started();
   auto p = std::make_shared<pending_connect>();
+  p->channel_executor = ex;
   p->done = std::move(done);
   p->options = std::move(options);
   const auto parts = fabric::split_uri(uri);
@@ -74,13 +77,14 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
                       });
   if (!p->done) return;
   if (p->options.connect_timeout > std::chrono::nanoseconds::zero()) {
-    p->deadline.emplace(r.io(), p->options.connect_timeout);
+    p->deadline.emplace(r.serial(), p->options.connect_timeout);
     p->deadline->async_wait([&r, weak = std::weak_ptr<pending_connect>(p)](std::error_code ec) {
       if (auto pending = weak.lock(); pending && !ec) withdraw(r, pending, asio::error::timed_out);
     });
   }
   if (!slot.is_connected()) return;
   slot.assign([&r, weak = std::weak_ptr<pending_connect>(p)](asio::cancellation_type) {
+    auto cancelling = r.hold();
     if (auto pending = weak.lock()) withdraw(r, pending, asio::error::operation_aborted);
   });
 }

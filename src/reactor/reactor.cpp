@@ -2,6 +2,7 @@
 
 #include "reactor/acceptor_state.hpp"
 #include "reactor/channel_state.hpp"
+#include "reactor/serial_executor.hpp"
 
 #include "fabric/registry.hpp"
 
@@ -9,6 +10,7 @@
 #include <bellows/error.hpp>
 
 #include <asio/post.hpp>
+#include <asio/strand.hpp>
 
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -32,9 +34,10 @@ inline void cpu_relax() noexcept {
 reactor::reactor(asio::io_context& io)
     : asio::execution_context::service(io),
       io_(io),
-      wake_(io),
-      deadline_timer_(io),
-      host_{io, budget_, -1, options_, [this](std::shared_ptr<fabric::poller> p) { serve(std::move(p)); }} {
+      serial_(serial_executor(asio::make_strand(io), lock_)),
+      wake_(serial_),
+      deadline_timer_(serial_),
+      host_{serial_, budget_, -1, options_, [this](std::shared_ptr<fabric::poller> p) { serve(std::move(p)); }} {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::system_error(errno, std::system_category(), "bellows reactor eventfd");
   host_.wake_fd = wake_fd_;
@@ -45,20 +48,37 @@ reactor::reactor(asio::io_context& io)
 
 reactor::~reactor() = default;
 
+namespace {
+
+/// The io_context behind an io_context executor or a strand of one (of any depth); null otherwise.
+asio::io_context* io_context_of(const asio::any_io_executor& ex) {
+  using io_executor = asio::io_context::executor_type;
+  if (const auto* plain = ex.target<io_executor>()) return &plain->context();
+  if (const auto* strand = ex.target<asio::strand<io_executor>>()) return &strand->get_inner_executor().context();
+  if (const auto* strand = ex.target<asio::strand<asio::any_io_executor>>())
+    return io_context_of(strand->get_inner_executor());
+  return nullptr;
+}
+
+}  // namespace
+
 reactor& reactor::of(const asio::any_io_executor& ex) {
-  const auto* target = ex.target<asio::io_context::executor_type>();
-  if (target == nullptr)
-    throw std::system_error(make_error_code(error::invalid_argument), "bellows needs an io_context executor");
-  return asio::use_service<reactor>(target->context());
+  auto* io = ex ? io_context_of(ex) : nullptr;
+  if (io == nullptr)
+    throw std::system_error(make_error_code(error::invalid_argument),
+                            "bellows needs the executor of an io_context or of a strand of one");
+  return asio::use_service<reactor>(*io);
 }
 
 void reactor::configure(const context_options& options) {
+  auto held = hold();
   options_ = options;
   budget_.limit = options.registered_memory_budget;
   budget_.warm_limit = options.warm_ring_bytes;
 }
 
 void reactor::shutdown() {
+  auto held = hold();
   shut_down_ = true;
   idle_watch_.stop();
   for (auto* ch : channels_) ch->shutdown();
@@ -180,7 +200,7 @@ void reactor::drain_wake_fd() {
 void reactor::schedule_pass() {
   if (pass_posted_ || shut_down_) return;
   pass_posted_ = true;
-  asio::post(io_, [this] { pass(); });
+  asio::post(serial_, [this] { pass(); });
 }
 
 std::size_t reactor::poll_round() {
@@ -234,6 +254,8 @@ std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_e
   for (unsigned round = 1;; ++round) {
     cpu_relax();
     if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
+    // An application thread waits for the lock: let it in rather than spin past it.
+    if (contenders_.load(std::memory_order_relaxed) != 0) return 0;
     if (round % 32 == 0 && read_clock() >= until) return 0;
   }
 }
@@ -241,6 +263,7 @@ std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_e
 void reactor::pass() {
   pass_posted_ = false;
   if (shut_down_) return;
+  note_pass_thread();
   // The handlers a pass dispatches usually start the next operation at once (a ping-pong's
   // reply), so the pass goes on polling for its completion rather than returning to the
   // scheduler, whose every round costs an epoll_wait. The slice bounds how long the
@@ -280,6 +303,16 @@ void reactor::pass() {
   sleep();
 }
 
+void reactor::note_pass_thread() {
+  // A handler dispatched from a pass runs inside the reactor's strand: with one thread that
+  // saves a round through the scheduler, with a pool it would run every channel's handlers one
+  // at a time. Passes seen on two threads mean a pool, for good.
+  if (pooled_) return;
+  const auto here = std::this_thread::get_id();
+  if (first_pass_thread_ == std::thread::id()) first_pass_thread_ = here;
+  pooled_ = here != first_pass_thread_;
+}
+
 void reactor::defer(std::unique_ptr<ready_completion> ready) {
   deferred_.push_back(std::move(ready));
   // Inside a pass the loop or its tail picks it up.
@@ -303,18 +336,30 @@ void reactor::update_pressure() {
 }
 
 void reactor::run_deferred() {
-  // The handlers run here, outside every channel's code, so they may start operations or drop
-  // the last reference to a channel. One that throws leaves the rest for the next pass, and
+  // The handlers run here, outside every channel's code and without the lock (the pass holds it
+  // once, through the serial executor), so they may start operations, drop the last reference
+  // to a channel, or wait for another thread that does. `running_` is the pass's own; the strand
+  // keeps a second pass out meanwhile. One that throws leaves the rest for the next pass, and
   // the exception leaves io_context::run() as with any Asio handler.
   running_.swap(deferred_);
   std::size_t next = 0;
+  std::exception_ptr thrown;
+  lock_.unlock();
   try {
-    while (next < running_.size()) running_[next++].release()->dispatch();
+    if (pooled_) {
+      while (next < running_.size()) running_[next++].release()->post();
+    } else {
+      while (next < running_.size()) running_[next++].release()->dispatch();
+    }
   } catch (...) {
+    thrown = std::current_exception();
+  }
+  lock_.lock();
+  if (thrown) {
     for (; next < running_.size(); ++next) deferred_.push_back(std::move(running_[next]));
     running_.clear();
     schedule_pass();
-    throw;
+    std::rethrow_exception(thrown);
   }
   running_.clear();
 }
@@ -357,7 +402,8 @@ bool reactor::pollers_busy() const {
   return std::any_of(pollers_.begin(), pollers_.end(), [](const auto& p) { return p->busy(); });
 }
 
-context_stats reactor::stats() const {
+context_stats reactor::stats() {
+  auto held = hold();
   context_stats s;
   s.channels = channels_.size();
   for (const auto& p : pollers_) s.links += p->connections();

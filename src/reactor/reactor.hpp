@@ -26,13 +26,16 @@
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 
@@ -48,12 +51,29 @@ class reactor final : public asio::execution_context::service {
   explicit reactor(asio::io_context& io);
   ~reactor() override;
 
-  /// The reactor of the io_context behind `ex`; throws invalid_argument for another kind of context.
+  /// The reactor of the io_context behind `ex` (the io_context's own executor or a strand of
+  /// it); throws invalid_argument for another kind of context.
   static reactor& of(const asio::any_io_executor& ex);
   static reactor& of(asio::io_context& io) { return asio::use_service<reactor>(io); }
 
   asio::io_context& io() noexcept { return io_; }
   asio::any_io_executor executor() { return io_.get_executor(); }
+  /// Where the reactor's own handlers and the providers' run: one at a time, each under the
+  /// lock (reactor/serial_executor.hpp).
+  const asio::any_io_executor& serial() const noexcept { return serial_; }
+  /// The lock every entry from the application takes: an initiating function, a cancellation,
+  /// a release, a statistic, the end of a channel. It is recursive because dropping a channel or
+  /// a handler inside the reactor enters it again. A thread that has to wait for it tells the
+  /// reactor, whose spin then ends its pass early.
+  std::unique_lock<std::recursive_mutex> hold() {
+    std::unique_lock held(lock_, std::try_to_lock);
+    if (!held) {
+      contenders_.fetch_add(1, std::memory_order_relaxed);
+      held.lock();
+      contenders_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return held;
+  }
   void configure(const context_options& options);
   const context_options& options() const noexcept { return options_; }
   fabric::memory_budget& budget() noexcept { return budget_; }
@@ -96,7 +116,7 @@ class reactor final : public asio::execution_context::service {
   /// the channels look again.
   void deadline_at(proto::clock_time deadline);
 
-  context_stats stats() const;
+  context_stats stats();
   /// For tests (the fault matrix): `observer` sees every protocol step this context's channels
   /// take, as they take it. Empty: nobody looks.
   void observe_steps(std::function<void(proto::step)> observer) { step_observer_ = std::move(observer); }
@@ -124,6 +144,7 @@ class reactor final : public asio::execution_context::service {
   void drain_wake_fd();
   void drop_finished_pollers();
   bool pollers_busy() const;
+  void note_pass_thread();
   void run_deferred();
   void update_pressure();
   void arm_deadline_timer(proto::clock_time at);
@@ -131,6 +152,9 @@ class reactor final : public asio::execution_context::service {
   void expire_deadlines();
 
   asio::io_context& io_;
+  std::recursive_mutex lock_;
+  std::atomic<unsigned> contenders_{0};
+  asio::any_io_executor serial_;
   context_options options_;
   fabric::memory_budget budget_;
   int wake_fd_ = -1;
@@ -148,6 +172,10 @@ class reactor final : public asio::execution_context::service {
   bool in_pass_ = false;
   bool refused_ = false;
   bool under_pressure_ = false;
+  // Whether the io_context runs on more than one thread: handlers are then posted, not
+  // dispatched from the pass (see note_pass_thread).
+  bool pooled_ = false;
+  std::thread::id first_pass_thread_;
   std::vector<std::unique_ptr<ready_completion>> deferred_;
   std::vector<std::unique_ptr<ready_completion>> running_;
   std::size_t ops_ = 0;
@@ -165,7 +193,7 @@ class reactor final : public asio::execution_context::service {
   std::function<void(proto::step)> step_observer_;
   std::vector<int> idle_descriptors_;
   // Last member: its thread posts into this reactor, so it stops before anything else goes.
-  idle_watch idle_watch_{[this] { asio::post(io_, [this] { arrived_while_idle(); }); }};
+  idle_watch idle_watch_{[this] { asio::post(serial_, [this] { arrived_while_idle(); }); }};
 };
 
 }  // namespace bellows::detail

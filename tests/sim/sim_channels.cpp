@@ -19,8 +19,8 @@ sim_links make_sim_links(asio::io_context& io_a, asio::io_context& io_b, std::si
 std::pair<channel, channel> open_sim_channel(const sim_links& links, asio::io_context& io_a, asio::io_context& io_b,
                                              const channel_options& options) {
   auto [setup_a, setup_b] = sim_link::open_channel(*links.a, *links.b, options.tiers, options.max_message_size);
-  auto a = detail::channel_state::make(detail::reactor::of(io_a), links.a, setup_a, options);
-  auto b = detail::channel_state::make(detail::reactor::of(io_b), links.b, setup_b, options);
+  auto a = detail::channel_state::make(detail::reactor::of(io_a), io_a.get_executor(), links.a, setup_a, options);
+  auto b = detail::channel_state::make(detail::reactor::of(io_b), io_b.get_executor(), links.b, setup_b, options);
   if (!a || !b) throw std::system_error(a ? b.failure() : a.failure(), "bellows sim channel");
   return {detail::access::make_channel(std::move(*a)), detail::access::make_channel(std::move(*b))};
 }

@@ -37,7 +37,7 @@ std::string text_of(const cm_event& e) {
 TEST_CASE("verbs: rdma_cm connects through the io_context, carries private data, reports disconnects", "[verbs]") {
   if (!rdma_here()) return skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
   asio::io_context io;
-  auto cm = cm_channel::create(io);
+  auto cm = cm_channel::create(io.get_executor());
   REQUIRE(cm);
   auto& channel = **cm;
 
@@ -94,7 +94,7 @@ TEST_CASE("verbs: rdma_cm connects through the io_context, carries private data,
 TEST_CASE("verbs: connecting where nobody listens is refused, through the io_context", "[verbs]") {
   if (!rdma_here()) return skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
   asio::io_context io;
-  auto cm = cm_channel::create(io);
+  auto cm = cm_channel::create(io.get_executor());
   REQUIRE(cm);
   auto& channel = **cm;
   connection client;

@@ -75,7 +75,7 @@ bool post_write(rdma_cm_id* id, const std::vector<std::byte>& payload, granted_r
 TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's completion source", "[verbs]") {
   if (!rdma_here()) return skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
   asio::io_context io;
-  auto cm = cm_channel::create(io);
+  auto cm = cm_channel::create(io.get_executor());
   REQUIRE(cm);
   auto& channel = **cm;
   connection listener;
@@ -88,8 +88,8 @@ TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's 
   REQUIRE(domain.pd != nullptr);
   bellows::fabric::memory_budget budget;
   bellows::verbs::registration_pool pool(domain.pd, budget);
-  auto server_source = completion_source::create(io, listener.id->verbs, domain.pd);
-  auto client_source = completion_source::create(io, listener.id->verbs, domain.pd);
+  auto server_source = completion_source::create(io.get_executor(), listener.id->verbs, domain.pd);
+  auto client_source = completion_source::create(io.get_executor(), listener.id->verbs, domain.pd);
   REQUIRE((server_source && client_source));
   auto ring = pool.allocate(4096);
   REQUIRE(ring);

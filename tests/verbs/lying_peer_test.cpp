@@ -101,7 +101,7 @@ TEST_CASE("rdma: an ack naming memory the peer never granted fails the send with
     auto request = verbs::handshake::encode(verbs::open_request{
         7, {control.mr->rkey, control.address()}, {ring.mr->rkey, ring.address()}, std::uint64_t{1} << 32, tiers});
     REQUIRE(request);
-    auto cm = verbs::cm_channel::create(io);
+    auto cm = verbs::cm_channel::create(io.get_executor());
     REQUIRE(cm);
     connection liar;
     std::optional<verbs::open_answer> answer;

@@ -29,6 +29,8 @@ class ready_completion {
   virtual ~ready_completion() = default;
   /// Consumes the object: it deletes itself before the handler runs.
   virtual void dispatch() = 0;
+  /// As dispatch(), but never runs the handler on this thread.
+  virtual void post() = 0;
 };
 
 template <class... Args>
@@ -85,15 +87,24 @@ class completion {
       hand_over([](auto& ex, auto&& fn) { asio::dispatch(ex, std::move(fn)); });
     }
 
+    void post() override {
+      hand_over([](auto& ex, auto&& fn) { asio::post(ex, std::move(fn)); });
+    }
+
     template <class How>
     void hand_over(How how) {
+      // The slot is cleared where the handler runs: the application may emit a cancellation on
+      // that executor (its strand) right up to then, and a slot is not safe across threads. A
+      // cancellation that arrives meanwhile finds its operation finished and does nothing.
       auto slot = asio::get_associated_cancellation_slot(handler);
-      if (slot.is_connected()) slot.clear();
       auto ex = std::move(work);
       auto h = std::move(handler);
       auto args = std::move(*bound);
       delete this;
-      how(ex, [h = std::move(h), args = std::move(args)]() mutable { std::apply(std::move(h), std::move(args)); });
+      how(ex, [slot, h = std::move(h), args = std::move(args)]() mutable {
+        if (slot.is_connected()) slot.clear();
+        std::apply(std::move(h), std::move(args));
+      });
     }
 
     Handler handler;

@@ -33,7 +33,7 @@ class shm_open final : public fabric::pending_open {
 class shm_listener final : public fabric::listener, public std::enable_shared_from_this<shm_listener> {
  public:
   shm_listener(const fabric::host& h, int fd, link_options options, fabric::accept_hook on_accept)
-      : host_(h), socket_(h.io, fd), options_(options), on_accept_(std::move(on_accept)) {
+      : host_(h), socket_(h.executor, fd), options_(options), on_accept_(std::move(on_accept)) {
     spare_fd_ = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   ~shm_listener() override {
@@ -76,7 +76,7 @@ class shm_listener final : public fabric::listener, public std::enable_shared_fr
   }
 
   void adopt(int fd) {
-    auto l = link::accept(host_.io, fd, options_, host_.budget);
+    auto l = link::accept(host_.executor, fd, options_, host_.budget);
     if (!l) return;  // refused peer (another user) or no memory: its connect fails on EOF
     // The link outlives the listener (its channels stay open after the acceptor closes), and
     // the hook decides, by what it captured, whether anyone still accepts.
@@ -121,7 +121,7 @@ proto::outcome<std::shared_ptr<link>> connector::client_link(const std::string& 
     // closed keeps its warm arena), unless the reactor already dropped it.
     if (auto l = it->second.lock(); l && !l->failed() && l->served()) return l;
   }
-  auto l = link::connect(host_.io, name, link_options_for(), host_.budget);
+  auto l = link::connect(host_.executor, name, link_options_for(), host_.budget);
   if (!l) return l.failure();
   (*l)->set_hooks(nullptr, nullptr);
   client_links_[name] = *l;

@@ -56,14 +56,14 @@ std::uint64_t random_key() {
 
 std::string socket_name(const std::string& name) { return std::string(1, '\0') + "bellows.shm." + name; }
 
-link::link(asio::io_context& io, int fd, arena local, const link_options& options)
+link::link(const asio::any_io_executor& io, int fd, arena local, const link_options& options)
     : socket_(std::in_place, io, fd), arena_(std::move(local)), local_key_(random_key()), options_(options) {}
 
 link::~link() {
   if (peer_wake_fd_ >= 0) ::close(peer_wake_fd_);
 }
 
-proto::outcome<std::shared_ptr<link>> link::connect(asio::io_context& io, const std::string& name,
+proto::outcome<std::shared_ptr<link>> link::connect(const asio::any_io_executor& io, const std::string& name,
                                                     const link_options& options, memory_budget& budget) {
   if (name.empty() || socket_name(name).size() > sizeof(sockaddr_un::sun_path))
     return make_error_code(error::invalid_argument);
@@ -91,7 +91,7 @@ proto::outcome<std::shared_ptr<link>> link::connect(asio::io_context& io, const 
   return l;
 }
 
-proto::outcome<std::shared_ptr<link>> link::accept(asio::io_context& io, int fd, const link_options& options,
+proto::outcome<std::shared_ptr<link>> link::accept(const asio::any_io_executor& io, int fd, const link_options& options,
                                                    memory_budget& budget) {
   auto who = check_peer(fd, options);
   if (!who) {

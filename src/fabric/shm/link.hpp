@@ -47,10 +47,10 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
 
   /// Client side: connects to shm://`name`; the handshake finishes in the background and
   /// channels opened meanwhile wait for it.
-  static proto::outcome<std::shared_ptr<link>> connect(asio::io_context& io, const std::string& name,
+  static proto::outcome<std::shared_ptr<link>> connect(const asio::any_io_executor& io, const std::string& name,
                                                        const link_options& options, memory_budget& budget);
   /// Server side: a socket just accepted on a listening name.
-  static proto::outcome<std::shared_ptr<link>> accept(asio::io_context& io, int fd, const link_options& options,
+  static proto::outcome<std::shared_ptr<link>> accept(const asio::any_io_executor& io, int fd, const link_options& options,
                                                       memory_budget& budget);
   ~link() override;
 
@@ -118,7 +118,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
     std::vector<int> fds;
   };
 
-  link(asio::io_context& io, int fd, arena local, const link_options& options);
+  link(const asio::any_io_executor& io, int fd, arena local, const link_options& options);
 
   void start_handshake();
   void send(link_message m, std::vector<int> fds = {});

@@ -11,7 +11,7 @@
 
 namespace bellows::verbs {
 
-proto::outcome<std::shared_ptr<cm_channel>> cm_channel::create(asio::io_context& io) {
+proto::outcome<std::shared_ptr<cm_channel>> cm_channel::create(const asio::any_io_executor& io) {
   rdma_event_channel* channel = ::rdma_create_event_channel();
   if (channel == nullptr) return std::error_code(errno != 0 ? errno : ENODEV, std::system_category());
   const int flags = ::fcntl(channel->fd, F_GETFL);
@@ -23,7 +23,7 @@ proto::outcome<std::shared_ptr<cm_channel>> cm_channel::create(asio::io_context&
   return std::shared_ptr<cm_channel>(new cm_channel(io, channel));
 }
 
-cm_channel::cm_channel(asio::io_context& io, rdma_event_channel* channel) : channel_(channel), descriptor_(io) {
+cm_channel::cm_channel(const asio::any_io_executor& io, rdma_event_channel* channel) : channel_(channel), descriptor_(io) {
   // The descriptor belongs to librdmacm: Asio watches it but must not close it.
   descriptor_.assign(::dup(channel->fd));
 }

@@ -31,7 +31,7 @@ class cm_channel final : public std::enable_shared_from_this<cm_channel> {
  public:
   using handler = std::function<void(const cm_event&)>;
 
-  static proto::outcome<std::shared_ptr<cm_channel>> create(asio::io_context& io);
+  static proto::outcome<std::shared_ptr<cm_channel>> create(const asio::any_io_executor& io);
   ~cm_channel();
   cm_channel(const cm_channel&) = delete;
   cm_channel& operator=(const cm_channel&) = delete;
@@ -48,7 +48,7 @@ class cm_channel final : public std::enable_shared_from_this<cm_channel> {
   void set_armed(bool on);
 
  private:
-  explicit cm_channel(asio::io_context& io, rdma_event_channel* channel);
+  explicit cm_channel(const asio::any_io_executor& io, rdma_event_channel* channel);
   void wait();
   void drain();
 

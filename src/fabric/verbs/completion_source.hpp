@@ -35,7 +35,7 @@ class completion_source final : public std::enable_shared_from_this<completion_s
   /// The work request id of every doorbell receive; sends must use others.
   static constexpr std::uint64_t doorbell_wr_id = ~std::uint64_t{0};
 
-  static proto::outcome<std::shared_ptr<completion_source>> create(asio::io_context& io, ibv_context* context,
+  static proto::outcome<std::shared_ptr<completion_source>> create(const asio::any_io_executor& io, ibv_context* context,
                                                                    ibv_pd* pd);
   ~completion_source();
   completion_source(const completion_source&) = delete;
@@ -60,7 +60,7 @@ class completion_source final : public std::enable_shared_from_this<completion_s
   bool sleeping() const noexcept { return sleeping_; }
 
  private:
-  completion_source(asio::io_context& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq);
+  completion_source(const asio::any_io_executor& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq);
   bool post_doorbell_receives(int count);
   void take_channel_events();
   bool idle_notified_ = false;

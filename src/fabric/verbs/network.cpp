@@ -70,7 +70,7 @@ class network::listener {
   accept_hook on_accept_;
 };
 
-network::network(asio::io_context& io, fabric::memory_budget& budget, int wake_fd)
+network::network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd)
     : io_(io), budget_(budget), wake_fd_(wake_fd) {}
 
 network::~network() = default;

@@ -44,7 +44,7 @@ class network final : public fabric::poller {
   struct pending_open;
   class listener;
 
-  network(asio::io_context& io, fabric::memory_budget& budget, int wake_fd);
+  network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd);
   ~network();
   network(const network&) = delete;
   network& operator=(const network&) = delete;
@@ -87,7 +87,7 @@ class network final : public fabric::poller {
   /// The link's id events go to the link from now on.
   void hand_over(const std::shared_ptr<qp_link>& link, rdma_cm_id* id);
 
-  asio::io_context& io_;
+  asio::any_io_executor io_;
   fabric::memory_budget& budget_;
   int wake_fd_;
   bool armed_ = false;

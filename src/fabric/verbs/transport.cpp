@@ -17,7 +17,7 @@ std::error_code last_error(int fallback) { return {errno != 0 ? errno : fallback
 
 }  // namespace
 
-proto::outcome<std::shared_ptr<transport>> transport::create(asio::io_context& io, ibv_context* context,
+proto::outcome<std::shared_ptr<transport>> transport::create(const asio::any_io_executor& io, ibv_context* context,
                                                              fabric::memory_budget& budget, int wake_fd) {
   ibv_pd* pd = ::ibv_alloc_pd(context);
   if (pd == nullptr) return last_error(ENOMEM);
@@ -33,7 +33,7 @@ proto::outcome<std::shared_ptr<transport>> transport::create(asio::io_context& i
   return t;
 }
 
-transport::transport(asio::io_context& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd)
+transport::transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd)
     : context_(context),
       pd_(pd),
       pool_(pd, budget),

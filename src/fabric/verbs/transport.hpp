@@ -36,7 +36,7 @@ class transport final : public std::enable_shared_from_this<transport> {
   static constexpr std::size_t first_staging_bytes = std::size_t{1} << 20;
 
   /// `wake_fd` is the reactor's eventfd, written when a completion ends its sleep.
-  static proto::outcome<std::shared_ptr<transport>> create(asio::io_context& io, ibv_context* context,
+  static proto::outcome<std::shared_ptr<transport>> create(const asio::any_io_executor& io, ibv_context* context,
                                                            fabric::memory_budget& budget, int wake_fd);
   ~transport();
   transport(const transport&) = delete;
@@ -98,7 +98,7 @@ class transport final : public std::enable_shared_from_this<transport> {
     bool done = false;
   };
 
-  transport(asio::io_context& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd);
+  transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd);
   std::size_t take(bool dispatch);
   void handle(const completion_event& e, bool dispatch);
   void sends_completed(std::uint32_t qp_num, std::uint64_t up_to);
