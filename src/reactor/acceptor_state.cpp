@@ -16,7 +16,7 @@ acceptor_state::acceptor_state(reactor& r, asio::any_io_executor executor, chann
   reactor_.add_acceptor(this);
 }
 
-std::unique_lock<std::recursive_mutex> acceptor_state::hold() const {
+std::unique_lock<reactor_lock> acceptor_state::hold() const {
   if (reactor_gone_.load(std::memory_order_acquire)) return {};
   return reactor_.hold();
 }

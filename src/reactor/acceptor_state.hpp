@@ -3,6 +3,7 @@
 // nobody accepted yet, and pending async_accept operations.
 
 #include "fabric/connector.hpp"
+#include "reactor/reactor_lock.hpp"
 
 #include <bellows/channel.hpp>
 #include <bellows/detail/channel_access.hpp>
@@ -10,8 +11,8 @@
 
 #include <atomic>
 #include <deque>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <string_view>
 
 namespace bellows::detail {
@@ -23,12 +24,13 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
   /// Destroyed under the reactor's lock, like a channel (see listen()).
   acceptor_state(reactor& r, asio::any_io_executor executor, channel_options options);
   ~acceptor_state();
-  std::unique_lock<std::recursive_mutex> hold() const;
+  std::unique_lock<reactor_lock> hold() const;
   /// Starts listening on `address` through `via`.
   std::error_code listen(fabric::connector& via, std::string_view address);
 
   const asio::any_io_executor& executor() const noexcept { return executor_; }
-  std::uint64_t next_id() noexcept { return last_op_id_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  /// Called by the one thread that uses the acceptor at a time (the threading rule), unlocked.
+  std::uint64_t next_id() noexcept { return ++last_op_id_; }
   /// The accepted channel's handlers run on `channel_executor` unless they name their own.
   void start_accept(std::uint64_t id, asio::any_io_executor channel_executor, channel_completion done);
   void cancel(std::uint64_t id);
@@ -53,7 +55,7 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
   // Not yet channels: the accept that takes one decides on which executor it runs.
   std::deque<std::shared_ptr<channel_state>> backlog_;
   std::deque<waiting_accept> waiting_;
-  std::atomic<std::uint64_t> last_op_id_ = 0;
+  std::uint64_t last_op_id_ = 0;
   bool closed_ = false;
   std::atomic<bool> reactor_gone_ = false;
 };

@@ -67,7 +67,7 @@ proto::clock_time channel_state::now_for_deadlines() const {
   return reactor_gone_ ? now() : reactor_.now_for_deadlines();
 }
 
-std::unique_lock<std::recursive_mutex> channel_state::hold() const {
+std::unique_lock<reactor_lock> channel_state::hold() const {
   if (reactor_gone_.load(std::memory_order_acquire)) return {};
   return reactor_.hold();
 }

@@ -7,6 +7,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/link.hpp"
 #include "proto/channel_core.hpp"
+#include "reactor/reactor_lock.hpp"
 
 #include <bellows/channel.hpp>
 #include <bellows/detail/channel_access.hpp>
@@ -62,13 +63,14 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
 
   /// The reactor's lock, which every call from the application holds (none once the
   /// io_context is gone: nothing else runs then).
-  std::unique_lock<std::recursive_mutex> hold() const;
+  std::unique_lock<reactor_lock> hold() const;
 
   // Application side (see channel.hpp); the caller holds the lock.
   const asio::any_io_executor& executor() const noexcept { return executor_; }
   /// For an acceptor handing out a channel nobody has used yet: the accept names its executor.
   void move_to(asio::any_io_executor executor) { executor_ = std::move(executor); }
-  std::uint64_t next_id() noexcept { return last_op_id_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  /// Called by the one thread that uses the channel at a time (the threading rule), unlocked.
+  std::uint64_t next_id() noexcept { return ++last_op_id_; }
   void start_send(std::uint64_t id, gather message, size_completion done);
   void start_receive(std::uint64_t id, scatter into, size_completion done);
   void start_receive_view(std::uint64_t id, view_completion done);
@@ -144,7 +146,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   waiting_ops<close_completion> closes_;
   // Set while the io_context shuts down; read without the lock by hold(), hence atomic.
   std::atomic<bool> reactor_gone_ = false;
-  std::atomic<std::uint64_t> last_op_id_ = 0;
+  std::uint64_t last_op_id_ = 0;
   std::optional<proto::clock_time> deadline_;
   std::function<void(const tier_event&)> on_tier_event_;
 };

@@ -255,7 +255,7 @@ std::size_t reactor::spin_for_work(std::chrono::steady_clock::time_point slice_e
     cpu_relax();
     if (auto work = poll_round(); work != 0 || !active_.empty()) return work;
     // An application thread waits for the lock: let it in rather than spin past it.
-    if (contenders_.load(std::memory_order_relaxed) != 0) return 0;
+    if (lock_.contended()) return 0;
     if (round % 32 == 0 && read_clock() >= until) return 0;
   }
 }
@@ -436,8 +436,12 @@ context_stats stats(asio::io_context& io) { return detail::reactor::of(io).stats
 
 void run_polling(asio::io_context& io) {
   auto& r = detail::reactor::of(io);
-  r.set_polling(true);
+  {
+    auto held = r.hold();
+    r.set_polling(true);
+  }
   while (!io.stopped()) io.poll();
+  auto held = r.hold();
   r.set_polling(false);
 }
 

@@ -8,6 +8,12 @@
 // are still answered then, through a pass the idle watch posts (reactor/idle_watch.hpp). Providers
 // reach it through two seams only: the pollers it polls and the connectors it finds by URI
 // scheme (fabric/poller.hpp, fabric/connector.hpp); it names none of them.
+//
+// Threads: the io_context may run on any number of threads. The reactor, its channels and
+// acceptors, and the providers' links are guarded by one lock (hold(), reactor_lock.hpp); the
+// application's calls take it, and the reactor's own handlers and the providers' run on
+// serial(), a strand that holds it (reactor/serial_executor.hpp), so passes never overlap. A pass
+// lets go of the lock while it hands completions over.
 
 #include "fabric/connector.hpp"
 #include "fabric/memory_budget.hpp"
@@ -15,6 +21,7 @@
 #include "proto/direction.hpp"
 #include "proto/step.hpp"
 #include "reactor/idle_watch.hpp"
+#include "reactor/reactor_lock.hpp"
 
 #include <bellows/detail/completion.hpp>
 #include <bellows/options.hpp>
@@ -62,18 +69,8 @@ class reactor final : public asio::execution_context::service {
   /// lock (reactor/serial_executor.hpp).
   const asio::any_io_executor& serial() const noexcept { return serial_; }
   /// The lock every entry from the application takes: an initiating function, a cancellation,
-  /// a release, a statistic, the end of a channel. It is recursive because dropping a channel or
-  /// a handler inside the reactor enters it again. A thread that has to wait for it tells the
-  /// reactor, whose spin then ends its pass early.
-  std::unique_lock<std::recursive_mutex> hold() {
-    std::unique_lock held(lock_, std::try_to_lock);
-    if (!held) {
-      contenders_.fetch_add(1, std::memory_order_relaxed);
-      held.lock();
-      contenders_.fetch_sub(1, std::memory_order_relaxed);
-    }
-    return held;
-  }
+  /// a release, a statistic, the end of a channel (reactor/reactor_lock.hpp).
+  std::unique_lock<reactor_lock> hold() { return std::unique_lock(lock_); }
   void configure(const context_options& options);
   const context_options& options() const noexcept { return options_; }
   fabric::memory_budget& budget() noexcept { return budget_; }
@@ -152,8 +149,7 @@ class reactor final : public asio::execution_context::service {
   void expire_deadlines();
 
   asio::io_context& io_;
-  std::recursive_mutex lock_;
-  std::atomic<unsigned> contenders_{0};
+  reactor_lock lock_;
   asio::any_io_executor serial_;
   context_options options_;
   fabric::memory_budget budget_;

@@ -5,6 +5,8 @@
 // while it runs, so none runs while an application thread is inside an initiating function or
 // drops a channel. Providers get it as an any_io_executor and never see the lock.
 
+#include "reactor/reactor_lock.hpp"
+
 #include <asio/execution.hpp>
 #include <asio/prefer.hpp>
 #include <asio/query.hpp>
@@ -19,7 +21,7 @@ namespace bellows::detail {
 template <class Strand>
 class serial_executor {
  public:
-  serial_executor(Strand strand, std::recursive_mutex& lock) noexcept : strand_(std::move(strand)), lock_(&lock) {}
+  serial_executor(Strand strand, reactor_lock& lock) noexcept : strand_(std::move(strand)), lock_(&lock) {}
 
   template <class Function>
   void execute(Function&& f) const {
@@ -56,7 +58,7 @@ class serial_executor {
 
  private:
   Strand strand_;
-  std::recursive_mutex* lock_;
+  reactor_lock* lock_;
 };
 
 }  // namespace bellows::detail

@@ -1,11 +1,12 @@
 #pragma once
 // A type-erased, move-only completion handler: it keeps the handler's executor busy while the
-// operation is pending and, when completed, clears the handler's cancellation slot and hands the
-// handler to its associated executor. The reactor binds the result and dispatches it once its
-// poll is over, or in a pass it schedules when the operation completed inside its initiating
-// function, so that a reply can be written without a round through the scheduler; no handler
-// ever runs inside a channel's own code or inside an initiating function. Posting is left for
-// when the reactor is gone.
+// operation is pending and, when completed, hands the handler to its associated executor, where
+// the handler's cancellation slot is cleared before it runs. The reactor binds the result and
+// dispatches it once its poll is over, or in a pass it schedules when the operation completed
+// inside its initiating function, so that a reply can be written without a round through the
+// scheduler; no handler ever runs inside a channel's own code or inside an initiating function.
+// It posts instead when the io_context runs on a pool of threads (handlers of different channels
+// then run in parallel) and when the reactor is gone.
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
