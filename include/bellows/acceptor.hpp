@@ -15,15 +15,21 @@
 
 #include <memory>
 #include <string_view>
-#include <type_traits>
 #include <system_error>
+#include <type_traits>
 
 namespace bellows {
 
 namespace detail {
+template <class T>
+concept executor = asio::execution::is_executor<T>::value;
+/// A completion token that is not an executor, so that async_accept(executor) is not taken for one.
+template <class T, class Signature>
+concept token_not_executor = asio::completion_token_for<T, Signature> && !executor<std::decay_t<T>>;
+
 std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::string_view uri,
                                        const channel_options& options, std::error_code& ec);
-}
+}  // namespace detail
 
 class acceptor {
  public:
@@ -68,9 +74,8 @@ class acceptor {
   /// error::channel_closed (posted) when it is already closed or moved from.
   /// Cancellation: any type (terminal, partial, total) completes the wait with
   /// asio::error::operation_aborted and takes nothing; the acceptor goes on accepting.
-  template <ASIO_COMPLETION_TOKEN_FOR(accept_signature)
-                CompletionToken = asio::default_completion_token_t<executor_type>>
-    requires(!asio::execution::is_executor<std::decay_t<CompletionToken>>::value)
+  template <
+      detail::token_not_executor<accept_signature> CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(CompletionToken&& token = {}) {
     return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
                                               &detail::start_accept, executor_);
@@ -80,9 +85,8 @@ class acceptor {
   /// Asio's `async_accept(executor, token)`: `async_accept(asio::make_strand(io), token)` puts
   /// each accepted channel on a strand of its own. The accept's own handler still defaults to
   /// the acceptor's executor.
-  template <class Executor, ASIO_COMPLETION_TOKEN_FOR(accept_signature)
-                                CompletionToken = asio::default_completion_token_t<executor_type>>
-    requires asio::execution::is_executor<Executor>::value
+  template <detail::executor Executor, ASIO_COMPLETION_TOKEN_FOR(accept_signature)
+                                           CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(const Executor& channel_executor, CompletionToken&& token = {}) {
     return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
                                               &detail::start_accept, executor_type(channel_executor));

@@ -19,12 +19,12 @@ proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, a
                                    std::min(local.max_message_size, setup.max_message_size)};
   // The reactor may be polling the channel on another thread while its last owner lets go:
   // the whole destruction, members included, happens under the lock.
-  return std::shared_ptr<channel_state>(new channel_state(r, std::move(executor), std::move(link), setup,
-                                                          std::move(options), local.on_tier_event),
-                                        [](channel_state* s) {
-                                          auto held = s->hold();
-                                          delete s;
-                                        });
+  return std::shared_ptr<channel_state>(
+      new channel_state(r, std::move(executor), std::move(link), setup, std::move(options), local.on_tier_event),
+      [](channel_state* s) {
+        auto held = s->hold();
+        delete s;
+      });
 }
 
 namespace {

@@ -18,6 +18,13 @@
 
 namespace bellows::detail {
 
+template <class Property, class Executor>
+concept queryable_on = asio::can_query<const Executor&, Property>::value;
+template <class Property, class Executor>
+concept requirable_on = asio::can_require<const Executor&, Property>::value;
+template <class Property, class Executor>
+concept preferable_on = asio::can_prefer<const Executor&, Property>::value;
+
 template <class Strand>
 class serial_executor {
  public:
@@ -31,21 +38,18 @@ class serial_executor {
     });
   }
 
-  template <class Property>
-    requires asio::can_query<const Strand&, Property>::value
+  template <queryable_on<Strand> Property>
   decltype(auto) query(const Property& p) const noexcept(asio::is_nothrow_query<const Strand&, Property>::value) {
     return asio::query(strand_, p);
   }
 
-  template <class Property>
-    requires asio::can_require<const Strand&, Property>::value
+  template <requirable_on<Strand> Property>
   auto require(const Property& p) const {
     using result = std::decay_t<typename asio::require_result<const Strand&, Property>::type>;
     return serial_executor<result>(asio::require(strand_, p), *lock_);
   }
 
-  template <class Property>
-    requires asio::can_prefer<const Strand&, Property>::value
+  template <preferable_on<Strand> Property>
   auto prefer(const Property& p) const {
     using result = std::decay_t<typename asio::prefer_result<const Strand&, Property>::type>;
     return serial_executor<result>(asio::prefer(strand_, p), *lock_);

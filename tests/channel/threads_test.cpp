@@ -88,8 +88,8 @@ asio::awaitable<void> send_and_check_echoes(bellows::channel ch, std::uint64_t s
       ++t.errors;
       break;
     }
-    const bool same = n == message.size() && got == message.size() &&
-                      std::equal(message.begin(), message.end(), reply.begin());
+    const bool same =
+        n == message.size() && got == message.size() && std::equal(message.begin(), message.end(), reply.begin());
     ++(same ? t.intact : t.wrong);
   }
   ++t.finished;
@@ -290,9 +290,8 @@ TEST_CASE("An accept cancelled by || or by a signal leaves the acceptor acceptin
 
   std::optional<std::error_code> by_signal;
   asio::cancellation_signal signal;
-  acc.async_accept(asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, bellows::channel) {
-    by_signal = ec;
-  }));
+  acc.async_accept(
+      asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, bellows::channel) { by_signal = ec; }));
   signal.emit(asio::cancellation_type::terminal);
   REQUIRE(bt::run_until(
       io, [&] { return by_signal.has_value(); }, 5s));
@@ -345,10 +344,9 @@ TEST_CASE("A connect cancelled before the peer accepted leaves no channel on eit
   bellows::acceptor acc(io.get_executor(), uri, bt::options_for(uri));
   std::optional<std::error_code> cancelled;
   asio::cancellation_signal signal;
-  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri),
-                         asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, bellows::channel) {
-                           cancelled = ec;
-                         }));
+  bellows::async_connect(
+      io.get_executor(), uri, bt::options_for(uri),
+      asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec, bellows::channel) { cancelled = ec; }));
   // Time for the open to reach the acceptor's socket, so that it is the withdrawal that undoes it.
   bt::run_until(
       io, [] { return false; }, 50ms);

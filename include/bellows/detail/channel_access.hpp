@@ -78,8 +78,7 @@ void release_frame(channel_state& s, frame_ref frame) noexcept;
 
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept;
 std::uint64_t next_operation_id(acceptor_state& s) noexcept;
-void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor,
-                  channel_completion done);
+void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor, channel_completion done);
 void cancel(acceptor_state& s, std::uint64_t id) noexcept;
 void close(acceptor_state& s) noexcept;
 

@@ -50,8 +50,8 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   static proto::outcome<std::shared_ptr<link>> connect(const asio::any_io_executor& io, const std::string& name,
                                                        const link_options& options, memory_budget& budget);
   /// Server side: a socket just accepted on a listening name.
-  static proto::outcome<std::shared_ptr<link>> accept(const asio::any_io_executor& io, int fd, const link_options& options,
-                                                      memory_budget& budget);
+  static proto::outcome<std::shared_ptr<link>> accept(const asio::any_io_executor& io, int fd,
+                                                      const link_options& options, memory_budget& budget);
   ~link() override;
 
   void set_hooks(accept_hook on_accept, failure_hook on_failure);

@@ -23,7 +23,8 @@ proto::outcome<std::shared_ptr<cm_channel>> cm_channel::create(const asio::any_i
   return std::shared_ptr<cm_channel>(new cm_channel(io, channel));
 }
 
-cm_channel::cm_channel(const asio::any_io_executor& io, rdma_event_channel* channel) : channel_(channel), descriptor_(io) {
+cm_channel::cm_channel(const asio::any_io_executor& io, rdma_event_channel* channel)
+    : channel_(channel), descriptor_(io) {
   // The descriptor belongs to librdmacm: Asio watches it but must not close it.
   descriptor_.assign(::dup(channel->fd));
 }

@@ -26,8 +26,8 @@ std::error_code to_error(ibv_wc_status status) {
 
 }  // namespace
 
-proto::outcome<std::shared_ptr<completion_source>> completion_source::create(const asio::any_io_executor& io, ibv_context* context,
-                                                                             ibv_pd* pd) {
+proto::outcome<std::shared_ptr<completion_source>> completion_source::create(const asio::any_io_executor& io,
+                                                                             ibv_context* context, ibv_pd* pd) {
   ibv_comp_channel* channel = ::ibv_create_comp_channel(context);
   if (channel == nullptr) return last_error(ENOMEM);
   const int flags = ::fcntl(channel->fd, F_GETFL);
@@ -57,7 +57,8 @@ proto::outcome<std::shared_ptr<completion_source>> completion_source::create(con
   return source;
 }
 
-completion_source::completion_source(const asio::any_io_executor& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq)
+completion_source::completion_source(const asio::any_io_executor& io, ibv_comp_channel* channel, ibv_cq* cq,
+                                     ibv_srq* srq)
     : channel_(channel), cq_(cq), srq_(srq), descriptor_(io) {
   descriptor_.assign(::dup(channel->fd));  // the channel's own descriptor stays libibverbs'
 }

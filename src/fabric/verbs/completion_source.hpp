@@ -35,8 +35,8 @@ class completion_source final : public std::enable_shared_from_this<completion_s
   /// The work request id of every doorbell receive; sends must use others.
   static constexpr std::uint64_t doorbell_wr_id = ~std::uint64_t{0};
 
-  static proto::outcome<std::shared_ptr<completion_source>> create(const asio::any_io_executor& io, ibv_context* context,
-                                                                   ibv_pd* pd);
+  static proto::outcome<std::shared_ptr<completion_source>> create(const asio::any_io_executor& io,
+                                                                   ibv_context* context, ibv_pd* pd);
   ~completion_source();
   completion_source(const completion_source&) = delete;
   completion_source& operator=(const completion_source&) = delete;

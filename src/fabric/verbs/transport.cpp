@@ -33,7 +33,8 @@ proto::outcome<std::shared_ptr<transport>> transport::create(const asio::any_io_
   return t;
 }
 
-transport::transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd)
+transport::transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget,
+                     int wake_fd)
     : context_(context),
       pd_(pd),
       pool_(pd, budget),

@@ -98,7 +98,8 @@ class transport final : public std::enable_shared_from_this<transport> {
     bool done = false;
   };
 
-  transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget, int wake_fd);
+  transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget,
+            int wake_fd);
   std::size_t take(bool dispatch);
   void handle(const completion_event& e, bool dispatch);
   void sends_completed(std::uint32_t qp_num, std::uint64_t up_to);
