@@ -14,7 +14,6 @@
 #include <bellows/detail/byte_ranges.hpp>
 #include <bellows/stats.hpp>
 
-#include <deque>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -140,10 +139,10 @@ class channel_core {
   sender_events tx_events_;
   receiver_events rx_events_;
   std::vector<action> out_;
-  std::deque<pending_send> sends_;
+  fifo<pending_send> sends_;
   std::vector<std::unique_ptr<detail::gather>> spare_ranges_;
-  std::deque<pending_receive> receives_;
-  std::deque<inbound_frame> ready_;
+  fifo<pending_receive> receives_;
+  fifo<inbound_frame> ready_;
   std::optional<std::uint64_t> close_id_;
   std::optional<std::error_code> close_result_;
   bool discarding_ = false;

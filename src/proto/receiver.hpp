@@ -5,9 +5,9 @@
 // ring. It never performs I/O: writes to the peer come out as events.
 
 #include "proto/direction.hpp"
+#include "proto/fifo.hpp"
 #include "proto/wire.hpp"
 
-#include <deque>
 #include <optional>
 #include <span>
 #include <system_error>
@@ -95,7 +95,7 @@ class receiver {
   };
   struct ring_state {
     local_ring ring;
-    std::deque<held_frame> held;  ///< frames in ring order from the oldest unreleased
+    fifo<held_frame> held;  ///< frames in ring order from the oldest unreleased
     std::uint64_t first_ordinal = 0;
     std::uint64_t consumed = 0;  ///< slots returned, cumulative on this ring
     std::uint64_t reported = 0;  ///< consumed as last written to the peer

@@ -4,10 +4,10 @@
 // slot), which the peer writes, and never performs I/O itself.
 
 #include "proto/direction.hpp"
+#include "proto/fifo.hpp"
 #include "proto/wire.hpp"
 
 #include <array>
-#include <deque>
 #include <optional>
 #include <system_error>
 #include <vector>
@@ -148,7 +148,7 @@ class sender {
   direction_options options_;
   remote_ring ring_;
   remote_window granted_;
-  std::deque<queued_send> queue_;
+  fifo<queued_send> queue_;
   std::uint64_t produced_ = 0;  ///< slots written into the current ring, PAD included
   std::uint64_t consumed_ = 0;  ///< slots the peer has returned on the current ring
   std::uint32_t next_seq_ = 1;

@@ -2,7 +2,6 @@
 
 #include "reactor/acceptor_state.hpp"
 #include "reactor/channel_state.hpp"
-#include "reactor/serial_executor.hpp"
 
 #include "fabric/registry.hpp"
 
@@ -34,7 +33,8 @@ inline void cpu_relax() noexcept {
 reactor::reactor(asio::io_context& io)
     : asio::execution_context::service(io),
       io_(io),
-      serial_(serial_executor(asio::make_strand(io), lock_)),
+      pass_executor_(asio::make_strand(io), lock_),
+      serial_(pass_executor_),
       wake_(serial_),
       deadline_timer_(serial_),
       host_{serial_, budget_, -1, options_, [this](std::shared_ptr<fabric::poller> p) { serve(std::move(p)); }} {
@@ -200,7 +200,7 @@ void reactor::drain_wake_fd() {
 void reactor::schedule_pass() {
   if (pass_posted_ || shut_down_) return;
   pass_posted_ = true;
-  asio::post(serial_, [this] { pass(); });
+  asio::post(pass_executor_, [this] { pass(); });
 }
 
 std::size_t reactor::poll_round() {

@@ -22,6 +22,7 @@
 #include "proto/step.hpp"
 #include "reactor/idle_watch.hpp"
 #include "reactor/reactor_lock.hpp"
+#include "reactor/serial_executor.hpp"
 
 #include <bellows/detail/completion.hpp>
 #include <bellows/options.hpp>
@@ -32,6 +33,7 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/strand.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -150,6 +152,9 @@ class reactor final : public asio::execution_context::service {
 
   asio::io_context& io_;
   reactor_lock lock_;
+  // The pass is posted through the concrete type: through any_io_executor every post would
+  // take a heap block, the executor being too large for its small-object buffer.
+  serial_executor<asio::strand<asio::io_context::executor_type>> pass_executor_;
   asio::any_io_executor serial_;
   context_options options_;
   fabric::memory_budget budget_;

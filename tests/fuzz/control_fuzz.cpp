@@ -8,6 +8,7 @@
 #include "proto/shared_access.hpp"
 
 #include <cstring>
+#include <deque>
 #include <map>
 #include <stdexcept>
 #include <vector>

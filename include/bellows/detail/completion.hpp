@@ -8,10 +8,14 @@
 // It posts instead when the io_context runs on a pool of threads (handlers of different channels
 // then run in parallel) and when the reactor is gone.
 
+#include <bellows/detail/operation_memory.hpp>
+
+#include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
 #include <asio/dispatch.hpp>
 #include <asio/execution/outstanding_work.hpp>
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/prefer.hpp>
 
@@ -22,6 +26,24 @@
 #include <utility>
 
 namespace bellows::detail {
+
+/// Whether `ex` is (or wraps) the executor of an io_context this thread is running: then a
+/// dispatch may run the handler at once, which is what asio::dispatch would do, without its
+/// type-erased wrapper (a heap block whenever Asio's per-thread cache is short).
+template <class Executor>
+bool runs_here(const Executor& ex) noexcept {
+  using plain = asio::io_context::executor_type;
+  using tracked = std::decay_t<decltype(asio::prefer(std::declval<plain>(), asio::execution::outstanding_work.tracked))>;
+  if constexpr (std::is_same_v<Executor, plain> || std::is_same_v<Executor, tracked>) {
+    return ex.running_in_this_thread();
+  } else if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
+    if (const auto* io = ex.template target<tracked>()) return io->running_in_this_thread();
+    if (const auto* io = ex.template target<plain>()) return io->running_in_this_thread();
+    return false;
+  } else {
+    return false;
+  }
+}
 
 /// A completion whose result is already bound; dispatch() hands it to the handler's executor,
 /// which runs it at once when the caller is already running on that executor.
@@ -70,6 +92,9 @@ class completion {
     using tracked_executor = std::decay_t<decltype(asio::prefer(std::declval<handler_executor>(),
                                                                 asio::execution::outstanding_work.tracked))>;
 
+    static void* operator new(std::size_t bytes) { return operation_memory::allocate(bytes); }
+    static void operator delete(void* block, std::size_t bytes) noexcept { operation_memory::deallocate(block, bytes); }
+
     impl(Handler h, const IoExecutor& io)
         : handler(std::move(h)),
           work(asio::prefer(asio::get_associated_executor(handler, io), asio::execution::outstanding_work.tracked)) {}
@@ -85,7 +110,10 @@ class completion {
     }
 
     void dispatch() override {
-      hand_over([](auto& ex, auto&& fn) { asio::dispatch(ex, std::move(fn)); });
+      hand_over([](auto& ex, auto&& fn) {
+        if (runs_here(ex)) return fn();
+        asio::dispatch(ex, std::move(fn));
+      });
     }
 
     void post() override {
