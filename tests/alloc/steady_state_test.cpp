@@ -77,7 +77,7 @@ int main() {
     std::fprintf(stderr, "alloc test: the exchange did not finish within 60 s\n");
     return 1;
   }
-  std::printf("%ld heap allocations in %d operations (8 B sends and receives) after %d warm-up round trips\n",
-              counted, operations, warmup);
+  std::printf("%ld heap allocations in %d operations (8 B sends and receives) after %d warm-up round trips\n", counted,
+              operations, warmup);
   return counted * 1000 <= operations ? 0 : 1;
 }

@@ -33,7 +33,8 @@ namespace bellows::detail {
 template <class Executor>
 bool runs_here(const Executor& ex) noexcept {
   using plain = asio::io_context::executor_type;
-  using tracked = std::decay_t<decltype(asio::prefer(std::declval<plain>(), asio::execution::outstanding_work.tracked))>;
+  using tracked =
+      std::decay_t<decltype(asio::prefer(std::declval<plain>(), asio::execution::outstanding_work.tracked))>;
   if constexpr (std::is_same_v<Executor, plain> || std::is_same_v<Executor, tracked>) {
     return ex.running_in_this_thread();
   } else if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
