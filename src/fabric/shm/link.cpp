@@ -207,7 +207,7 @@ bool out_of_descriptors() {
 }  // namespace
 
 void link::read_messages() {
-  if (reading_ || state_ == state::failed) return;
+  if (state_ == state::failed) return;
   // Everything the socket holds is read before any of it is handled, so that an open and its
   // withdrawal that waited together (nobody accepted meanwhile) cancel out: the acceptor never
   // sees a channel its opener already gave up on.
@@ -248,7 +248,10 @@ void link::read_messages() {
     return fail(make_error_code(error::protocol_violation));
   }
   handle_batch(batch);
-  if (state_ == state::failed) return;
+  // A wait still out (perhaps cancelled by disarm(), its handler not yet run) reads again when
+  // it ends. Reading now regardless matters: an arm() that found only that stale wait would
+  // otherwise read nothing, and a peer's death could go unnoticed until the next arm.
+  if (state_ == state::failed || reading_) return;
   reading_ = true;
   socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
     self->reading_ = false;
