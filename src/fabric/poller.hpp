@@ -27,6 +27,9 @@ class poller {
     (void)descriptors;
     return prepare_to_sleep();
   }
+  /// The reactor is about to let go of the io_context: take in what the descriptors already
+  /// hold (a peer's death above all), since they are not watched while it is idle.
+  virtual void last_look() {}
   /// The reactor is awake again (called before every poll): arrivals need not wake it.
   virtual void woke_up() = 0;
   /// Starts or stops watching its descriptors (sockets, event channels). A disarmed poller holds

@@ -298,7 +298,12 @@ void reactor::pass() {
   const auto now = last_clock_reading();
   if (!deferred_.empty() || !active_.empty() || now - last_work_ < spin_budget()) return schedule_pass();
   // Closing connections may still wait for their last writes to complete before they let go.
-  if (ops_ == 0 && !pollers_busy()) return go_idle();
+  if (ops_ == 0 && !pollers_busy()) {
+    for (std::size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->last_look();
+    // What it found may have started or finished something; the next pass decides again.
+    if (ops_ != 0 || !deferred_.empty() || !active_.empty()) return schedule_pass();
+    return go_idle();
+  }
   if (polling_) return schedule_pass();
   sleep();
 }

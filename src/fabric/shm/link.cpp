@@ -207,6 +207,26 @@ bool out_of_descriptors() {
 }  // namespace
 
 void link::read_messages() {
+  read_queued();
+  // A wait still out (perhaps cancelled by disarm(), its handler not yet run) reads again when
+  // it ends. Reading now regardless matters: an arm() that found only that stale wait would
+  // otherwise read nothing, and a peer's death could go unnoticed until the next arm.
+  if (state_ == state::failed || reading_) return;
+  reading_ = true;
+  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
+    self->reading_ = false;
+    if (self->armed_) self->read_messages();
+  });
+}
+
+void link::last_look() {
+  // The socket is not watched while the reactor is idle: a peer that died while the reactor was
+  // busy (its EOF not yet seen by epoll) would otherwise go unnoticed by a channel that just
+  // finished writing to it, until its next operation.
+  if (socket_) read_queued();
+}
+
+void link::read_queued() {
   if (state_ == state::failed) return;
   // Everything the socket holds is read before any of it is handled, so that an open and its
   // withdrawal that waited together (nobody accepted meanwhile) cancel out: the acceptor never
@@ -248,15 +268,6 @@ void link::read_messages() {
     return fail(make_error_code(error::protocol_violation));
   }
   handle_batch(batch);
-  // A wait still out (perhaps cancelled by disarm(), its handler not yet run) reads again when
-  // it ends. Reading now regardless matters: an arm() that found only that stale wait would
-  // otherwise read nothing, and a peer's death could go unnoticed until the next arm.
-  if (state_ == state::failed || reading_) return;
-  reading_ = true;
-  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
-    self->reading_ = false;
-    if (self->armed_) self->read_messages();
-  });
 }
 
 void link::handle_batch(std::vector<std::pair<link_message, std::vector<int>>>& batch) {

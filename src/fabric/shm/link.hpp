@@ -80,6 +80,7 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   /// Pops doorbells and reports them to endpoints; returns how many it found.
   std::size_t poll() override;
   bool prepare_to_sleep() override;
+  void last_look() override;
   void woke_up() override;
   void trim() override { arena_.trim(); }
   bool ready() const noexcept { return state_ == state::ready; }
@@ -123,7 +124,10 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   void start_handshake();
   void send(link_message m, std::vector<int> fds = {});
   void flush_outgoing();
+  /// Reads what the socket holds, then waits for more unless a wait is out.
   void read_messages();
+  /// Reads and handles what the socket holds now; never waits.
+  void read_queued();
   void handle_batch(std::vector<std::pair<link_message, std::vector<int>>>& batch);
   void handle(const link_message& m, std::vector<int>& fds);
   void on_hello(const link_message& m, std::vector<int>& fds);
