@@ -69,8 +69,10 @@ bellows::channel_options counting_options(const std::string& uri, tally& t) {
 }
 
 /// False when a channel on a strand runs a completion outside it (channels not on a strand,
-/// as in the four-threads case, are not judged).
-bool on_own_strand(const bellows::channel& ch) {
+/// as in the four-threads case, are not judged). Never inlined: clang 14 keeps the address of a
+/// thread_local (the strand's call stack) across a coroutine's suspension, so inlined into a
+/// coroutine resumed on another thread it would read the first thread's.
+[[gnu::noinline]] bool on_own_strand(const bellows::channel& ch) {
   const auto ex = ch.get_executor();  // target() points into it
   const auto* s = ex.target<strand>();
   return s == nullptr || s->running_in_this_thread();
