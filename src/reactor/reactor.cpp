@@ -6,6 +6,7 @@
 #include "fabric/registry.hpp"
 
 #include <bellows/connect.hpp>
+#include <bellows/detail/executor_target.hpp>
 #include <bellows/error.hpp>
 
 #include <asio/post.hpp>
@@ -50,12 +51,20 @@ reactor::~reactor() = default;
 
 namespace {
 
-/// The io_context behind an io_context executor or a strand of one (of any depth); null otherwise.
+using io_executor = asio::io_context::executor_type;
+using tracked_io_executor =
+    std::decay_t<decltype(asio::prefer(std::declval<io_executor>(), asio::execution::outstanding_work.tracked))>;
+
+/// The io_context behind an io_context executor, tracked or not, or a strand of one (of any
+/// depth); null otherwise. execution_context is not polymorphic, so the types are named.
 asio::io_context* io_context_of(const asio::any_io_executor& ex) {
-  using io_executor = asio::io_context::executor_type;
-  if (const auto* plain = ex.target<io_executor>()) return &plain->context();
-  if (const auto* strand = ex.target<asio::strand<io_executor>>()) return &strand->get_inner_executor().context();
-  if (const auto* strand = ex.target<asio::strand<asio::any_io_executor>>())
+  if (const auto* plain = executor_target<io_executor>(ex)) return &plain->context();
+  if (const auto* tracked = executor_target<tracked_io_executor>(ex)) return &tracked->context();
+  if (const auto* strand = executor_target<asio::strand<io_executor>>(ex))
+    return &strand->get_inner_executor().context();
+  if (const auto* strand = executor_target<asio::strand<tracked_io_executor>>(ex))
+    return &strand->get_inner_executor().context();
+  if (const auto* strand = executor_target<asio::strand<asio::any_io_executor>>(ex))
     return io_context_of(strand->get_inner_executor());
   return nullptr;
 }

@@ -10,6 +10,8 @@
 #include <bellows/bellows.hpp>
 
 #include <asio/io_context.hpp>
+#include <asio/strand.hpp>
+#include <asio/thread_pool.hpp>
 #include <asio/use_future.hpp>
 
 #include <catch2/catch.hpp>
@@ -168,6 +170,30 @@ TEST_CASE("A moved-from or closed acceptor keeps its executor; an accept complet
       io, [&] { return from_moved.ec && from_closed.ec; }, 5s));
   CHECK(*from_moved.ec == bellows::error::channel_closed);
   CHECK(*from_closed.ec == bellows::error::channel_closed);
+}
+
+TEST_CASE("An acceptor takes any executor of an io_context and refuses another context's with invalid_argument",
+          "[channel][asio]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  asio::io_context io;
+  const auto strand_of_strand = asio::make_strand(asio::any_io_executor(asio::make_strand(io)));
+  const auto tracked = asio::prefer(io.get_executor(), asio::execution::outstanding_work.tracked);
+  for (const asio::any_io_executor& ex : {asio::any_io_executor(strand_of_strand), asio::any_io_executor(tracked)}) {
+    const auto uri = bt::uri_for(provider, bt::unique_name("any-executor"));
+    bellows::acceptor acc(ex, uri, bt::options_for(uri));
+    CHECK(acc.is_open());
+    CHECK(acc.get_executor() == ex);
+  }
+  asio::thread_pool pool(1);
+  const auto uri = bt::uri_for(provider, bt::unique_name("pool-executor"));
+  try {
+    bellows::acceptor refused(pool.get_executor(), uri, bt::options_for(uri));
+    FAIL("an acceptor was opened on a thread_pool's executor");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == bellows::error::invalid_argument);
+    CHECK_THAT(e.what(), Catch::Contains("io_context"));
+  }
 }
 
 TEST_CASE("A connect to a peer that never answers ends with timed_out after connect_timeout", "[channel][asio]") {

@@ -9,6 +9,7 @@
 #include "support/run_until.hpp"
 
 #include <bellows/bellows.hpp>
+#include <bellows/detail/executor_target.hpp>
 
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -74,7 +75,7 @@ bellows::channel_options counting_options(const std::string& uri, tally& t) {
 /// coroutine resumed on another thread it would read the first thread's.
 [[gnu::noinline]] bool on_own_strand(const bellows::channel& ch) {
   const auto ex = ch.get_executor();  // target() points into it
-  const auto* s = ex.target<strand>();
+  const auto* s = bellows::detail::executor_target<strand>(ex);
   return s == nullptr || s->running_in_this_thread();
 }
 
@@ -159,7 +160,7 @@ TEST_CASE("One io_context on 4 threads, every channel on its own strand: random 
     acc.async_accept(asio::make_strand(io), [&](std::error_code ec, bellows::channel ch) {
       if (ec) return void(++open_failures);
       const auto ex = ch.get_executor();
-      if (ex.target<strand>() == nullptr) ++far.off_strand;
+      if (bellows::detail::executor_target<strand>(ex) == nullptr) ++far.off_strand;
       asio::co_spawn(ex, echo(std::move(ch), messages, far), asio::detached);
       ++opened;
     });
@@ -167,7 +168,7 @@ TEST_CASE("One io_context on 4 threads, every channel on its own strand: random 
     bellows::async_connect(ex, uri, counting_options(uri, near), [&, i](std::error_code ec, bellows::channel ch) {
       if (ec) return void(++open_failures);
       const auto on = ch.get_executor();
-      if (on.target<strand>() == nullptr) ++near.off_strand;
+      if (bellows::detail::executor_target<strand>(on) == nullptr) ++near.off_strand;
       asio::co_spawn(on, send_and_check_echoes(std::move(ch), 1000 + i, messages, largest, near), asio::detached);
       ++opened;
     });

@@ -8,6 +8,7 @@
 // It posts instead when the io_context runs on a pool of threads (handlers of different channels
 // then run in parallel) and when the reactor is gone.
 
+#include <bellows/detail/executor_target.hpp>
 #include <bellows/detail/operation_memory.hpp>
 
 #include <asio/any_io_executor.hpp>
@@ -38,8 +39,8 @@ bool runs_here(const Executor& ex) noexcept {
   if constexpr (std::is_same_v<Executor, plain> || std::is_same_v<Executor, tracked>) {
     return ex.running_in_this_thread();
   } else if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
-    if (const auto* io = ex.template target<tracked>()) return io->running_in_this_thread();
-    if (const auto* io = ex.template target<plain>()) return io->running_in_this_thread();
+    if (const auto* io = executor_target<tracked>(ex)) return io->running_in_this_thread();
+    if (const auto* io = executor_target<plain>(ex)) return io->running_in_this_thread();
     return false;
   } else {
     return false;
