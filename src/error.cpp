@@ -19,6 +19,7 @@ class bellows_category final : public std::error_category {
       case error::channel_closed: return "channel closed";
       case error::budget_exhausted: return "registered memory budget exhausted";
       case error::invalid_argument: return "invalid argument";
+      case error::file_truncated: return "the file ended before the range being sent";
     }
     return "unknown bellows error";
   }

@@ -102,6 +102,32 @@ class channel {
                                             &detail::start_send, detail::gather_of(buffers));
   }
 
+  /// Sends `length` bytes of an open file, from byte `offset` on, as one message. The bytes
+  /// are read with pread as each frame is placed: over shm straight into the peer's ring, over
+  /// other providers into the provider's own buffer, never into one of the application's.
+  /// Messages, order, tiers, cancellation and errors are those of async_send; the receiver
+  /// cannot tell the two apart.
+  ///
+  /// @param file_descriptor A regular file or block device opened for reading; it must stay
+  ///   open, and the range must not shrink, until the operation completes.
+  /// @param token The completion token; signature `void(std::error_code ec, std::size_t bytes)`.
+  ///
+  /// The reads run on the thread that places the frames, the io_context's: a file in the page
+  /// cache costs one copy, one on disk stalls the io_context for its reads. The call asks the
+  /// kernel to read the range ahead (POSIX_FADV_WILLNEED) as it starts.
+  ///
+  /// Errors, besides async_send's: the descriptor's errno from fstat (for example
+  /// std::errc::bad_file_descriptor) and error::invalid_argument (not a regular file or block
+  /// device, or the range ends past the file's end), both before anything is sent, the channel
+  /// staying open; error::file_truncated or a read's errno when the file shrank or failed
+  /// during the send: the frames already placed cannot be taken back, so the channel is closed
+  /// with that error, which every pending operation then reports.
+  template <ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
+  auto async_send_file(int file_descriptor, std::uint64_t offset, std::uint64_t length, CompletionToken&& token = {}) {
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+                                            &detail::start_send, detail::gather_of_file(file_descriptor, offset, length));
+  }
+
   /// Receives the next message into `buffers`.
   ///
   /// @param buffers Where the message goes (a scatter receive); valid until completion.

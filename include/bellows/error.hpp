@@ -26,6 +26,9 @@ enum class error {
   budget_exhausted,
   /// An argument or option is out of range (for example a malformed tier table).
   invalid_argument,
+  /// The file of a send_file ended before the range the send named: it shrank during the send.
+  /// The frames already placed cannot be taken back, so the channel is closed.
+  file_truncated,
 };
 
 const std::error_category& error_category() noexcept;

@@ -3,12 +3,14 @@
 // writes into the peer's registered memory, and a doorbell. shm, verbs and sim implement it.
 // Calls are per frame or per registration, never per byte.
 
+#include "fabric/file_piece.hpp"
 #include "proto/outcome.hpp"
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <system_error>
+#include <vector>
 
 namespace bellows::fabric {
 
@@ -42,10 +44,18 @@ class provider {
   /// provider are placed in issue order, each from its first byte to its last, so a flag
   /// written last is seen last. A destination outside what the peer registered is refused.
   virtual std::error_code write(remote_address dst, byte_pieces pieces) = 0;
+  /// As write() of `prefix` followed by the bytes of `piece`, read from the file now. A file
+  /// that ends early fails with error::file_truncated, a failed read with its errno; then the
+  /// peer sees nothing of this write. This one reads into a buffer of its own and calls write();
+  /// a provider that maps the peer's memory reads straight into it instead.
+  virtual std::error_code write_from_file(remote_address dst, std::span<const std::byte> prefix, file_piece piece);
   /// Tells the peer's reactor that channel `peer_channel` has something to look at.
   virtual void ring_doorbell(std::uint32_t peer_channel) = 0;
   /// Bytes currently registered by this side.
   virtual std::size_t registered_bytes() const = 0;
+
+ private:
+  std::vector<std::byte> file_bounce_;  ///< write_from_file's buffer, kept for the next frame
 };
 
 }  // namespace bellows::fabric

@@ -43,11 +43,13 @@ void channel_core::send(std::uint64_t id, detail::gather message, clock_time now
   }
   auto& op = sends_.emplace_back(pending_send{id, std::move(ranges)});
   tx_events_.clear();
-  tx_.submit(id, {op.message->parts(), op.message->length}, now, tx_events_);
+  tx_.submit(id, {op.message->parts(), op.message->length, op.message->file}, now, tx_events_);
   tx_.step(setup_.control, now, tx_events_);
   take(tx_events_, now);
   end_of_input();
 }
+
+void channel_core::refuse_send(std::uint64_t id, std::error_code ec) { out_.push_back(send_done{id, ec, 0, nullptr}); }
 
 outcome<try_result> channel_core::try_send(const detail::gather& message, clock_time now) {
   if (!is_open()) return closed_reason();
@@ -55,7 +57,7 @@ outcome<try_result> channel_core::try_send(const detail::gather& message, clock_
   tx_events_.clear();
   tx_.step(setup_.control, now, tx_events_);
   // The sender keeps the range list only until the frames are written, which happens here.
-  auto result = tx_.try_send({message.parts(), message.length}, now, tx_events_);
+  auto result = tx_.try_send({message.parts(), message.length, {}}, now, tx_events_);
   take(tx_events_, now);
   if (result && *result == try_result::written) {
     ++counters_.messages_sent;

@@ -3,6 +3,8 @@
 
 #include "proto/tier_table.hpp"
 
+#include <bellows/detail/byte_ranges.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -49,6 +51,9 @@ struct local_ring {
 struct gather_list {
   std::span<const std::span<const std::byte>> parts;
   std::uint64_t length = 0;
+  /// When it names a file, `parts` is empty and byte i of the message is byte
+  /// `file.offset + i` of the file, read as frames are placed.
+  detail::file_range file;
 };
 
 /// Calls `fn(span)` for each piece of bytes [offset, offset + length) of the message.

@@ -100,7 +100,11 @@ void channel_state::complete(completion<Args...>& done, std::type_identity_t<Arg
 void channel_state::start_send(std::uint64_t id, gather message, size_completion done) {
   reactor_.op_started();
   sized_.add(id, std::move(done));
-  core_.send(id, std::move(message), now_for_deadlines());
+  const fabric::file_piece file{message.file.descriptor, message.file.offset, message.length};
+  if (auto problem = file.descriptor >= 0 ? fabric::check_file_piece(file) : std::error_code{})
+    core_.refuse_send(id, problem);
+  else
+    core_.send(id, std::move(message), now_for_deadlines());
   run_and_rearm();
 }
 
@@ -217,10 +221,16 @@ void channel_state::run_and_rearm() {
 
 void channel_state::carry_out(const proto::place& a) {
   if (write_error_) return;
-  pieces_.clear();
-  pieces_.push_back(a.prefix());
-  proto::for_each_piece(a.source, a.source_offset, a.source_length, [&](auto piece) { pieces_.push_back(piece); });
-  auto ec = link_->write({a.key, a.address}, pieces_);
+  std::error_code ec;
+  if (a.source.file.descriptor >= 0) {
+    const fabric::file_piece piece{a.source.file.descriptor, a.source.file.offset + a.source_offset, a.source_length};
+    ec = link_->write_from_file({a.key, a.address}, a.prefix(), piece);
+  } else {
+    pieces_.clear();
+    pieces_.push_back(a.prefix());
+    proto::for_each_piece(a.source, a.source_offset, a.source_length, [&](auto piece) { pieces_.push_back(piece); });
+    ec = link_->write({a.key, a.address}, pieces_);
+  }
   if (!ec && a.has_trailer) {
     const std::span<const std::byte> trailer[] = {a.trailer()};
     ec = link_->write({a.key, a.trailer_address}, trailer);

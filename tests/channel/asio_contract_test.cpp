@@ -57,23 +57,6 @@ void every_operation_fails_closed(asio::io_context& io, bellows::channel& ch) {
   CHECK(*closed.ec == bellows::error::channel_closed);
 }
 
-/// Connects to `uri` and accepts on `acc` at the same time; false unless both ends opened.
-bool connect_and_accept(asio::io_context& io, bellows::acceptor& acc, const std::string& uri,
-                        std::optional<bellows::channel>& near, std::optional<bellows::channel>& far) {
-  std::error_code connected, accepted;
-  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
-    connected = ec;
-    near = std::move(c);
-  });
-  acc.async_accept([&](std::error_code ec, bellows::channel c) {
-    accepted = ec;
-    far = std::move(c);
-  });
-  return bt::run_until(
-             io, [&] { return near && far; }, 10s) &&
-         !connected && !accepted;
-}
-
 /// ARGS: unresponsive-listener URI. Listens, then never runs its io_context: a peer that hangs
 /// before accepting. Over rdma the connection manager would otherwise accept on its behalf.
 int run_unresponsive_listener(const std::vector<std::string>& args) {
@@ -97,7 +80,7 @@ TEST_CASE(
   asio::io_context io;
   bellows::acceptor acc(io.get_executor(), uri, bt::options_for(uri));
   std::optional<bellows::channel> near, far;
-  REQUIRE(connect_and_accept(io, acc, uri, near, far));
+  REQUIRE(bt::connect_and_accept(io, acc, uri, near, far));
 
   // Each end names the other; over shm the kernel vouches for the pid and uid.
   const auto seen_by_near = near->remote_endpoint();
@@ -230,7 +213,7 @@ TEST_CASE("A connect withdrawn before the peer accepted leaves nothing behind: t
   CHECK(*withdrawn.ec == asio::error::timed_out);
 
   std::optional<bellows::channel> near, far;
-  REQUIRE(connect_and_accept(io, acc, uri, near, far));
+  REQUIRE(bt::connect_and_accept(io, acc, uri, near, far));
   // The accepted channel is the patient peer's: a message goes through it.
   std::byte hello[1] = {std::byte{7}}, got[1] = {};
   outcome sent, received;

@@ -320,19 +320,7 @@ TEST_CASE("An accept cancelled by || or by a signal leaves the acceptor acceptin
 
   // Both withdrawn accepts left it listening: the next peer is accepted and carries a message.
   std::optional<bellows::channel> near, far;
-  std::error_code connected, accepted;
-  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
-    connected = ec;
-    near = std::move(c);
-  });
-  acc.async_accept([&](std::error_code ec, bellows::channel c) {
-    accepted = ec;
-    far = std::move(c);
-  });
-  REQUIRE(bt::run_until(
-      io, [&] { return near && far; }, 10s));
-  CHECK(!connected);
-  CHECK(!accepted);
+  REQUIRE(bt::connect_and_accept(io, acc, uri, near, far));
   std::byte hello[1] = {std::byte{9}}, got[1] = {};
   std::optional<std::error_code> sent, received;
   near->async_send(asio::buffer(hello), [&](std::error_code ec, std::size_t) { sent = ec; });

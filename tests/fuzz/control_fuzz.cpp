@@ -58,7 +58,7 @@ class harness {
     parts_.push_back(part);
     const std::uint64_t id = ++next_id_;
     open_.insert({id, true});
-    tx_.submit(id, gather_list{std::span(&parts_.back(), 1), length}, now_, ev);
+    tx_.submit(id, gather_list{std::span(&parts_.back(), 1), length, {}}, now_, ev);
   }
 
   // A cancelled send is completed by the caller, so the sender must never complete it as well.

@@ -4,6 +4,7 @@
 // passive server (accepts and never receives). They listen on any provider's URI.
 
 #include "support/processes.hpp"
+#include "support/run_until.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -15,6 +16,7 @@
 
 #include <chrono>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,24 @@ inline channel_options options_for(const std::string&) {
   channel_options o;
   o.ack_timeout = std::chrono::seconds(30);
   return o;
+}
+
+/// Connects to `uri` and accepts on `acc` at the same time, in this process; false unless both
+/// ends opened within ten seconds.
+inline bool connect_and_accept(asio::io_context& io, acceptor& acc, const std::string& uri,
+                               std::optional<channel>& near, std::optional<channel>& far) {
+  std::error_code connected, accepted;
+  async_connect(io.get_executor(), uri, options_for(uri), [&](std::error_code ec, channel c) {
+    connected = ec;
+    near = std::move(c);
+  });
+  acc.async_accept([&](std::error_code ec, channel c) {
+    accepted = ec;
+    far = std::move(c);
+  });
+  return run_until(
+             io, [&] { return near && far; }, std::chrono::seconds(10)) &&
+         !connected && !accepted;
 }
 
 struct echo_result {

@@ -167,7 +167,7 @@ TEST_CASE("sender rejects lies in its control block", "[proto][sender]") {
   const auto payload = bytes(100 * 1024);
   const std::span<const std::byte> parts[] = {payload};
   sender_events ev;
-  tx.submit(1, {parts, payload.size()}, clock_time{}, ev);
+  tx.submit(1, {parts, payload.size(), {}}, clock_time{}, ev);
   tx.step(cb.data(), clock_time{}, ev);
   REQUIRE(ev.writes.size() == 1);
   REQUIRE(ev.writes[0].header.kind == frame_kind::enlarge_req);
@@ -202,7 +202,7 @@ TEST_CASE("sender accepts a valid ack and moves to the new ring", "[proto][sende
   const auto payload = bytes(100 * 1024);
   const std::span<const std::byte> parts[] = {payload};
   sender_events ev;
-  tx.submit(1, {parts, payload.size()}, clock_time{}, ev);
+  tx.submit(1, {parts, payload.size(), {}}, clock_time{}, ev);
   tx.step(cb.data(), clock_time{}, ev);
   const auto ack = encode_ack({1, ack_status::granted, 2, 1 << 20, 9, 65536, 16, 1});
   std::memcpy(cb.data() + control_block::ack_offset, ack.data(), 8);  // head only

@@ -39,6 +39,13 @@ gather gather_of(const ConstBufferSequence& buffers) {
   return ranges_of<const std::byte>(buffers);
 }
 
+inline gather gather_of_file(int descriptor, std::uint64_t offset, std::uint64_t length) {
+  gather out;
+  out.length = length;
+  out.file = {descriptor, offset};
+  return out;
+}
+
 template <class MutableBufferSequence>
 scatter scatter_of(const MutableBufferSequence& buffers) {
   return ranges_of<std::byte>(buffers);

@@ -9,12 +9,19 @@
 
 namespace bellows::detail {
 
+/// A message read from a file as its frames are written (channel::async_send_file).
+struct file_range {
+  int descriptor = -1;  ///< -1: the bytes are in the ranges, not in a file
+  std::uint64_t offset = 0;
+};
+
 template <class Byte>
 struct byte_ranges {
   std::span<Byte> single;
   std::vector<std::span<Byte>> many;
   std::uint64_t length = 0;
   bool is_single = true;
+  file_range file;  ///< a gather's only; its ranges are empty when it names a file
 
   std::span<const std::span<Byte>> parts() const noexcept {
     return is_single ? std::span<const std::span<Byte>>(&single, 1) : std::span<const std::span<Byte>>(many);

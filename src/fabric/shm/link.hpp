@@ -99,11 +99,15 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
+                                  fabric::file_piece piece) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
   std::size_t registered_bytes() const override { return arena_.registered_bytes(); }
 
  private:
   enum class state { handshaking, ready, failed };
+  /// Where `length` bytes at `dst` of the peer's arena are mapped here, if all are the peer's.
+  proto::outcome<std::byte*> peer_bytes(fabric::remote_address dst, std::uint64_t length);
   struct channel_slot {
     fabric::channel_endpoint* endpoint = nullptr;
     std::optional<open_handler> opening;

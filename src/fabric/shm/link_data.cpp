@@ -44,14 +44,20 @@ proto::outcome<fabric::region> link::register_region(std::size_t length) {
 
 void link::release_region(std::uint64_t handle) { arena_.release(handle); }
 
+proto::outcome<std::byte*> link::peer_bytes(fabric::remote_address dst, std::uint64_t length) {
+  if (state_ != state::ready) return error::connection_reset;
+  if (dst.key != peer_key_ || dst.address < arena::header_bytes || dst.address > peer_.size() ||
+      length > peer_.size() - dst.address || dst.address % 8 != 0)
+    return error::protocol_violation;
+  return peer_.base() + dst.address;
+}
+
 std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces pieces) {
-  if (state_ != state::ready) return make_error_code(error::connection_reset);
   std::size_t total = 0;
   for (auto p : pieces) total += p.size();
-  if (dst.key != peer_key_ || dst.address < arena::header_bytes || dst.address > peer_.size() ||
-      total > peer_.size() - dst.address || dst.address % 8 != 0)
-    return make_error_code(error::protocol_violation);
-  std::byte* out = peer_.base() + dst.address;
+  auto to = peer_bytes(dst, total);
+  if (!to) return to.failure();
+  std::byte* out = *to;
   if (total < 8) {
     for (auto p : pieces) out = static_cast<std::byte*>(std::memcpy(out, p.data(), p.size())) + p.size();
     return {};
@@ -71,6 +77,22 @@ std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces piec
     if (p.size() > skip) copy_to_peer(out + at + skip, p.data() + skip, p.size() - skip);
     at += p.size();
   }
+  __atomic_store_n(reinterpret_cast<std::uint64_t*>(out), first, __ATOMIC_RELEASE);
+  return {};
+}
+
+std::error_code link::write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
+                                      fabric::file_piece piece) {
+  if (prefix.size() < 8) return provider::write_from_file(dst, prefix, piece);
+  auto to = peer_bytes(dst, prefix.size() + piece.length);
+  if (!to) return to.failure();
+  std::byte* out = *to;
+  // The file is read straight into the peer's ring. Its first word goes last, as in write(),
+  // so a failed read leaves nothing the peer would take for a frame.
+  std::memcpy(out + 8, prefix.data() + 8, prefix.size() - 8);
+  if (auto ec = fabric::read_file_piece(piece, out + prefix.size())) return ec;
+  std::uint64_t first = 0;
+  std::memcpy(&first, prefix.data(), sizeof first);
   __atomic_store_n(reinterpret_cast<std::uint64_t*>(out), first, __ATOMIC_RELEASE);
   return {};
 }
