@@ -1,22 +1,25 @@
-// The sending side: reads the file through io_uring while the previous chunk is being sent.
+// The sending side: the file goes with channel::async_send_file, read from the page cache
+// straight into the receiver's ring, several chunks in flight.
 
 #include "crc32c.hpp"
-#include "overlap.hpp"
 #include "progress.hpp"
 #include "protocol.hpp"
 
 #include <bellows/bellows.hpp>
 
 #include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/random_access_file.hpp>
-#include <asio/read_at.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <sys/mman.h>
+#include <cerrno>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <system_error>
-#include <vector>
 
 using asio::use_awaitable;
 
@@ -30,23 +33,68 @@ std::string describe(const std::error_code& ec) {
   return ec.message();
 }
 
-asio::awaitable<std::size_t> read_chunk(asio::random_access_file& file, std::uint64_t offset,
-                                        std::vector<std::byte>& into, std::size_t length) {
-  into.resize(length);
-  try {
-    co_return co_await asio::async_read_at(file, offset, asio::buffer(into), use_awaitable);
-  } catch (const std::system_error& e) {
-    // EOF here means the file shrank while it was being sent.
-    throw std::runtime_error("reading the source at byte " + std::to_string(offset) + ": " + e.code().message());
+/// The file mapped read-only, for the checksum: the bytes sent never pass through this process,
+/// the checksum is taken from the page cache.
+class mapping {
+ public:
+  mapping(int descriptor, std::uint64_t size) : size_(size) {
+    if (size == 0) return;
+    void* at = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, descriptor, 0);
+    if (at == MAP_FAILED) throw std::runtime_error(std::string("cannot map the source: ") + std::strerror(errno));
+    bytes_ = static_cast<const std::byte*>(at);
   }
-}
+  ~mapping() {
+    if (bytes_ != nullptr) ::munmap(const_cast<std::byte*>(bytes_), size_);
+  }
+  mapping(const mapping&) = delete;
+  mapping& operator=(const mapping&) = delete;
+  const std::byte* bytes() const { return bytes_; }
 
-asio::awaitable<void> send_chunk(bellows::channel& ch, const std::vector<std::byte>& chunk) {
-  try {
-    co_await ch.async_send(asio::buffer(chunk), use_awaitable);
-  } catch (const std::system_error& e) {
-    throw std::runtime_error("sending: " + describe(e.code()));
-  }
+ private:
+  const std::byte* bytes_ = nullptr;
+  std::uint64_t size_;
+};
+
+/// Sends bytes [0, size) of the file as chunks with async_send_file, `depth` of them in flight,
+/// so the next chunk is read from the page cache straight into the receiver's ring while the
+/// receiver writes out the one before. Each chunk's CRC-32C is taken from `source` as it is
+/// sent. Returns the CRC-32C of the whole file.
+asio::awaitable<std::uint32_t> send_contents(bellows::channel& ch, int descriptor, const mapping& source,
+                                             std::uint64_t size, std::uint64_t chunk, progress& shown) {
+  constexpr int depth = 8;
+  struct pipeline {
+    std::uint64_t next = 0;
+    int in_flight = 0;
+    std::uint32_t crc = 0;
+    std::error_code failure;
+    std::uint64_t sent = 0;
+  } p;
+  asio::steady_timer finished(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+  std::function<void()> fill = [&] {
+    while (p.in_flight < depth && p.next < size && !p.failure) {
+      const std::uint64_t offset = p.next;
+      const std::uint64_t length = std::min(chunk, size - offset);
+      p.next += length;
+      ++p.in_flight;
+      // Summed just before it is sent, the chunk is still in the CPU's cache when the send
+      // reads it from the page cache into the ring: the bytes come from memory once.
+      p.crc = crc32c(p.crc, source.bytes() + offset, length);
+      ch.async_send_file(descriptor, offset, length, [&, length](std::error_code ec, std::size_t) {
+        --p.in_flight;
+        if (ec && !p.failure) p.failure = ec;
+        if (!ec) {
+          p.sent += length;
+          shown.advance(length);
+        }
+        if (p.in_flight == 0 && (p.failure || p.sent == size)) return void(finished.cancel());
+        fill();
+      });
+    }
+  };
+  fill();
+  if (size > 0) co_await finished.async_wait(asio::experimental::as_tuple(use_awaitable));
+  if (p.failure) throw std::runtime_error("sending: " + describe(p.failure));
+  co_return p.crc;
 }
 
 asio::awaitable<std::string> receive_answer(bellows::channel& ch, const char* stage) {
@@ -76,24 +124,8 @@ asio::awaitable<void> run(std::string uri, asio::random_access_file& file, std::
     throw std::runtime_error("the receiver refused the file: " + answer);
 
   progress shown("sent", size);
-  std::uint32_t crc = 0;
-  std::vector<std::byte> current, next;
-  std::uint64_t offset = 0;
-  std::size_t length = static_cast<std::size_t>(std::min(chunk, size));
-  if (length > 0) co_await read_chunk(file, 0, current, length);
-  while (offset < size) {
-    crc = crc32c(crc, current.data(), current.size());
-    const std::uint64_t next_offset = offset + current.size();
-    const auto next_length = static_cast<std::size_t>(std::min(chunk, size - next_offset));
-    // The next read from disk overlaps the send of this chunk.
-    if (next_length > 0)
-      co_await overlapped(send_chunk(ch, current), read_chunk(file, next_offset, next, next_length));
-    else
-      co_await send_chunk(ch, current);
-    shown.advance(current.size());
-    offset = next_offset;
-    std::swap(current, next);
-  }
+  const mapping source(file.native_handle(), size);
+  const std::uint32_t crc = co_await send_contents(ch, file.native_handle(), source, size, chunk, shown);
   trailer t;
   t.file_size = size;
   t.crc32c = crc;

@@ -125,7 +125,8 @@ class channel {
   template <ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send_file(int file_descriptor, std::uint64_t offset, std::uint64_t length, CompletionToken&& token = {}) {
     return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
-                                            &detail::start_send, detail::gather_of_file(file_descriptor, offset, length));
+                                            &detail::start_send,
+                                            detail::gather_of_file(file_descriptor, offset, length));
   }
 
   /// Receives the next message into `buffers`.

@@ -208,7 +208,8 @@ TEST_CASE("A queued async_send_file that is cancelled sends nothing; the channel
   send_result large, cancelled, after;
   asio::cancellation_signal signal;
   pair.near->async_send_file(file.descriptor(), 0, file_size, large.record());
-  pair.near->async_send_file(file.descriptor(), 100, 1000, asio::bind_cancellation_slot(signal.slot(), cancelled.record()));
+  pair.near->async_send_file(file.descriptor(), 100, 1000,
+                             asio::bind_cancellation_slot(signal.slot(), cancelled.record()));
   signal.emit(asio::cancellation_type::terminal);
   pair.near->async_send_file(file.descriptor(), 2000, 3000, after.record());
   received_message first, second;
@@ -235,10 +236,9 @@ TEST_CASE("An async_send_file to a peer killed mid-transfer completes with conne
   asio::io_context io;
   scratch_file file(file_size, 17);
   std::optional<bellows::channel> ch;
-  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri),
-                         [&](std::error_code ec, bellows::channel c) {
-                           if (!ec) ch = std::move(c);
-                         });
+  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
+    if (!ec) ch = std::move(c);
+  });
   REQUIRE(bt::run_until(
       io, [&] { return ch.has_value(); }, 10s));
   send_result in_flight;
