@@ -20,7 +20,8 @@ struct channel_options {
   /// acknowledgement of an enlargement before it goes on in fragments through the current ring
   /// (a late acknowledgement still moves it to the larger).
   std::chrono::nanoseconds ack_timeout = std::chrono::seconds(1);
-  /// Shrink back to the first tier after this long without a message that needed more.
+  /// Shrink back to the first tier after this long without a message that needed more, and,
+  /// for a ring grown for throughput, without traffic that would overflow the first ring.
   std::chrono::nanoseconds idle_shrink_after = std::chrono::seconds(5);
   /// After a denied enlargement, large messages are fragmented without asking again this long.
   std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);

@@ -20,7 +20,9 @@ struct tier_event {
   bool shrink = false;
   std::uint32_t from_tier = 0;
   std::uint32_t to_tier = 0;
-  /// Size of the message that made the sender ask (zero for a shrink).
+  /// Size of the message that made the sender ask; zero for a shrink, and for an enlargement
+  /// for throughput (a sender that keeps running out of credit in its first ring asks for the
+  /// second, whatever its messages' sizes).
   std::uint64_t message_bytes = 0;
   /// For granted and denied: from the request's write to the moment this side took the
   /// acknowledgement in (not counting the waiting message's own copy); for timed_out, to the

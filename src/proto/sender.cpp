@@ -6,6 +6,17 @@
 
 namespace bellows::proto {
 
+namespace {
+
+// Enlargement for throughput: a sender that ran out of credit this often within the window is
+// streaming faster than its ring's half-ring credit batches come back, and a larger ring
+// returns them in larger batches. Only up to the tier below: larger rings buy size, not rate.
+constexpr std::uint32_t stalls_before_growing = 64;
+constexpr auto stall_window = std::chrono::milliseconds(10);
+constexpr std::uint32_t throughput_tier_limit = 1;
+
+}  // namespace
+
 sender::sender(direction_options options, remote_ring initial, remote_window granted, clock_time now)
     : options_(std::move(options)), ring_(initial), granted_(granted), last_large_(now) {}
 
@@ -208,9 +219,34 @@ bool sender::may_go_ahead(const queued_send& front) const {
 }
 
 void sender::pump(clock_time now, sender_events& out) {
+  const bool was_stalled = stalled_;
+  const auto written_before = out.writes.size();
   stalled_ = false;
   while (!failed_ && pump_one(now, out)) {
   }
+  if (stalled_ && !queue_.empty() && (!was_stalled || out.writes.size() > written_before)) note_stall(now);
+}
+
+void sender::note_stall(clock_time now) {
+  if (now - stall_window_start_ > stall_window) {
+    stall_window_start_ = now;
+    stalls_in_window_ = 0;
+  }
+  if (++stalls_in_window_ >= stalls_before_growing) outrunning_ring_ = true;
+}
+
+void sender::grow_for_throughput(clock_time now, sender_events& out) {
+  const std::uint32_t to = ring_.tier + 1;
+  if (to > throughput_tier_limit || to > options_.tiers.largest() || now - stall_window_start_ > stall_window) {
+    outrunning_ring_ = false;  // no larger ring to ask for, or the burst is over
+    return;
+  }
+  if (outstanding_ || pressure_ || now < denied_until_) return;
+  start_retier(to, false, 0, now, out);
+  if (!outstanding_) return;  // no room for the request yet
+  outrunning_ring_ = false;
+  stalls_in_window_ = 0;
+  last_large_ = now;
 }
 
 bool sender::pump_one(clock_time now, sender_events& out) {
@@ -239,8 +275,13 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   // whose frames hold the whole message.
   if (s.written == 0) {
     if (length <= options_.tiers.max_message(ring_.tier)) {
+      if (outrunning_ring_) grow_for_throughput(now, out);
       const auto slots = geometry().slots_for(length);
       if (!reserve(slots, out)) return false;
+      // A ring grown for throughput stays while the traffic would overflow the first one; the
+      // idle shrink takes it back once the traffic fits that again.
+      const auto& first = options_.tiers[0];
+      if ((produced_ - consumed_) * geometry().slot_size > first.slot_count * first.slot_size / 2) last_large_ = now;
       frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(length), slots, out);
       w.source = s.message;
       w.source_length = length;

@@ -42,7 +42,7 @@ struct retier_event {
   std::uint64_t request_id = 0;
   std::uint32_t from_tier = 0;
   std::uint32_t to_tier = 0;
-  std::uint64_t trigger_length = 0;  ///< message that asked for it; 0 for a shrink
+  std::uint64_t trigger_length = 0;  ///< message that asked for it; 0 for a shrink or for throughput
   bool shrink = false;
 };
 
@@ -137,6 +137,11 @@ class sender {
   /// Whether the queue's front may go through the current ring before the request's answer.
   bool may_go_ahead(const queued_send& front) const;
   void pump(clock_time now, sender_events& out);
+  /// Counts a new wait for credit; enough of them close together mean the ring is too small
+  /// for the traffic's rate, whatever its messages' sizes.
+  void note_stall(clock_time now);
+  /// Asks for the next tier because the sender keeps outrunning its ring (see note_stall).
+  void grow_for_throughput(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);
   void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);
   /// Makes room for a frame of `slots` at the cursor, writing PAD first if it would wrap.
@@ -159,6 +164,9 @@ class sender {
   clock_time last_large_{};
   bool pressure_ = false;
   bool stalled_ = false;
+  std::uint32_t stalls_in_window_ = 0;
+  clock_time stall_window_start_{};
+  bool outrunning_ring_ = false;
   std::uint64_t partial_acks_seen_ = 0;
   bool close_requested_ = false;
   bool close_written_ = false;

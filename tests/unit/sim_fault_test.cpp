@@ -50,6 +50,32 @@ TEST_CASE("small messages stay on the first tier", "[sim]") {
   require_clean(s.w);
 }
 
+TEST_CASE("a sender that keeps outrunning its first ring grows it for throughput, then shrinks after idle", "[sim]") {
+  world_options o;
+  o.idle_shrink_after = 5ms;
+  scenario s(o);
+  // 600 KB of 200 B messages queued at once: the 4 KiB ring runs out of credit every few
+  // dozen messages, far more often than the growth threshold.
+  constexpr int messages = 3000;
+  for (int i = 0; i < messages; ++i) s.send(side::a, 200);
+  REQUIRE(s.run_until_delivered(side::b, messages));
+  CHECK(count(s.w, what::enlarge_requested, side::a) == 1);
+  CHECK(count(s.w, what::acked_granted, side::a) == 1);
+  for (const auto& e : s.w.trace()) {
+    if (e.kind != what::enlarge_requested) continue;
+    CHECK(e.bytes == 0);  // no message asked for it
+    CHECK(e.to_tier == 1);
+  }
+  CHECK(s.w.send_tier(side::a) == 1);
+  CHECK(s.w.report(side::a).sends_failed == 0);
+  CHECK(s.w.report(side::b).mismatches == 0);
+  s.w.run_for(10ms);
+  CHECK(s.w.send_tier(side::a) == 0);
+  CHECK(s.w.registered_bytes(side::b) == 128 + 4096);
+  CHECK(count(s.w, what::shrink_requested, side::a) == 1);
+  require_clean(s.w);
+}
+
 TEST_CASE("a large message enlarges straight to the tier it needs, then shrinks after idle", "[sim]") {
   world_options o;
   o.idle_shrink_after = 5ms;
