@@ -44,6 +44,15 @@ class provider {
   /// provider are placed in issue order, each from its first byte to its last, so a flag
   /// written last is seen last. A destination outside what the peer registered is refused.
   virtual std::error_code write(remote_address dst, byte_pieces pieces) = 0;
+  /// A frame: `body` to `dst`, then `trailer` to `trailer_dst`, which the peer must not see
+  /// before the body. Two write()s here; a provider that can publish both with one store
+  /// (shm: the body's first word last) saves the second.
+  virtual std::error_code write_frame(remote_address dst, byte_pieces body, remote_address trailer_dst,
+                                      std::span<const std::byte> trailer) {
+    if (auto ec = write(dst, body)) return ec;
+    const std::span<const std::byte> tail[] = {trailer};
+    return write(trailer_dst, tail);
+  }
   /// As write() of `prefix` followed by the bytes of `piece`, read from the file now. A file
   /// that ends early fails with error::file_truncated, a failed read with its errno; then the
   /// peer sees nothing of this write. This one reads into a buffer of its own and calls write();

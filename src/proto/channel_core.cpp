@@ -28,10 +28,10 @@ std::optional<clock_time> channel_core::next_deadline() const noexcept {
 // ---- the application's requests ----
 
 void channel_core::send(std::uint64_t id, detail::gather message, clock_time now) {
-  if (!is_open()) return out_.push_back(send_done{id, closed_reason(), 0, nullptr});
+  if (!is_open()) return complete(send_done{id, closed_reason(), 0, nullptr});
   if (message.length > options_.max_message_size) {
     // The peer would have to break the channel over it; refusing it here loses nothing else.
-    return out_.push_back(send_done{id, make_error_code(error::message_size), 0, nullptr});
+    return complete(send_done{id, make_error_code(error::message_size), 0, nullptr});
   }
   std::unique_ptr<detail::gather> ranges;
   if (spare_ranges_.empty()) {
@@ -49,7 +49,7 @@ void channel_core::send(std::uint64_t id, detail::gather message, clock_time now
   end_of_input();
 }
 
-void channel_core::refuse_send(std::uint64_t id, std::error_code ec) { out_.push_back(send_done{id, ec, 0, nullptr}); }
+void channel_core::refuse_send(std::uint64_t id, std::error_code ec) { complete(send_done{id, ec, 0, nullptr}); }
 
 outcome<try_result> channel_core::try_send(const detail::gather& message, clock_time now) {
   if (!is_open()) return closed_reason();
@@ -84,7 +84,7 @@ void channel_core::close(std::uint64_t id, clock_time now) {
     const auto ec = close_result_ ? *close_result_
                     : close_id_   ? make_error_code(error::invalid_argument)
                                   : closed_reason();
-    return out_.push_back(close_done{id, ec});
+    return complete(close_done{id, ec});
   }
   close_id_ = id;
   tx_events_.clear();
@@ -97,16 +97,16 @@ void channel_core::close(std::uint64_t id, clock_time now) {
 void channel_core::cancel(std::uint64_t id) {
   if (close_id_ == id) {
     close_id_.reset();
-    return out_.push_back(close_done{id, cancelled()});
+    return complete(close_done{id, cancelled()});
   }
   auto r = std::find_if(receives_.begin(), receives_.end(), [&](const pending_receive& op) { return op.id == id; });
   if (r != receives_.end()) {
     // A receive that already took part of a fragmented message leaves the rest to be discarded.
     if (r->started) discarding_ = true;
     if (r->view) {
-      out_.push_back(view_done{id, cancelled(), {}, {}, {}, false});
+      complete(view_done{id, cancelled(), {}, {}, {}, false});
     } else {
-      out_.push_back(receive_done{id, cancelled(), 0});
+      complete(receive_done{id, cancelled(), 0});
     }
     receives_.erase(r);
     deliver();
@@ -114,17 +114,15 @@ void channel_core::cancel(std::uint64_t id) {
   }
   auto s = std::find_if(sends_.begin(), sends_.end(), [&](const pending_send& op) { return op.id == id; });
   if (s != sends_.end() && tx_.cancel(id)) {
-    out_.push_back(send_done{id, cancelled(), 0, std::move(s->message)});
+    complete(send_done{id, cancelled(), 0, std::move(s->message)});
     sends_.erase(s);
   }
 }
 
 bool channel_core::next_batch(std::vector<action>& batch) {
   batch.clear();
-  if (out_.empty() && std::exchange(delivery_paused_, false)) {
-    deliver();
-    end_of_input();
-  }
+  if (out_.empty() && finished_.empty() && std::exchange(delivery_paused_, false)) deliver();
+  end_of_input();
   if (out_.empty()) return false;
   batch.swap(out_);
   return true;
@@ -245,7 +243,7 @@ void channel_core::fail(std::error_code ec) {
   rx_.fail(ec, rx_ev);
   take(rx_ev);
   if (close_id_) {
-    out_.push_back(close_done{*close_id_, ec});
+    complete(close_done{*close_id_, ec});
     close_id_.reset();
   }
   if (!detached_) {

@@ -79,6 +79,11 @@ class channel_core {
   /// hands its work out in steps when their order across steps matters (a credit goes back to
   /// the peer before the next fragment is copied out, so the peer can write meanwhile).
   bool next_batch(std::vector<action>& batch);
+  /// Whether next_batch() would hand out anything now: a driver that just carried out a batch
+  /// asks this before it asks for the next.
+  bool has_output() const noexcept {
+    return !out_.empty() || !finished_.empty() || delivery_paused_ || (doorbell_due_ && may_write());
+  }
   /// Hands back the range list of a send_done once it is carried out, so that the next send
   /// reuses it instead of allocating (optional: dropping it is correct too).
   void recycle(std::unique_ptr<detail::gather> ranges);
@@ -122,6 +127,11 @@ class channel_core {
   void place_frame(const frame_write& w);
   void place_control(std::size_t offset, std::span<const std::byte> bytes);
   void report_retier(const retier_event& r, clock_time now);
+  /// Queues an operation's completion; completions go out after the input's writes and doorbell.
+  template <class Done>
+  void complete(Done&& done) {
+    finished_.emplace_back(std::in_place_type<std::decay_t<Done>>, std::forward<Done>(done));
+  }
   void end_of_input();
   void fail(std::error_code ec);
   void send_finished(const send_completion& c);
@@ -141,6 +151,7 @@ class channel_core {
   sender_events tx_events_;
   receiver_events rx_events_;
   std::vector<action> out_;
+  std::vector<action> finished_;
   fifo<pending_send> sends_;
   std::vector<std::unique_ptr<detail::gather>> spare_ranges_;
   fifo<pending_receive> receives_;

@@ -60,7 +60,7 @@ void channel_core::take(const sender_events& ev, clock_time now) {
   if (ev.closed) {
     close_result_ = *ev.closed;
     if (close_id_) {
-      out_.push_back(close_done{*close_id_, *ev.closed});
+      complete(close_done{*close_id_, *ev.closed});
       close_id_.reset();
     }
   }
@@ -129,7 +129,7 @@ void channel_core::send_finished(const send_completion& c) {
     ++counters_.messages_sent;
     counters_.bytes_sent += c.bytes;
   }
-  out_.push_back(send_done{c.id, c.ec, c.ec ? 0 : c.bytes, std::move(it->message)});
+  complete(send_done{c.id, c.ec, c.ec ? 0 : c.bytes, std::move(it->message)});
   if (it == sends_.begin()) {
     sends_.pop_front();
   } else {
@@ -148,8 +148,13 @@ void channel_core::report_retier(const retier_event& r, clock_time now) {
 }
 
 void channel_core::end_of_input() {
-  // One doorbell announces everything this input wrote, and comes after all of it.
+  // One doorbell announces everything this input wrote, and comes after all of it. The
+  // completions come after the doorbell: the peer can start on the frames while the driver
+  // hands the handlers over (a ping-pong's reply waits for nothing else).
   if (std::exchange(doorbell_due_, false) && may_write()) out_.emplace_back(std::in_place_type<ring_doorbell>);
+  if (finished_.empty()) return;
+  for (auto& done : finished_) out_.push_back(std::move(done));
+  finished_.clear();
 }
 
 }  // namespace bellows::proto

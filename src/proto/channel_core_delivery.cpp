@@ -47,15 +47,16 @@ void channel_core::deliver() {
 void channel_core::release_front() {
   const frame_token token = ready_.front().token;
   ready_.pop_front();
-  receiver_events ev;
-  rx_.release(token, ev);
-  take(ev);
+  // Delivery never runs inside take(), so the poll's event list is free to reuse.
+  rx_events_.clear();
+  rx_.release(token, rx_events_);
+  take(rx_events_);
 }
 
 void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
   pending_receive& op = receives_.front();
   if (op.view) {
-    out_.push_back(view_done{op.id, ec, {}, {}, {}, false});
+    complete(view_done{op.id, ec, {}, {}, {}, false});
   } else {
     if (!ec) {
       ++counters_.messages_received;
@@ -63,7 +64,7 @@ void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
     }
     // A discarded message still tells its size: the caller learns what buffer it needed.
     const bool sized = !ec || ec == error::message_size;
-    out_.push_back(receive_done{op.id, ec, sized ? length : 0});
+    complete(receive_done{op.id, ec, sized ? length : 0});
   }
   receives_.pop_front();
 }
@@ -85,7 +86,7 @@ bool channel_core::deliver_front() {
       ready_.pop_front();
       ++counters_.messages_received;
       counters_.bytes_received += f.payload.size();
-      out_.push_back(view_done{op.id, {}, f.token, f.payload, {}, true});
+      complete(view_done{op.id, {}, f.token, f.payload, {}, true});
       receives_.pop_front();
       return true;
     }
@@ -119,7 +120,7 @@ bool channel_core::deliver_front() {
   if (op.view) {
     ++counters_.messages_received;
     counters_.bytes_received += op.filled;
-    out_.push_back(view_done{op.id, {}, {}, {}, std::move(op.assembled), false});
+    complete(view_done{op.id, {}, {}, {}, std::move(op.assembled), false});
     receives_.pop_front();
   } else {
     finish_front({}, op.filled);

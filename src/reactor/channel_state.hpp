@@ -110,6 +110,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   /// run(), then tells the reactor whether to watch the channel and when its timer is due: for
   /// inputs that may change what the sender waits for (a receive or a release cannot).
   void run_and_rearm();
+  void carry_out_any(proto::action& a);
   void carry_out(const proto::place& a);
   void carry_out(const proto::ring_doorbell& a);
   void carry_out(const proto::provision& a);

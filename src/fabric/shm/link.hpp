@@ -99,6 +99,8 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
+                              std::span<const std::byte> trailer) override;
   std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
                                   fabric::file_piece piece) override;
   void ring_doorbell(std::uint32_t peer_channel) override;

@@ -81,6 +81,16 @@ std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces piec
   return {};
 }
 
+std::error_code link::write_frame(fabric::remote_address dst, fabric::byte_pieces body,
+                                  fabric::remote_address trailer_dst, std::span<const std::byte> trailer) {
+  // The trailer goes first: the body's first word, stored last with release, publishes both,
+  // and the peer reads a trailer only behind a header it has seen.
+  auto tail = peer_bytes(trailer_dst, trailer.size());
+  if (!tail) return tail.failure();
+  std::memcpy(*tail, trailer.data(), trailer.size());
+  return link::write(dst, body);
+}
+
 std::error_code link::write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
                                       fabric::file_piece piece) {
   if (prefix.size() < 8) return provider::write_from_file(dst, prefix, piece);
