@@ -12,12 +12,13 @@
 #include <asio/io_context.hpp>
 #include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
-#include <asio/use_future.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include <future>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
@@ -120,14 +121,18 @@ TEST_CASE("A default-constructed channel completes an operation with channel_clo
   CHECK(!never_opened.is_open());
   CHECK(!never_opened.get_executor());
   std::byte buffer[8] = {};
-  auto sent = never_opened.async_send(asio::buffer(buffer), asio::use_future);
+  // The error comes back as a value, not as use_future's exception: an exception_ptr's count
+  // lives in libstdc++, which ThreadSanitizer does not see, so the system executor's thread
+  // freeing the exception after this thread had read it was reported as a race.
+  auto result = std::make_shared<std::promise<std::pair<std::error_code, std::size_t>>>();
+  auto sent = result->get_future();
+  never_opened.async_send(asio::buffer(buffer), [result](std::error_code ec, std::size_t bytes) {
+    result->set_value({ec, bytes});
+  });
   REQUIRE(sent.wait_for(5s) == std::future_status::ready);
-  try {
-    sent.get();
-    FAIL("the send on a channel that was never opened succeeded");
-  } catch (const std::system_error& e) {
-    CHECK(e.code() == bellows::error::channel_closed);
-  }
+  const auto [ec, bytes] = sent.get();
+  CHECK(ec == bellows::error::channel_closed);
+  CHECK(bytes == 0);
 }
 
 TEST_CASE("A moved-from or closed acceptor keeps its executor; an accept completes with channel_closed",
