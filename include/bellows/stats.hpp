@@ -22,6 +22,10 @@ struct channel_stats {
   std::uint64_t bytes_sent = 0;
   std::uint64_t messages_received = 0;
   std::uint64_t bytes_received = 0;
+  /// Doorbells this side rang for the peer, and those it skipped because the peer's reactor
+  /// said it polls the channel on every round anyway (shm only).
+  std::uint64_t doorbells_rung = 0;
+  std::uint64_t doorbells_skipped = 0;
 };
 
 struct context_stats {

@@ -32,6 +32,13 @@ struct remote_address {
 
 using byte_pieces = std::span<const std::span<const std::byte>>;
 
+/// Where the peer says whether it polls a channel on every round, whether rung or not:
+/// `*word & mask`, in our memory, written by the peer.
+struct polled_hint {
+  const std::uint64_t* word = nullptr;
+  std::uint64_t mask = 0;
+};
+
 class provider {
  public:
   virtual ~provider() = default;
@@ -60,6 +67,18 @@ class provider {
   virtual std::error_code write_from_file(remote_address dst, std::span<const std::byte> prefix, file_piece piece);
   /// Tells the peer's reactor that channel `peer_channel` has something to look at.
   virtual void ring_doorbell(std::uint32_t peer_channel) = 0;
+  /// ring_doorbell(), skipped when `hint` says the peer polls the channel anyway; true if rung.
+  /// Only a provider that may_skip_doorbells() skips: it must read the hint after this side's
+  /// writes are visible to the peer, so that a peer which clears the hint and then looks once
+  /// more either finds those writes or was seen to have cleared it. This one always rings.
+  virtual bool ring_doorbell_unless_polled(std::uint32_t peer_channel, polled_hint hint) {
+    (void)hint;
+    ring_doorbell(peer_channel);
+    return true;
+  }
+  /// Whether polling a channel on every round can spare the peer its doorbells: only then is a
+  /// reactor's polling worth announcing.
+  virtual bool may_skip_doorbells() const { return false; }
   /// Bytes currently registered by this side.
   virtual std::size_t registered_bytes() const = 0;
 

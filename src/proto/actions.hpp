@@ -43,8 +43,14 @@ struct place {
   std::span<const std::byte> trailer() const noexcept { return trailer_bytes; }
 };
 
-/// Tell the peer's reactor that this channel has something for it.
-struct ring_doorbell {};
+/// Tell the peer's reactor that this channel has something for it, unless `*peer_polls & mask`:
+/// the peer said it polls the channel on every round. A driver may skip the doorbell only if
+/// it can make that check after the writes it announces are visible to the peer (shm), since
+/// the peer clears the flag, then looks once more before it stops polling.
+struct ring_doorbell {
+  const std::uint64_t* peer_polls = nullptr;  ///< in our memory, written by the peer
+  std::uint64_t mask = 0;
+};
 
 /// Register a zeroed ring of `bytes` for the peer and answer with channel_core::provisioned.
 struct provision {

@@ -201,6 +201,14 @@ void channel_core::set_pressure(bool on) {
   end_of_input();
 }
 
+void channel_core::set_polled(bool on) {
+  if (failed_) return;
+  receiver_events ev;
+  rx_.set_polled(on, ev);
+  take(ev);
+  end_of_input();
+}
+
 void channel_core::peer_detached(clock_time now) {
   settle(now);
   fail(make_error_code(error::connection_reset));

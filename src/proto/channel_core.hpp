@@ -66,6 +66,9 @@ class channel_core {
   void provisioned(const provision_request& request, std::optional<local_ring> ring, bool under_pressure);
   /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
   void set_pressure(bool on);
+  /// Tells the peer whether the driver polls this channel on every round, whether or not it is
+  /// rung: while it does, the peer's doorbells for it may be skipped (see ring_doorbell).
+  void set_polled(bool on);
   /// The peer detached the channel: take what it wrote, write nothing more, tell it we let go
   /// too, and fail with connection_reset.
   void peer_detached(clock_time now);

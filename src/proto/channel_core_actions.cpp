@@ -151,7 +151,10 @@ void channel_core::end_of_input() {
   // One doorbell announces everything this input wrote, and comes after all of it. The
   // completions come after the doorbell: the peer can start on the frames while the driver
   // hands the handlers over (a ping-pong's reply waits for nothing else).
-  if (std::exchange(doorbell_due_, false) && may_write()) out_.emplace_back(std::in_place_type<ring_doorbell>);
+  if (std::exchange(doorbell_due_, false) && may_write()) {
+    const auto* flags = reinterpret_cast<const std::uint64_t*>(setup_.control + control_block::flags_offset);
+    out_.emplace_back(ring_doorbell{flags, control_block::polled_flag});
+  }
   if (finished_.empty()) return;
   for (auto& done : finished_) out_.push_back(std::move(done));
   finished_.clear();

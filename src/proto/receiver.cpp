@@ -226,8 +226,19 @@ void receiver::provisioned(std::uint64_t request_id, std::optional<local_ring> r
 void receiver::set_pressure(bool on, receiver_events& out) {
   if (on == pressure_ || failed_) return;
   pressure_ = on;
-  out.flags_word = on ? control_block::pressure_flag : 0;
+  out.flags_word = current_flags();
   out.ring_doorbell = true;
+}
+
+void receiver::set_polled(bool on, receiver_events& out) {
+  if (on == polled_ || failed_) return;
+  polled_ = on;
+  // No doorbell: the peer reads this word when it is about to ring one, not when rung.
+  out.flags_word = current_flags();
+}
+
+std::uint64_t receiver::current_flags() const noexcept {
+  return (pressure_ ? control_block::pressure_flag : 0) | (polled_ ? control_block::polled_flag : 0);
 }
 
 }  // namespace bellows::proto

@@ -75,6 +75,9 @@ class receiver {
   void provisioned(std::uint64_t request_id, std::optional<local_ring> ring, receiver_events& out);
   /// Asks the peer to shrink back (our budget is short) or lifts that request.
   void set_pressure(bool on, receiver_events& out);
+  /// Tells the peer that our reactor polls this channel on every round (a doorbell for it may
+  /// be skipped), or that it no longer does.
+  void set_polled(bool on, receiver_events& out);
   void fail(std::error_code ec, receiver_events& out);
 
   std::uint32_t tier() const noexcept { return current_.ring.tier; }
@@ -112,6 +115,7 @@ class receiver {
   std::uint64_t hold(std::uint16_t slots, bool released);
   void advance_consumed(ring_state& ring);
   void report_credit(receiver_events& out);
+  std::uint64_t current_flags() const noexcept;
   void violation(receiver_events& out);
 
   direction_options options_;
@@ -132,6 +136,7 @@ class receiver {
   std::uint64_t message_received_ = 0;
   bool closed_ = false;
   bool pressure_ = false;
+  bool polled_ = false;
   std::uint64_t heads_without_tail_ = 0;
   std::error_code failed_;
 };

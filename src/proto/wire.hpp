@@ -96,7 +96,10 @@ inline constexpr std::size_t flags_offset = 8;
 inline constexpr std::size_t ack_offset = 64;
 inline constexpr std::size_t size = 128;
 inline constexpr std::uint64_t pressure_flag = 1;
-inline constexpr std::uint64_t known_flags = pressure_flag;
+/// The writer of this word polls the channel on every round of its reactor, so a doorbell for
+/// the channel may be skipped where the provider can order the check after the frame (shm).
+inline constexpr std::uint64_t polled_flag = 2;
+inline constexpr std::uint64_t known_flags = pressure_flag | polled_flag;
 }  // namespace control_block
 
 /// credit word = (ring epoch << 48) | slots consumed on that ring, cumulative.

@@ -188,9 +188,25 @@ void channel_state::on_link_failed(std::error_code ec) {
   run_and_rearm();
 }
 
-void channel_state::poll(proto::clock_time t) {
+bool channel_state::poll(proto::clock_time t) {
   core_.poll(t);
+  const bool found = core_.has_output();
   run_and_rearm();
+  return found;
+}
+
+bool channel_state::may_be_polled() const { return link_->may_skip_doorbells() && core_.is_open(); }
+
+void channel_state::set_polled(bool on) {
+  core_.set_polled(on);
+  run();
+}
+
+channel_stats channel_state::stats() const {
+  auto s = core_.stats();
+  s.doorbells_rung = doorbells_rung_;
+  s.doorbells_skipped = doorbells_skipped_;
+  return s;
 }
 
 void channel_state::shutdown() {
@@ -220,7 +236,7 @@ void channel_state::carry_out_any(proto::action& a) {
   // whose target changes with every action of a batch (a guess at the cost, not a measurement:
   // the probes could not separate it from the rest of run()).
   if (auto* place = std::get_if<proto::place>(&a)) return carry_out(*place);
-  if (std::holds_alternative<proto::ring_doorbell>(a)) return carry_out(proto::ring_doorbell{});
+  if (auto* doorbell = std::get_if<proto::ring_doorbell>(&a)) return carry_out(*doorbell);
   if (auto* sent = std::get_if<proto::send_done>(&a)) return carry_out(*sent);
   if (auto* received = std::get_if<proto::receive_done>(&a)) return carry_out(*received);
   std::visit([this](auto& each) { carry_out(each); }, a);
@@ -254,8 +270,13 @@ void channel_state::carry_out(const proto::place& a) {
   }
 }
 
-void channel_state::carry_out(const proto::ring_doorbell&) {
-  if (!write_error_) link_->ring_doorbell(setup_.peer_id);
+void channel_state::carry_out(const proto::ring_doorbell& a) {
+  if (write_error_) return;
+  if (link_->ring_doorbell_unless_polled(setup_.peer_id, {a.peer_polls, a.mask})) {
+    ++doorbells_rung_;
+  } else {
+    ++doorbells_skipped_;
+  }
 }
 
 void channel_state::carry_out(const proto::provision& a) {
@@ -327,67 +348,6 @@ void channel_state::after_run() {
   reactor_.watch(this, core_.wants_watching());
   deadline_ = core_.next_deadline();
   if (deadline_) reactor_.deadline_at(*deadline_);
-}
-
-// ---- entry points of the public templates ----
-
-endpoint remote_endpoint_of(const channel_state& s) {
-  auto held = s.hold();
-  return s.remote_endpoint();
-}
-
-channel access::make_channel(std::shared_ptr<channel_state> state) noexcept { return channel(std::move(state)); }
-message_view access::make_view(std::shared_ptr<channel_state> owner, frame_ref frame,
-                               std::span<const std::byte> bytes) noexcept {
-  return message_view(std::move(owner), frame, bytes);
-}
-message_view access::make_view(std::vector<std::byte> assembled) noexcept { return message_view(std::move(assembled)); }
-
-asio::any_io_executor executor_of(const channel_state& s) noexcept { return s.executor(); }
-std::uint64_t next_operation_id(channel_state& s) noexcept { return s.next_id(); }
-void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done) {
-  auto held = s.hold();
-  s.start_send(id, std::move(message), std::move(done));
-}
-void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done) {
-  auto held = s.hold();
-  s.start_receive(id, std::move(into), std::move(done));
-}
-void start_receive_view(channel_state& s, std::uint64_t id, view_completion done) {
-  auto held = s.hold();
-  s.start_receive_view(id, std::move(done));
-}
-void start_close(channel_state& s, std::uint64_t id, close_completion done) {
-  auto held = s.hold();
-  s.start_close(id, std::move(done));
-}
-void cancel(channel_state& s, std::uint64_t id) noexcept {
-  auto held = s.hold();
-  s.cancel(id);
-}
-void cancel_all(channel_state& s) noexcept {
-  auto held = s.hold();
-  s.cancel_all();
-}
-send_status try_send(channel_state& s, const gather& message, std::error_code& ec) {
-  auto held = s.hold();
-  return s.try_send(message, ec);
-}
-void abort(channel_state& s) noexcept {
-  auto held = s.hold();
-  s.abort();
-}
-bool is_open(const channel_state& s) noexcept {
-  auto held = s.hold();
-  return s.is_open();
-}
-channel_stats stats_of(const channel_state& s) {
-  auto held = s.hold();
-  return s.stats();
-}
-void release_frame(channel_state& s, frame_ref frame) noexcept {
-  auto held = s.hold();
-  s.release(frame);
 }
 
 }  // namespace bellows::detail

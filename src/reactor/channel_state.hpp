@@ -80,15 +80,22 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   send_status try_send(const gather& message, std::error_code& ec);
   void abort();
   bool is_open() const noexcept { return core_.is_open(); }
-  channel_stats stats() const { return core_.stats(); }
+  channel_stats stats() const;
   void release(frame_ref frame);
 
   // Reactor side.
   void set_pressure(bool on);
   /// Reads the control block and the ring; `now` may be a time the reactor read for a whole pass.
-  void poll(proto::clock_time now = std::chrono::steady_clock::now().time_since_epoch());
+  /// True if that found anything to act on.
+  bool poll(proto::clock_time now = std::chrono::steady_clock::now().time_since_epoch());
+  /// Whether the peer would skip its doorbells for this channel while the reactor polls it on
+  /// every round (the provider allows it and the channel is open).
+  bool may_be_polled() const;
+  /// Tells the peer that the reactor polls the channel on every round, or no longer does.
+  void set_polled(bool on);
   bool in_active = false;
   bool watched = false;
+  bool polled = false;
   void shutdown();
   bellows::endpoint remote_endpoint() const { return link_->peer_endpoint(); }
   /// When the core next has something due without any input; announced to the reactor.
@@ -148,6 +155,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   // Set while the io_context shuts down; read without the lock by hold(), hence atomic.
   std::atomic<bool> reactor_gone_ = false;
   std::uint64_t last_op_id_ = 0;
+  std::uint64_t doorbells_rung_ = 0;
+  std::uint64_t doorbells_skipped_ = 0;
   std::optional<proto::clock_time> deadline_;
   std::function<void(const tier_event&)> on_tier_event_;
 };

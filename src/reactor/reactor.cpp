@@ -112,6 +112,7 @@ void reactor::remove_channel(channel_state* ch) {
   if (ch->in_active) forget(active_);
   forget(polling_now_);
   if (ch->watched) forget(watched_);
+  if (ch->polled) forget(polled_);
 }
 
 void reactor::activate(channel_state* ch) {

@@ -9,6 +9,12 @@
 // reach it through two seams only: the pollers it polls and the connectors it finds by URI
 // scheme (fabric/poller.hpp, fabric/connector.hpp); it names none of them.
 //
+// A channel that a doorbell found busy is polled on every round from then on (a few at most),
+// and its peer is told so through the channel's flags word: a provider that can order that
+// check after its writes (shm) then skips the doorbell, the cache line it costs both cores and
+// the owner's look at the doorbell ring. Before it sleeps or goes idle the reactor clears those
+// flags, fences, and polls the channels once more, so a doorbell skipped just before is not lost.
+//
 // Threads: the io_context may run on any number of threads. The reactor, its channels and
 // acceptors, and the providers' links are guarded by one lock (hold(), reactor_lock.hpp); the
 // application's calls take it, and the reactor's own handlers and the providers' run on
@@ -92,6 +98,9 @@ class reactor final : public asio::execution_context::service {
   void activate(channel_state* ch);
   /// Polls the channel on every pass while it waits for an ack or for credit.
   void watch(channel_state* ch, bool on);
+  /// At most this many channels are polled on every round for their peers' sake (so that the
+  /// peers skip their doorbells): the busiest few, not every channel of a server.
+  static constexpr std::size_t max_polled_channels = 4;
 
   /// False once the io_context shuts down; completions must then be posted.
   bool takes_completions() const noexcept { return !shut_down_; }
@@ -136,6 +145,13 @@ class reactor final : public asio::execution_context::service {
   std::chrono::steady_clock::time_point read_clock();
   std::chrono::steady_clock::time_point last_clock_reading() const;
   void sleep();
+  /// A channel that a doorbell just found busy is polled on every round from now on, and its
+  /// peer told so, while there is room among the polled channels.
+  void poll_every_round(channel_state* ch);
+  /// Tells the peers of the polled channels to ring again, then looks at those channels once
+  /// more in a pass scheduled now; false if none was polled. Called before the reactor stops
+  /// polling (sleep, idle).
+  bool stop_polling_every_round();
   void wake_from_idle();
   void go_idle();
   void watch_while_idle();
@@ -191,6 +207,7 @@ class reactor final : public asio::execution_context::service {
   std::vector<channel_state*> active_;
   std::vector<channel_state*> polling_now_;
   std::vector<channel_state*> watched_;
+  std::vector<channel_state*> polled_;
   std::function<void(proto::step)> step_observer_;
   std::vector<int> idle_descriptors_;
   // Last member: its thread posts into this reactor, so it stops before anything else goes.

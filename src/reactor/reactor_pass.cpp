@@ -9,6 +9,7 @@
 #include <asio/post.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <utility>
 
 namespace bellows::detail {
@@ -35,15 +36,43 @@ std::size_t reactor::poll_round() {
   for (std::size_t i = 0; i < polling_now_.size(); ++i) {
     if (channel_state* ch = polling_now_[i]) {
       ch->in_active = false;
-      ch->poll(pass_time_);
+      if (ch->poll(pass_time_) && !ch->polled) poll_every_round(ch);
       ++work;
     }
   }
   polling_now_.clear();
+  // Their peers ring no doorbell for them: what the poll finds is the round's work.
+  for (std::size_t i = 0; i < polled_.size(); ++i)
+    if (channel_state* ch = polled_[i]) work += ch->poll(pass_time_) ? 1 : 0;
+  std::erase(polled_, nullptr);
   for (std::size_t i = 0; i < watched_.size(); ++i)
-    if (channel_state* ch = watched_[i]) ch->poll(pass_time_);
+    if (channel_state* ch = watched_[i]; ch != nullptr && !ch->polled) ch->poll(pass_time_);
   std::erase(watched_, nullptr);
   return work;
+}
+
+void reactor::poll_every_round(channel_state* ch) {
+  if (polled_.size() >= max_polled_channels || !ch->may_be_polled()) return;
+  ch->polled = true;
+  polled_.push_back(ch);
+  ch->set_polled(true);
+}
+
+bool reactor::stop_polling_every_round() {
+  std::erase(polled_, nullptr);
+  if (polled_.empty()) return false;
+  for (auto* ch : polled_) {
+    ch->polled = false;
+    ch->set_polled(false);
+  }
+  // Pairs with the fence a peer's provider makes between its writes and reading the flag (see
+  // fabric::provider::ring_doorbell_unless_polled): a peer that still saw the flag set skipped
+  // its doorbell, and then the poll below, which comes after the flag's clearing, finds what
+  // that doorbell would have announced.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (auto* ch : polled_) activate(ch);
+  polled_.clear();
+  return true;
 }
 
 std::chrono::steady_clock::time_point reactor::read_clock() {
@@ -121,12 +150,14 @@ void reactor::pass() {
   if (!deferred_.empty() || !active_.empty() || now - last_work_ < spin_budget()) return schedule_pass();
   // Closing connections may still wait for their last writes to complete before they let go.
   if (ops_ == 0 && !pollers_busy()) {
+    if (stop_polling_every_round()) return;
     for (std::size_t i = 0; i < pollers_.size(); ++i) pollers_[i]->last_look();
     // What it found may have started or finished something; the next pass decides again.
     if (ops_ != 0 || !deferred_.empty() || !active_.empty()) return schedule_pass();
     return go_idle();
   }
   if (polling_) return schedule_pass();
+  if (stop_polling_every_round()) return;
   sleep();
 }
 

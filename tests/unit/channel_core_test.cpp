@@ -155,6 +155,55 @@ TEST_CASE("core: a message is placed body then trailer, the doorbell rung, then 
   CHECK(c.cores[0]->stats().messages_sent == 1);
 }
 
+TEST_CASE("core: a side polled on every round says so in the peer's flags word, without a doorbell", "[core]") {
+  pair_of_cores c;
+  const auto flags_of = [&](int side) {
+    return get<std::uint64_t>(c.control[side].data() + control_block::flags_offset);
+  };
+  c.cores[1]->set_polled(true);
+  CHECK(names(c.run(1)) == "place8");
+  CHECK(flags_of(0) == control_block::polled_flag);
+
+  // Side 0's doorbells carry where side 1 said it, for the driver to read after its writes.
+  const auto message = test::random_bytes(8, 3);
+  c.cores[0]->send(1, pair_of_cores::ranges(message), clock_time{});
+  const auto sent = c.run(0);
+  REQUIRE(names(sent) == "place16+t doorbell send_done");
+  const auto& doorbell = std::get<ring_doorbell>(sent[1]);
+  CHECK(doorbell.peer_polls ==
+        reinterpret_cast<const std::uint64_t*>(c.control[0].data() + control_block::flags_offset));
+  CHECK(doorbell.mask == control_block::polled_flag);
+
+  // Pressure and polling share the word; lifting one keeps the other. (Pressure asks for a
+  // shrink, so side 1 needs a ring above the first tier.)
+  const auto large = test::random_bytes(20'000, 2);
+  c.cores[0]->send(2, pair_of_cores::ranges(large), clock_time{});
+  c.run(0);
+  for (int round = 0; round < 2; ++round) {
+    c.cores[1]->poll(clock_time{});
+    c.run(1);
+    c.cores[0]->poll(clock_time{});
+    c.run(0);
+  }
+  REQUIRE(c.cores[1]->stats().receive_tier == 1);
+  CHECK(flags_of(0) == control_block::polled_flag);
+  c.cores[1]->set_pressure(true);
+  c.run(1);
+  CHECK(flags_of(0) == (control_block::polled_flag | control_block::pressure_flag));
+  c.cores[1]->set_polled(false);
+  CHECK(names(c.run(1)) == "place8");
+  CHECK(flags_of(0) == control_block::pressure_flag);
+  c.cores[1]->set_polled(false);
+  CHECK(c.run(1).empty());  // nothing changed, nothing written
+
+  // A failed side writes nothing more, this word included.
+  c.cores[1]->abort();
+  c.run(1);
+  c.cores[1]->set_polled(true);
+  CHECK(c.run(1).empty());
+  CHECK(flags_of(0) == control_block::pressure_flag);
+}
+
 TEST_CASE("core: an enlargement names its steps, and the ack's tail is written after its head", "[core]") {
   pair_of_cores c;
   const auto message = test::random_bytes(20'000, 2);  // needs tier 1

@@ -104,6 +104,8 @@ class link final : public fabric::link, public fabric::poller, public std::enabl
   std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
                                   fabric::file_piece piece) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
+  bool ring_doorbell_unless_polled(std::uint32_t peer_channel, fabric::polled_hint hint) override;
+  bool may_skip_doorbells() const override { return true; }
   std::size_t registered_bytes() const override { return arena_.registered_bytes(); }
 
  private:

@@ -107,6 +107,16 @@ std::error_code link::write_from_file(fabric::remote_address dst, std::span<cons
   return {};
 }
 
+bool link::ring_doorbell_unless_polled(std::uint32_t peer_channel, fabric::polled_hint hint) {
+  // Pairs with the peer's fence between clearing the hint and its last poll of the channel
+  // (reactor::stop_polling_channels): our frames are visible to it before we read the hint,
+  // so either we see it cleared and ring, or its last poll finds the frames.
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (hint.word != nullptr && (__atomic_load_n(hint.word, __ATOMIC_RELAXED) & hint.mask) != 0) return false;
+  ring_doorbell(peer_channel);
+  return true;
+}
+
 void link::ring_doorbell(std::uint32_t peer_channel) {
   if (state_ != state::ready) return;
   if (doorbell::push(peer_.base(), peer_channel, peer_doorbells_)) {
