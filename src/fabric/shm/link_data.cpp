@@ -109,7 +109,7 @@ std::error_code link::write_from_file(fabric::remote_address dst, std::span<cons
 
 bool link::ring_doorbell_unless_polled(std::uint32_t peer_channel, fabric::polled_hint hint) {
   // Pairs with the peer's fence between clearing the hint and its last poll of the channel
-  // (reactor::stop_polling_channels): our frames are visible to it before we read the hint,
+  // (reactor::stop_polling_every_round): our frames are visible to it before we read the hint,
   // so either we see it cleared and ring, or its last poll finds the frames.
   __atomic_thread_fence(__ATOMIC_SEQ_CST);
   if (hint.word != nullptr && (__atomic_load_n(hint.word, __ATOMIC_RELAXED) & hint.mask) != 0) return false;
