@@ -1,7 +1,7 @@
 // The yardstick a user would write without bellows: Asio C++20 coroutines over a Unix stream
 // socket or TCP loopback, each message framed by an 8-byte length. Same modes, sizes and
-// output as bellows-perf (lat: half round trip; bw: streaming, then a one-byte answer).
-//   asio-baseline [--transport unix|tcp] [-t lat,bw] [-s SIZES] [-n ITERATIONS] [--cpus A,B|none] [--json]
+// output as bellows-perf (lat: half round trip; bw: streaming, then a one-byte answer). The
+// options are in `usage` below, which --help prints.
 
 #include "perf/command_line.hpp"
 #include "perf/process.hpp"
@@ -184,11 +184,24 @@ int run(const settings& s, typename Protocol::endpoint where) {
 
 }  // namespace
 
+constexpr const char* usage =
+    R"(usage: asio-baseline [--transport unix|tcp] [-t lat,bw] [-s SIZES] [-n ITERATIONS] [--cpus A,B|none] [--json]
+  --transport  a Unix stream socket (default) or TCP over loopback
+  -t           lat (ping-pong, half round trip) and/or bw (streaming); default both
+  -s           comma-separated bytes, 1 B to 4 MiB, with K or M suffixes: 8,64K,1M
+  --cpus       the CPUs the measuring process and its forked peer are pinned to (default 0,1)
+  --json       one JSON object per figure, as bellows-perf prints them
+)";
+
 int main(int argc, char** argv) {
   settings s;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string flag = argv[i];
+      if (flag == "--help" || flag == "-h") {
+        std::fputs(usage, stdout);
+        return 0;
+      }
       if (flag == "--json") {
         s.json = true;
         continue;
@@ -198,7 +211,10 @@ int main(int argc, char** argv) {
       if (flag == "--transport")
         s.transport = value;
       else if (flag == "-t")
-        s.modes = perf::parse_list<std::string>(value, [](const std::string& m) { return m; });
+        s.modes = perf::parse_list<std::string>(value, [](const std::string& m) {
+          if (m != "lat" && m != "bw") throw std::invalid_argument("unknown mode " + m);
+          return m;
+        });
       else if (flag == "-s")
         s.sizes = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
       else if (flag == "-n")
@@ -222,7 +238,7 @@ int main(int argc, char** argv) {
     }
     throw std::invalid_argument("--transport is unix or tcp");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "asio-baseline: %s\n", e.what());
+    std::fprintf(stderr, "asio-baseline: %s\n%s", e.what(), usage);
     return 2;
   }
 }

@@ -14,7 +14,15 @@ namespace perf {
 /// "64", "64K", "1M", "1G" (powers of 1024).
 inline std::uint64_t parse_quantity(const std::string& text) {
   std::size_t used = 0;
-  const std::uint64_t value = std::stoull(text, &used);
+  std::uint64_t value = 0;
+  // stoull takes "-1" for the largest value.
+  if (text.empty() || text.front() < '0' || text.front() > '9')
+    throw std::invalid_argument("bad quantity '" + text + "'");
+  try {
+    value = std::stoull(text, &used);
+  } catch (const std::logic_error&) {  // stoull's own message names only itself
+    throw std::invalid_argument("bad quantity '" + text + "'");
+  }
   const std::string suffix = text.substr(used);
   if (suffix.empty()) return value;
   if (suffix == "K" || suffix == "k") return value << 10;

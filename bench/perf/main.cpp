@@ -1,18 +1,8 @@
 // bellows-perf: latency, bandwidth, message rate, enlargement time and the cost of many idle
 // channels, between two processes, in the manner of ucx_perftest. Prints figures, asserts
 // nothing. By default it forks its peer and talks to it over shm; across hosts, start
-// `bellows-perf --serve URI` on one and `bellows-perf --connect URI` on the other.
-//
-//   bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-//                [--active N] [--fixed-large] [--budget BYTES] [--cpus A,B|none] [--json]
-//                [--uri URI | --serve URI | --connect URI]
-//   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
-//           streaming through try_send), enlarge (first message on a fresh channel: with the
-//           handshake, fragmented, already enlarged), scale (idle channels beside active
-//           ones), herd (COUNTS fresh channels enlarge at the same moment); default lat,bw
-//   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
-//   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
-//   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
+// `bellows-perf --serve URI` on one and `bellows-perf --connect URI` on the other. The options
+// are in `usage` below, which --help prints.
 
 #include "command_line.hpp"
 #include "modes.hpp"
@@ -34,6 +24,23 @@
 
 namespace {
 
+constexpr const char* usage =
+    R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
+                    [--active N] [--fixed-large] [--budget BYTES] [--cpus A,B|none] [--json]
+                    [--uri URI | --serve URI | --connect URI]
+  MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
+          streaming through try_send), enlarge (first message on a fresh channel: with the
+          handshake, fragmented, already enlarged), scale (idle channels beside active
+          ones), herd (COUNTS fresh channels enlarge at the same moment); default lat,bw
+  SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
+  COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
+  BYTES   the peer's registered-memory budget (herd: a short one forces denials)
+  --cpus  the CPUs the measuring process and its forked peer are pinned to (default 0,1)
+  --json  one JSON object per figure, for scripts (bench/compare.sh, ab-perf)
+  --uri   where the forked peer listens (default shm://perf-PID)
+  --serve be only the peer, listening on URI; --connect: only measure, against such a peer
+)";
+
 struct command_line {
   perf::settings settings;
   std::string uri;      ///< where the forked peer listens (default shm://perf-PID)
@@ -41,6 +48,7 @@ struct command_line {
   std::string connect;  ///< only measure, against a peer listening here
   int client_cpu = 0;
   int peer_cpu = 1;
+  bool help = false;
 };
 
 command_line parse(int argc, char** argv) {
@@ -48,6 +56,10 @@ command_line parse(int argc, char** argv) {
   auto& s = c.settings;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      c.help = true;
+      continue;
+    }
     if (flag == "--json") {
       s.json = true;
       continue;
@@ -59,7 +71,11 @@ command_line parse(int argc, char** argv) {
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");
     const std::string value = argv[++i];
     if (flag == "-t") {
-      s.modes = perf::parse_list<std::string>(value, [](const std::string& m) { return m; });
+      s.modes = perf::parse_list<std::string>(value, [](const std::string& m) {
+        for (const char* known : {"lat", "bw", "rate", "enlarge", "scale", "herd"})
+          if (m == known) return m;
+        throw std::invalid_argument("unknown mode " + m);
+      });
     } else if (flag == "-s") {
       s.sizes = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
     } else if (flag == "-n") {
@@ -114,8 +130,12 @@ int main(int argc, char** argv) {
   try {
     c = parse(argc, argv);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bellows-perf: %s (see the top of bench/perf/main.cpp for usage)\n", e.what());
+    std::fprintf(stderr, "bellows-perf: %s\n%s", e.what(), usage);
     return 2;
+  }
+  if (c.help) {
+    std::fputs(usage, stdout);
+    return 0;
   }
   if (!c.serve.empty()) return perf::run_peer(c.serve, c.settings.max_message, c.settings.peer_budget, -1);
   if (!c.connect.empty()) return run_measurement(c.connect, c.settings);

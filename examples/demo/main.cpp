@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -211,9 +212,17 @@ asio::awaitable<int> sweep(std::string uri, std::size_t channels) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::size_t channels = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 1000;
-  if (channels < 1 || channels > 10000) {
-    std::fprintf(stderr, "usage: %s [channels, 1..10000]\n", argv[0]);
+  constexpr const char* usage =
+      "usage: bellows_demo [CHANNELS]\n"
+      "  CHANNELS  idle channels opened for the memory comparison at the end, 1..10000 (default 1000)\n";
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  char* end = argv[argc > 1 ? 1 : 0];
+  const std::size_t channels = argc > 1 ? std::strtoul(argv[1], &end, 10) : 1000;
+  if (argc > 2 || (argc > 1 && (end == argv[1] || *end != '\0')) || channels < 1 || channels > 10000) {
+    std::fprintf(stderr, "bellows_demo: CHANNELS is a number from 1 to 10000\n%s", usage);
     return 2;
   }
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // the child prints too; keep lines in order

@@ -34,7 +34,19 @@ asio::awaitable<int> run_client(std::string uri) {
 }
 
 int main(int argc, char** argv) {
-  const std::string uri = argc > 1 ? argv[1] : "shm://echo";
+  constexpr const char* usage =
+      "usage: bellows_echo_client [URI]\n"
+      "  URI  the echo server's: shm://NAME (default shm://echo) or rdma://HOST:PORT\n";
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (argc == 2 && (first == "--help" || first == "-h")) {
+    std::cout << usage;
+    return 0;
+  }
+  if (argc > 2 || first.starts_with("-")) {
+    std::cerr << "bellows_echo_client: unexpected argument\n" << usage;
+    return 2;
+  }
+  const std::string uri = argc > 1 ? first : "shm://echo";
   asio::io_context io;
   auto result = asio::co_spawn(io, run_client(uri), asio::use_future);
   io.run();

@@ -13,6 +13,7 @@
 #include <asio/strand.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <cstdlib>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -45,13 +46,24 @@ asio::awaitable<void> serve(bellows::acceptor& acceptor, asio::io_context& io) {
 }
 
 int main(int argc, char** argv) {
-  const std::string uri = argc > 1 ? argv[1] : "shm://echo";
-  const int threads = argc > 2 ? std::stoi(argv[2]) : 1;
-  if (threads < 1) {
-    std::cerr << "usage: bellows_echo_server [URI [THREADS]]   (THREADS >= 1)\n";
+  constexpr const char* usage =
+      "usage: bellows_echo_server [URI [THREADS]]\n"
+      "  URI      where to listen: shm://NAME (default shm://echo) or rdma://HOST:PORT\n"
+      "  THREADS  threads running the io_context, each channel on its own strand (default 1)\n";
+  const std::string first = argc > 1 ? argv[1] : "";
+  if (argc == 2 && (first == "--help" || first == "-h")) {
+    std::cout << usage;
+    return 0;
+  }
+  const std::string uri = argc > 1 ? first : "shm://echo";
+  char* end = argv[argc > 2 ? 2 : 0];
+  const long threads = argc > 2 ? std::strtol(argv[2], &end, 10) : 1;
+  if (argc > 3 || first.starts_with("-") || (argc > 2 && (end == argv[2] || *end != '\0')) || threads < 1 ||
+      threads > 1024) {
+    std::cerr << "bellows_echo_server: bad arguments\n" << usage;
     return 2;
   }
-  asio::io_context io(threads);
+  asio::io_context io(static_cast<int>(threads));
   bellows::acceptor acceptor(asio::make_strand(io), uri);
   std::cout << "echoing on " << uri << " with " << threads << " thread(s)" << std::endl;
   asio::co_spawn(acceptor.get_executor(), serve(acceptor, io), asio::detached);

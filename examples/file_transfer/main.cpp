@@ -12,9 +12,27 @@
 #include <cstring>
 #include <string>
 
+namespace {
+
+constexpr const char* usage_text =
+    "usage: bellows_file_transfer receive URI DESTINATION\n"
+    "       bellows_file_transfer send URI SOURCE [--chunk BYTES]\n"
+    "  URI          shm://NAME or rdma://HOST:PORT; the receiver listens on it, so start it first\n"
+    "  DESTINATION  written as DESTINATION.part, renamed once the checksum is verified\n"
+    "  BYTES        the size of each chunk in flight: 1 B to 64 MiB, default 256 KiB\n";
+
+static_assert(file_transfer::default_chunk == 256 * 1024 && file_transfer::largest_chunk == 64u << 20,
+              "the usage text names these");
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  const auto usage = [&] {
-    std::fprintf(stderr, "usage: %s receive URI DESTINATION | send URI SOURCE [--chunk BYTES]\n", argv[0]);
+  if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+    std::fputs(usage_text, stdout);
+    return 0;
+  }
+  const auto usage = [] {
+    std::fprintf(stderr, "bellows_file_transfer: bad arguments\n%s", usage_text);
     return 2;
   };
   if (argc < 4) return usage();
@@ -23,8 +41,8 @@ int main(int argc, char** argv) {
   if (argc == 6 && std::strcmp(argv[4], "--chunk") == 0) {
     chunk = std::strtoull(argv[5], nullptr, 10);
     if (chunk == 0 || chunk > file_transfer::largest_chunk) {
-      std::fprintf(stderr, "file_transfer: --chunk takes 1 .. %llu bytes\n",
-                   static_cast<unsigned long long>(file_transfer::largest_chunk));
+      std::fprintf(stderr, "bellows_file_transfer: --chunk takes 1 .. %llu bytes\n%s",
+                   static_cast<unsigned long long>(file_transfer::largest_chunk), usage_text);
       return 2;
     }
   } else if (argc != 4) {

@@ -29,7 +29,14 @@ double micros(clock_time t) { return static_cast<double>(t.count()) / 1000.0; }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc > 1) {
+    const bool help = argc == 2 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h");
+    std::fprintf(help ? stdout : stderr,
+                 "%susage: bellows_sim_demo\n  Walks through the protocol over the simulator; takes no arguments.\n",
+                 help ? "" : "bellows_sim_demo: takes no arguments\n");
+    return help ? 0 : 2;
+  }
   world_options options;
   options.idle_shrink_after = 2ms;
   options.faults.provision_delay_min = 20us;  // registering a ring takes a moment
