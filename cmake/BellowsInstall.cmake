@@ -16,3 +16,22 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/bellowsConfigVersio
                                  COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/bellowsConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/bellowsConfigVersion.cmake
         DESTINATION ${BELLOWS_CMAKE_DIR})
+
+# pkg-config, for Meson, autotools and plain Makefiles. The Asio macros bellows requires go into
+# Cflags, read from the target so that they cannot drift from what the library was built with.
+# liburing is public (Asio's io_uring code is compiled into the user's own translation units);
+# verbs and rdmacm are the library's own, needed at link time only when it is static.
+get_target_property(bellows_asio_defines bellows_asio INTERFACE_COMPILE_DEFINITIONS)
+list(TRANSFORM bellows_asio_defines PREPEND "-D")
+list(JOIN bellows_asio_defines " " BELLOWS_PC_DEFINES)
+if(BUILD_SHARED_LIBS)
+  set(BELLOWS_PC_REQUIRES "liburing")
+  set(BELLOWS_PC_REQUIRES_PRIVATE "Requires.private: libibverbs librdmacm")
+else()
+  set(BELLOWS_PC_REQUIRES "liburing libibverbs librdmacm")
+  set(BELLOWS_PC_REQUIRES_PRIVATE "")
+endif()
+file(RELATIVE_PATH BELLOWS_PC_TO_PREFIX "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
+string(REGEX REPLACE "/$" "" BELLOWS_PC_TO_PREFIX "${BELLOWS_PC_TO_PREFIX}")
+configure_file(cmake/bellows.pc.in ${CMAKE_CURRENT_BINARY_DIR}/bellows.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/bellows.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
