@@ -1,0 +1,31 @@
+# Programs compiled from the code blocks of a Markdown page, so that the page cannot drift from
+# the library: a block preceded by the line `<!-- program: NAME -->` becomes the executable NAME.
+
+# bellows_page_program(NAME PAGE): the ```cpp block after NAME's marker in PAGE, as NAME.
+function(bellows_page_program name page)
+  file(READ "${page}" text)
+  set(marker "<!-- program: ${name} -->")
+  string(FIND "${text}" "${marker}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "${page} has no '${marker}'")
+  endif()
+  string(SUBSTRING "${text}" ${at} -1 text)
+  set(fence "```cpp\n")
+  string(FIND "${text}" "${fence}" open)
+  if(open EQUAL -1)
+    message(FATAL_ERROR "${page}: no ```cpp block after '${marker}'")
+  endif()
+  string(LENGTH "${fence}" fence_length)
+  math(EXPR begin "${open} + ${fence_length}")
+  string(SUBSTRING "${text}" ${begin} -1 text)
+  string(FIND "${text}" "\n```" close)
+  if(close EQUAL -1)
+    message(FATAL_ERROR "${page}: the block after '${marker}' is not closed")
+  endif()
+  string(SUBSTRING "${text}" 0 ${close} code)
+  # Written only when it changed, so that an unrelated edit of the page rebuilds nothing.
+  file(CONFIGURE OUTPUT "${CMAKE_CURRENT_BINARY_DIR}/${name}.cpp" CONTENT "${code}\n" @ONLY)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${page}")
+  add_executable(${name} "${CMAKE_CURRENT_BINARY_DIR}/${name}.cpp")
+  target_link_libraries(${name} PRIVATE bellows::bellows bellows_warnings)
+endfunction()
