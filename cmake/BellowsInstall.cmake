@@ -35,3 +35,20 @@ file(RELATIVE_PATH BELLOWS_PC_TO_PREFIX "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig"
 string(REGEX REPLACE "/$" "" BELLOWS_PC_TO_PREFIX "${BELLOWS_PC_TO_PREFIX}")
 configure_file(cmake/bellows.pc.in ${CMAKE_CURRENT_BINARY_DIR}/bellows.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/bellows.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# A Debian package of the same files: `cpack -G DEB` in the build tree makes libbellows-dev.
+# Its dependencies are the -dev packages a consumer compiles and links against; versions are
+# bookworm's, the oldest this is built and tested with.
+set(CPACK_GENERATOR DEB)
+set(CPACK_PACKAGE_NAME libbellows-dev)
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "C++20 coroutine message channels over RDMA and shared memory (development files)")
+set(CPACK_PACKAGE_DESCRIPTION
+    "Channels whose receive rings start at 4 KiB per peer and grow on demand, over shm://, and rdma:// through rdma-core. Headers, static library, CMake package and pkg-config file.")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_DEBIAN_PACKAGE_MAINTAINER "bellows maintainers <maintainers@users.noreply.b-seed-ced9c760.example>")
+set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS
+    "libasio-dev (>= 1:1.22), liburing-dev (>= 2.3), libibverbs-dev (>= 44), librdmacm-dev (>= 44), pkg-config")
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+include(CPack)

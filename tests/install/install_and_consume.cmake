@@ -1,7 +1,8 @@
 # Installs the already built tree into a fresh prefix, then builds and runs the consumer twice:
 # with CMake's find_package(bellows), and with the compiler alone and `pkg-config --cflags
 # --libs bellows`, as a Makefile would. Arguments: BUILD_DIR, CONSUMER_DIR, WORK_DIR, CXX,
-# CONSUMER_FLAGS.
+# CONSUMER_FLAGS, and FROM: `install` (cmake --install) or `deb` (the Debian package cpack
+# makes, unpacked with dpkg -x into a directory of its own, its dependencies checked).
 file(REMOVE_RECURSE "${WORK_DIR}")
 function(run)
   execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
@@ -9,7 +10,23 @@ function(run)
     message(FATAL_ERROR "failed (${rc}): ${ARGN}")
   endif()
 endfunction()
-run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
+if(FROM STREQUAL "deb")
+  run(cpack -G DEB -B "${WORK_DIR}/deb" --config "${BUILD_DIR}/CPackConfig.cmake")
+  file(GLOB deb "${WORK_DIR}/deb/libbellows-dev_*.deb")
+  if(NOT deb)
+    message(FATAL_ERROR "cpack made no libbellows-dev package")
+  endif()
+  execute_process(COMMAND dpkg-deb -f "${deb}" Depends OUTPUT_VARIABLE depends RESULT_VARIABLE rc)
+  foreach(needed libasio-dev liburing-dev libibverbs-dev librdmacm-dev)
+    if(NOT rc EQUAL 0 OR NOT depends MATCHES "${needed}")
+      message(FATAL_ERROR "libbellows-dev does not depend on ${needed}: '${depends}'")
+    endif()
+  endforeach()
+  run(dpkg-deb -x "${deb}" "${WORK_DIR}/root")
+  file(CREATE_LINK "${WORK_DIR}/root/usr" "${WORK_DIR}/prefix" SYMBOLIC)
+else()
+  run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
+endif()
 run(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/build" "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix"
     "-DCMAKE_CXX_FLAGS=${CONSUMER_FLAGS}" "-DCMAKE_EXE_LINKER_FLAGS=${CONSUMER_FLAGS}")
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/build")
