@@ -25,6 +25,15 @@ $build/examples/bellows_file_transfer send rdma://192.0.2.1:7473 /tmp/ft-source 
 wait \$receiver || exit 7
 /bin/busybox cmp /tmp/ft-source /tmp/ft-copy || exit 8
 echo "file transfer over rdma: 16 MiB intact"
+$build/tools/bellows-info >/tmp/info.txt || exit 9
+/bin/busybox cat /tmp/info.txt
+/bin/busybox grep -q "rdma   rxe0 port 1: active, Ethernet (RoCE)" /tmp/info.txt || exit 10
+# Root has CAP_IPC_LOCK and no limit to warn about; an ordinary user with a small one is warned.
+/bin/busybox grep -q "^warning" /tmp/info.txt && exit 11
+echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>/etc/passwd
+/bin/busybox su -s /bin/sh -c "ulimit -l 1024; $build/tools/bellows-info" nobody >/tmp/info-low.txt || exit 12
+/bin/busybox grep -q "warning: the locked-memory limit (1.0 MiB) holds about 0 idle rdma channels" /tmp/info-low.txt || exit 13
+echo "bellows-info: rxe0 seen, the low locked-memory limit named"
 SCRIPT
 exec tests/rxe/run_in_guest.sh --timeout 300 --file "$build/examples/bellows_echo_server" \
-  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows-perf" --file "$build/examples/bellows_file_transfer" --file "$script" -- /bin/sh "$script"
+  --file "$build/examples/bellows_echo_client" --file "$build/bench/bellows-perf" --file "$build/examples/bellows_file_transfer" --file "$build/tools/bellows-info" --file "$script" -- /bin/sh "$script"
