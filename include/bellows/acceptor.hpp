@@ -31,8 +31,13 @@ std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::str
                                        const channel_options& options, std::error_code& ec);
 }  // namespace detail
 
+/// Listens on a URI and hands out the channels peers open to it, as an Asio acceptor hands out
+/// sockets. Used from one thread at a time; its channels are independent of it once accepted.
+/// Closing or destroying it refuses peers that connect later and completes pending accepts
+/// with channel_closed.
 class acceptor {
  public:
+  /// The executor the acceptor runs its handlers on by default.
   using executor_type = asio::any_io_executor;
 
   /// Starts listening on `uri`; channels opened by peers queue until accepted. Throws
@@ -45,10 +50,13 @@ class acceptor {
       throw std::system_error(ec, "bellows::acceptor: " + problem);
     if (ec) throw std::system_error(ec, "bellows::acceptor");
   }
+  /// As above, but reports a failure in `ec` (then the acceptor is not open) instead of throwing;
+  /// describe_problem() says what is wrong with a URI refused with invalid_argument.
   acceptor(const executor_type& ex, std::string_view uri, const channel_options& options, std::error_code& ec)
       : executor_(ex), state_(detail::listen(ex, uri, options, ec)) {}
   /// The moved-from acceptor is closed and keeps its executor, as a moved-from Asio acceptor does.
   acceptor(acceptor&& other) noexcept : executor_(other.executor_), state_(std::move(other.state_)) {}
+  /// Closes this acceptor, then takes over `other`'s, which is left closed with its executor.
   acceptor& operator=(acceptor&& other) noexcept {
     if (this != &other) {
       close();
@@ -61,8 +69,10 @@ class acceptor {
 
   /// The executor the acceptor was made with; kept after close and move.
   executor_type get_executor() const noexcept { return executor_; }
+  /// Whether it listens: false once closed, moved from, or made with a failure in `ec`.
   bool is_open() const noexcept { return state_ != nullptr; }
 
+  /// The completion signature of async_accept.
   using accept_signature = void(std::error_code, channel);
 
   /// Takes the next channel a peer opened; channels opened while nobody accepts wait in order.

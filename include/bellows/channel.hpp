@@ -45,17 +45,28 @@ enum class send_status {
   no_credits,  ///< the peer's ring has no room right now (or earlier sends are queued); nothing was written
 };
 
+/// A message channel to one peer: whole messages both ways, in order, each direction with its
+/// own rings that grow on demand. Made by async_connect or acceptor::async_accept. Used from one
+/// thread at a time, as an Asio socket is; different channels may be used from different
+/// threads at once.
 class channel {
  public:
+  /// The executor handlers run on unless they name their own.
   using executor_type = asio::any_io_executor;
+  /// Completion signature of async_send, async_send_file and async_receive: the error, then
+  /// the message's length (0 on error).
   using size_signature = void(std::error_code, std::size_t);
+  /// Completion signature of async_receive_view.
   using view_signature = void(std::error_code, message_view);
+  /// Completion signature of async_close.
   using close_signature = void(std::error_code);
 
   /// A channel that is not open; async_connect and acceptor::async_accept make open ones.
   channel() noexcept = default;
   /// The moved-from channel is closed and keeps its executor, as a moved-from Asio socket does.
   channel(channel&& other) noexcept : executor_(other.executor_), state_(std::move(other.state_)) {}
+  /// Aborts this channel (see abort()), then takes over `other`'s, which is left closed with
+  /// its executor.
   channel& operator=(channel&& other) noexcept {
     if (this != &other) {
       abort();
@@ -70,6 +81,8 @@ class channel {
   /// The executor of the io_context the channel was opened on; kept after close, abort and
   /// move. A default-constructed channel has none (an empty executor).
   executor_type get_executor() const noexcept { return executor_; }
+  /// False for a default-constructed, moved-from or aborted channel, and once the channel failed
+  /// (the peer vanished, a protocol violation); a gracefully closed direction leaves it open.
   bool is_open() const noexcept { return state_ && detail::is_open(*state_); }
 
   /// Sends the bytes of `buffers` as one message.
@@ -110,6 +123,8 @@ class channel {
   ///
   /// @param file_descriptor A regular file or block device opened for reading; it must stay
   ///   open, and the range must not shrink, until the operation completes.
+  /// @param offset The first byte of the file to send.
+  /// @param length How many bytes: the message's length.
   /// @param token The completion token; signature `void(std::error_code ec, std::size_t bytes)`.
   ///
   /// The reads run on the thread that places the frames, the io_context's: a file in the page
@@ -187,6 +202,7 @@ class channel {
     }
     return detail::try_send(*state_, detail::gather_of(buffers), ec);
   }
+  /// As above, but throws std::system_error where that one sets `ec`.
   template <class ConstBufferSequence>
   send_status try_send(const ConstBufferSequence& buffers) {
     std::error_code ec;
@@ -207,6 +223,7 @@ class channel {
     state_.reset();
   }
 
+  /// This side's counters and tiers (see channel_stats); all zero for a channel never opened.
   channel_stats stats() const { return state_ ? detail::stats_of(*state_) : channel_stats{}; }
 
   /// Who the peer is: process and user id over shm (from the kernel, SO_PEERCRED), address and
@@ -219,6 +236,7 @@ class channel {
     if (ec) throw std::system_error(ec, "bellows::channel::remote_endpoint");
     return who;
   }
+  /// As above, but sets `ec` and returns an empty endpoint where that one throws.
   endpoint remote_endpoint(std::error_code& ec) const {
     ec = state_ ? std::error_code{} : make_error_code(error::channel_closed);
     return state_ ? detail::remote_endpoint_of(*state_) : endpoint{};

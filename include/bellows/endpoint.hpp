@@ -9,15 +9,14 @@
 
 namespace bellows {
 
+/// The peer of a channel (channel::remote_endpoint()); only the provider's fields are set.
 struct endpoint {
   /// "shm", "rdma" or another provider's scheme; empty for a channel that is not open.
   std::string provider;
-  /// shm: the peer's process id and user id when it connected.
-  std::optional<std::int64_t> pid;
-  std::optional<std::uint32_t> uid;
-  /// rdma: the peer's IP address (v4 or v6, as text) and its rdma_cm port.
-  std::string address;
-  std::uint16_t port = 0;
+  std::optional<std::int64_t> pid;   ///< shm: the peer's process id when it connected
+  std::optional<std::uint32_t> uid;  ///< shm: the peer's user id when it connected
+  std::string address;               ///< rdma: the peer's IP address (v4 or v6, as text)
+  std::uint16_t port = 0;            ///< rdma: the peer's rdma_cm port
 
   /// "shm pid 4242 uid 1000", "rdma 192.0.2.7:7472".
   std::string to_string() const {

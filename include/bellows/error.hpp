@@ -37,5 +37,7 @@ inline std::error_code make_error_code(error e) noexcept { return {static_cast<i
 
 }  // namespace bellows
 
+/// @cond
 template <>
 struct std::is_error_code_enum<bellows::error> : std::true_type {};
+/// @endcond

@@ -16,10 +16,15 @@
 
 namespace bellows {
 
+/// A received message (channel::async_receive_view). Move-only: the bytes it lends stay valid
+/// until it is destroyed, reset or assigned to, and may outlive the channel.
 class message_view {
  public:
+  /// An empty view.
   message_view() noexcept = default;
+  /// Takes over `other`'s message; `other` becomes empty.
   message_view(message_view&& other) noexcept { *this = std::move(other); }
+  /// Gives back this view's message (see reset()), then takes over `other`'s.
   message_view& operator=(message_view&& other) noexcept {
     if (this != &other) {
       reset();
@@ -34,10 +39,12 @@ class message_view {
   message_view& operator=(const message_view&) = delete;
   ~message_view() { reset(); }
 
+  /// The message's bytes; empty for an empty view or an empty message.
   std::span<const std::byte> bytes() const noexcept { return owned_.empty() ? bytes_ : std::span(owned_); }
-  const std::byte* data() const noexcept { return bytes().data(); }
-  std::size_t size() const noexcept { return bytes().size(); }
-  bool empty() const noexcept { return size() == 0; }
+  const std::byte* data() const noexcept { return bytes().data(); }  ///< bytes().data()
+  std::size_t size() const noexcept { return bytes().size(); }       ///< the message's length
+  bool empty() const noexcept { return size() == 0; }                ///< size() == 0
+  /// The bytes as an Asio buffer, for sending them on (to another channel or a socket).
   asio::const_buffer buffer() const noexcept { return asio::buffer(data(), size()); }
   /// True when the bytes lie in the receive ring rather than in memory the view owns.
   bool zero_copy() const noexcept { return owner_ != nullptr; }

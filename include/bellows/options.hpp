@@ -12,6 +12,8 @@
 
 namespace bellows {
 
+/// Options of one channel, given to async_connect or to the acceptor (for the channels it
+/// accepts). Each side's timing options govern its own side.
 struct channel_options {
   /// Ring sizes, ascending; every channel starts on the first. The connecting side's table
   /// governs both directions of the channel.

@@ -7,6 +7,7 @@
 
 namespace bellows {
 
+/// One side of one channel: where it stands and what it has done (channel::stats()).
 struct channel_stats {
   std::uint32_t send_tier = 0;     ///< tier of the peer's ring this side writes into
   std::uint32_t receive_tier = 0;  ///< tier of this side's current receive ring
@@ -17,31 +18,36 @@ struct channel_stats {
   std::uint64_t enlargements = 0;                     ///< granted enlargements of the sending direction
   std::uint64_t shrinks = 0;                          ///< granted shrinks of the sending direction
   std::uint64_t denials = 0;                          ///< enlargements or shrinks the peer denied
+  /// Enlargements whose answer did not come within ack_timeout (the send went on in fragments).
   std::uint64_t ack_timeouts = 0;
-  std::uint64_t messages_sent = 0;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t messages_received = 0;
-  std::uint64_t bytes_received = 0;
-  /// Doorbells this side rang for the peer, and those it skipped because the peer's reactor
-  /// said it polls the channel on every round anyway (shm only).
+  std::uint64_t messages_sent = 0;      ///< sends completed without error, try_send's included
+  std::uint64_t bytes_sent = 0;         ///< their bytes
+  std::uint64_t messages_received = 0;  ///< messages delivered to a receive
+  std::uint64_t bytes_received = 0;     ///< their bytes
+  /// Doorbells this side rang for the peer (shm: a store into the peer's doorbell ring; rdma:
+  /// an RDMA WRITE WITH IMMEDIATE).
   std::uint64_t doorbells_rung = 0;
+  /// Doorbells this side skipped because the peer's reactor said it polls the channel on every
+  /// round anyway (shm only).
   std::uint64_t doorbells_skipped = 0;
 };
 
+/// Every open channel of one io_context together, and its registered memory (bellows::stats(io)).
+/// Channels closed before the call no longer count.
 struct context_stats {
-  std::size_t channels = 0;
+  std::size_t channels = 0;  ///< open channels (accepted or connected, not yet destroyed)
   /// shm: one per peer process; rdma: one queue pair per channel.
   std::size_t links = 0;
-  std::size_t registered_bytes = 0;
-  std::size_t registered_memory_budget = 0;
-  std::vector<std::size_t> registered_bytes_by_tier;
-  std::uint64_t enlargements = 0;
-  std::uint64_t shrinks = 0;
-  std::uint64_t denials = 0;
-  std::uint64_t messages_sent = 0;
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t messages_received = 0;
-  std::uint64_t bytes_received = 0;
+  std::size_t registered_bytes = 0;                   ///< registered memory in use, as the budget counts it
+  std::size_t registered_memory_budget = 0;           ///< context_options::registered_memory_budget
+  std::vector<std::size_t> registered_bytes_by_tier;  ///< receive rings only, indexed by tier
+  std::uint64_t enlargements = 0;                     ///< the channels' channel_stats::enlargements, summed
+  std::uint64_t shrinks = 0;                          ///< summed likewise
+  std::uint64_t denials = 0;                          ///< summed likewise
+  std::uint64_t messages_sent = 0;                    ///< summed likewise
+  std::uint64_t bytes_sent = 0;                       ///< summed likewise
+  std::uint64_t messages_received = 0;                ///< summed likewise
+  std::uint64_t bytes_received = 0;                   ///< summed likewise
 };
 
 }  // namespace bellows

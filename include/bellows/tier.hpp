@@ -9,10 +9,12 @@ namespace bellows {
 /// One receive-ring size. Both fields are powers of two; slot_size is at least 64 bytes and
 /// slot_count at least 2. A tier's largest single frame fills half of its ring.
 struct tier {
-  std::uint32_t slot_size = 0;
-  std::uint32_t slot_count = 0;
+  std::uint32_t slot_size = 0;   ///< bytes per slot; a frame occupies whole slots
+  std::uint32_t slot_count = 0;  ///< slots in the ring
 
+  /// The ring's size: what a receive ring of this tier registers.
   constexpr std::uint64_t ring_bytes() const noexcept { return std::uint64_t{slot_size} * slot_count; }
+  /// Same slot size and count.
   friend constexpr bool operator==(const tier&, const tier&) = default;
 };
 

@@ -6,7 +6,11 @@
 
 namespace bellows {
 
+/// One tier change of one side of a channel (channel_options::on_tier_event). "This side" is
+/// the side whose handler is called: `requested`, `granted`, `denied` and `timed_out` concern
+/// its sending direction, `provisioned` and `refused` its receiving one.
 struct tier_event {
+  /// What happened.
   enum class what {
     requested,    ///< this side asked the peer for another receive ring (ENLARGE_REQ or SHRINK_REQ)
     granted,      ///< the peer's acknowledgement arrived; this side now sends on `to_tier`
@@ -16,10 +20,10 @@ struct tier_event {
     provisioned,  ///< the peer asked; this side registered a receive ring of `to_tier` and acknowledged
     refused,      ///< the peer asked; this side's memory budget was short and it answered denied
   };
-  what kind = what::requested;
-  bool shrink = false;
-  std::uint32_t from_tier = 0;
-  std::uint32_t to_tier = 0;
+  what kind = what::requested;  ///< what happened
+  bool shrink = false;          ///< a shrink (back to a smaller tier) rather than an enlargement
+  std::uint32_t from_tier = 0;  ///< the tier the direction was on
+  std::uint32_t to_tier = 0;    ///< the tier asked for
   /// Size of the message that made the sender ask; zero for a shrink, and for an enlargement
   /// for throughput (a sender that keeps running out of credit in its first ring asks for the
   /// second, whatever its messages' sizes).
