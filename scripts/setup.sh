@@ -5,8 +5,8 @@
 #   scripts/setup.sh build   build only
 #   scripts/setup.sh deps    install what is missing, nothing more
 # Knobs (environment): BELLOWS_BUILD_DIR (default build), BELLOWS_SANITIZE (e.g. address,undefined),
-# BELLOWS_WERROR (ON/OFF), CXX (compiler), BELLOWS_JOBS (default 2), BELLOWS_EXTRA_PACKAGES
-# (more Debian packages to install).
+# BELLOWS_WERROR (ON/OFF), BELLOWS_SHARED (ON: libbellows.so), CXX (compiler), BELLOWS_JOBS (default 2),
+# BELLOWS_EXTRA_PACKAGES (more Debian packages to install).
 set -euo pipefail
 
 action=${1:-test}
@@ -34,7 +34,8 @@ fi
 [[ $action == deps ]] && exit 0
 
 cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DBELLOWS_SANITIZE="${BELLOWS_SANITIZE:-}" -DBELLOWS_WERROR="${BELLOWS_WERROR:-OFF}" >/dev/null
+  -DBELLOWS_SANITIZE="${BELLOWS_SANITIZE:-}" -DBELLOWS_WERROR="${BELLOWS_WERROR:-OFF}" \
+  -DBUILD_SHARED_LIBS="${BELLOWS_SHARED:-OFF}" >/dev/null
 cmake --build "$build_dir" -j "$jobs"
 
 case "$action" in

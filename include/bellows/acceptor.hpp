@@ -27,8 +27,8 @@ concept executor = asio::execution::is_executor<T>::value;
 template <class T, class Signature>
 concept token_not_executor = asio::completion_token_for<T, Signature> && !executor<std::decay_t<T>>;
 
-std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::string_view uri,
-                                       const channel_options& options, std::error_code& ec);
+BELLOWS_EXPORT std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::string_view uri,
+                                                      const channel_options& options, std::error_code& ec);
 }  // namespace detail
 
 /// Listens on a URI and hands out the channels peers open to it, as an Asio acceptor hands out

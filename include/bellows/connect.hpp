@@ -18,8 +18,8 @@
 namespace bellows {
 
 namespace detail {
-void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options, channel_completion done,
-                   asio::cancellation_slot slot);
+BELLOWS_EXPORT void start_connect(const asio::any_io_executor& ex, std::string uri, channel_options options,
+                                  channel_completion done, asio::cancellation_slot slot);
 }  // namespace detail
 
 /// Opens a channel to the acceptor listening on `uri`: shm://NAME, or rdma://HOST:PORT (an
@@ -61,11 +61,11 @@ auto async_connect(const asio::any_io_executor& ex, std::string_view uri, Comple
 }
 
 /// Sets the context-wide options of `io`; call before its first channel or acceptor.
-void configure(asio::io_context& io, const context_options& options);
-context_stats stats(asio::io_context& io);
+BELLOWS_EXPORT void configure(asio::io_context& io, const context_options& options);
+BELLOWS_EXPORT context_stats stats(asio::io_context& io);
 
 /// Runs `io` without ever sleeping: the reactor polls continuously, trading a core for the
 /// lowest latency. Returns when `io` is stopped or runs out of work.
-void run_polling(asio::io_context& io);
+BELLOWS_EXPORT void run_polling(asio::io_context& io);
 
 }  // namespace bellows

@@ -3,6 +3,7 @@
 // options as error::invalid_argument. This says which part is wrong, for a log line or a
 // message to the user; the acceptor's throwing constructor puts it in its exception.
 
+#include <bellows/detail/export.hpp>
 #include <bellows/options.hpp>
 
 #include <string>
@@ -15,6 +16,6 @@ namespace bellows {
 /// of two"); empty when nothing is wrong with them as written. Names are not resolved and
 /// nothing is opened: a host that does not resolve or a peer that is not there is found by the
 /// connect itself.
-std::string describe_problem(std::string_view uri, const channel_options& options = {});
+BELLOWS_EXPORT std::string describe_problem(std::string_view uri, const channel_options& options = {});
 
 }  // namespace bellows

@@ -1,6 +1,8 @@
 #pragma once
 // Error codes reported by bellows operations, as std::error_code values of their own category.
 
+#include <bellows/detail/export.hpp>
+
 #include <system_error>
 
 namespace bellows {
@@ -31,7 +33,7 @@ enum class error {
   file_truncated,
 };
 
-const std::error_category& error_category() noexcept;
+BELLOWS_EXPORT const std::error_category& error_category() noexcept;
 
 inline std::error_code make_error_code(error e) noexcept { return {static_cast<int>(e), error_category()}; }
 

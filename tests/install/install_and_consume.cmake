@@ -46,4 +46,6 @@ message(STATUS "pkg-config --cflags --libs bellows: ${pc_flags}")
 separate_arguments(pc_flags UNIX_COMMAND "${pc_flags}")
 separate_arguments(extra_flags UNIX_COMMAND "${CONSUMER_FLAGS}")
 run(${CXX} ${extra_flags} "${CONSUMER_DIR}/main.cpp" -o "${WORK_DIR}/consumer_pc" ${pc_flags})
-run("${WORK_DIR}/consumer_pc")
+# No rpath from pkg-config: a shared libbellows is found through the loader's path.
+get_filename_component(lib_dir "${pc_dir}" DIRECTORY)
+run(${CMAKE_COMMAND} -E env "LD_LIBRARY_PATH=${lib_dir}" "${WORK_DIR}/consumer_pc")

@@ -3,6 +3,7 @@
 
 #include <bellows/detail/buffers.hpp>
 #include <bellows/detail/completion.hpp>
+#include <bellows/detail/export.hpp>
 #include <bellows/endpoint.hpp>
 #include <bellows/error.hpp>
 #include <bellows/stats.hpp>
@@ -60,27 +61,28 @@ struct access {
   static message_view make_view(std::vector<std::byte> assembled) noexcept;
 };
 
-asio::any_io_executor executor_of(const channel_state& s) noexcept;
-std::uint64_t next_operation_id(channel_state& s) noexcept;
-void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done);
-void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done);
-void start_receive_view(channel_state& s, std::uint64_t id, view_completion done);
-void start_close(channel_state& s, std::uint64_t id, close_completion done);
+BELLOWS_EXPORT asio::any_io_executor executor_of(const channel_state& s) noexcept;
+BELLOWS_EXPORT std::uint64_t next_operation_id(channel_state& s) noexcept;
+BELLOWS_EXPORT void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done);
+BELLOWS_EXPORT void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done);
+BELLOWS_EXPORT void start_receive_view(channel_state& s, std::uint64_t id, view_completion done);
+BELLOWS_EXPORT void start_close(channel_state& s, std::uint64_t id, close_completion done);
 /// Cancels a pending operation if it can still be undone (a send that wrote nothing).
-void cancel(channel_state& s, std::uint64_t id) noexcept;
-void cancel_all(channel_state& s) noexcept;
-send_status try_send(channel_state& s, const gather& message, std::error_code& ec);
-void abort(channel_state& s) noexcept;
-bool is_open(const channel_state& s) noexcept;
-channel_stats stats_of(const channel_state& s);
-endpoint remote_endpoint_of(const channel_state& s);
-void release_frame(channel_state& s, frame_ref frame) noexcept;
+BELLOWS_EXPORT void cancel(channel_state& s, std::uint64_t id) noexcept;
+BELLOWS_EXPORT void cancel_all(channel_state& s) noexcept;
+BELLOWS_EXPORT send_status try_send(channel_state& s, const gather& message, std::error_code& ec);
+BELLOWS_EXPORT void abort(channel_state& s) noexcept;
+BELLOWS_EXPORT bool is_open(const channel_state& s) noexcept;
+BELLOWS_EXPORT channel_stats stats_of(const channel_state& s);
+BELLOWS_EXPORT endpoint remote_endpoint_of(const channel_state& s);
+BELLOWS_EXPORT void release_frame(channel_state& s, frame_ref frame) noexcept;
 
-asio::any_io_executor executor_of(const acceptor_state& s) noexcept;
-std::uint64_t next_operation_id(acceptor_state& s) noexcept;
-void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor, channel_completion done);
-void cancel(acceptor_state& s, std::uint64_t id) noexcept;
-void close(acceptor_state& s) noexcept;
+BELLOWS_EXPORT asio::any_io_executor executor_of(const acceptor_state& s) noexcept;
+BELLOWS_EXPORT std::uint64_t next_operation_id(acceptor_state& s) noexcept;
+BELLOWS_EXPORT void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor,
+                                 channel_completion done);
+BELLOWS_EXPORT void cancel(acceptor_state& s, std::uint64_t id) noexcept;
+BELLOWS_EXPORT void close(acceptor_state& s) noexcept;
 
 /// Installs `cancel(state, id)` on the handler's cancellation slot, if it has one: any type of
 /// cancellation (terminal, partial or total) then reaches the operation.
