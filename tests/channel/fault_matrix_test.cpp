@@ -219,7 +219,14 @@ TEST_CASE("Fault matrix: a peer stopped or killed at each protocol step", "[chan
       CHECK(ch.stats().ack_timeouts == 1);
       CHECK(!send.done());
     }
-    CHECK(!receive.done());
+    if (step == protocol_step::close_written) {
+      // The CLOSE is in our ring; its doorbell never rang, or was skipped because we poll this
+      // channel on every round. A receiver that looks at its ring may take it, as a socket
+      // takes a FIN from a peer stopped right after sending it; nothing else may end the receive.
+      CHECK((!receive.done() || *receive.result == bellows::error::end_of_stream));
+    } else {
+      CHECK(!receive.done());
+    }
     CHECK(healthy_channel_works(io, other));
     faulty.kill(SIGKILL);
     CHECK(faulty.wait() == -SIGKILL);
