@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Measures, in one run on this machine, bellows over shm against what a user would pick
-# instead: ucx_perftest over shared memory (UCX_TLS=posix,cma,self) and over TCP (UCX_TLS=tcp),
-# tests tag_lat, tag_bw and ucp_put_lat, and plain Asio coroutines over a Unix socket and TCP
-# loopback. Then the memory of idle channels at scale, bellows against a fixed 256 KiB first
+# Measures, in one run on this machine, bellows over shm and over tcp:// against what a user
+# would pick instead: ucx_perftest over shared memory (UCX_TLS=posix,cma,self) and over TCP
+# (UCX_TLS=tcp), tests tag_lat, tag_bw and ucp_put_lat, and plain Asio coroutines over a Unix
+# socket and TCP loopback; bellows over tcp is compared with the TCP peers only. Then the memory of idle channels at scale, bellows against a fixed 256 KiB first
 # tier. Prints ratio tables (bellows / each peer) and draws PNG plots with gnuplot.
 #   [ROUNDS=3] [SIZES=8,64,...] [QUICK=1] [OUT=bench/results] [CHANNELS=1,64,1000,10000] bench/compare.sh [BUILD_DIR]
 # Every pair of processes is pinned to CPUs 0 and 1. On a virtual machine every library switches
@@ -78,6 +78,9 @@ echo "compare: $rounds round(s), sizes $sizes; results in $out"
 for round in $(seq 1 "$rounds"); do
   echo "round $round: bellows"
   "$perf" -t lat,bw -s "$sizes" --cpus 0,1 --json | json_to_rows bellows-shm "$round" >>"$data"
+  echo "round $round: bellows over tcp (loopback)"
+  "$perf" -t lat,bw -s "$sizes" --cpus 0,1 --json --uri "tcp://127.0.0.1:$((20000 + RANDOM % 10000))" |
+    json_to_rows bellows-tcp "$round" >>"$data"
   for transport in unix tcp; do
     echo "round $round: asio over $transport"
     "$baseline" --transport "$transport" -t lat,bw -s "$sizes" --cpus 0,1 --json |
@@ -113,21 +116,23 @@ awk -F'\t' 'NR > 1 { key = $1 "\t" $2 "\t" $3; p[key] = p[key] " " $5; a[key] = 
   sort -t$'\t' -k1,1 -k2,2 -k3,3n >"$medians"
 
 peers=(ucx-posix ucx-posix-put ucx-tcp ucx-tcp-put asio-unix asio-tcp)
-# table MODE COLUMN(4: p50, 6: MB/s) TITLE
+tcp_peers=(ucx-tcp ucx-tcp-put asio-tcp)
+# table MODE COLUMN(4: p50, 6: MB/s) TITLE OURS PEER...
 table() {
-  local mode=$1 column=$2
+  local mode=$1 column=$2 title=$3 ours=$4
+  shift 4
   echo
-  echo "$3 (median of $rounds; ratio = bellows / peer)"
-  awk -F'\t' -v mode="$mode" -v col="$column" -v peers="${peers[*]}" '
+  echo "$title (median of $rounds; ratio = $ours / peer)"
+  awk -F'\t' -v mode="$mode" -v col="$column" -v peers="$*" -v us="$ours" '
     $2 == mode { v[$1 "|" $3] = $col; sizes[$3] = 1 }
     END {
-      np = split(peers, pe, " "); printf "%9s %11s", "size", "bellows"
+      np = split(peers, pe, " "); printf "%9s %11s", "size", us
       for (i = 1; i <= np; i++) if ((pe[i] "|8") in v || (pe[i] "|65536") in v) { printf " %13s %7s", pe[i], "ratio"; used[i] = 1 }
       printf "\n"
       n = 0; for (s in sizes) list[++n] = s + 0
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (list[j] < list[i]) { t = list[i]; list[i] = list[j]; list[j] = t }
       for (k = 1; k <= n; k++) {
-        s = list[k]; ours = v["bellows-shm|" s]; printf "%9d %11s", s, ours
+        s = list[k]; ours = v[us "|" s]; printf "%9d %11s", s, ours
         for (i = 1; i <= np; i++) if (used[i]) {
           theirs = v[pe[i] "|" s]
           if (theirs == "" || theirs == "null" || theirs + 0 == 0) printf " %13s %7s", "-", "-"
@@ -137,8 +142,11 @@ table() {
       } }' "$medians"
 }
 {
-  table lat 4 "8 B .. 1 MiB half round trip, p50 in microseconds (ratio below 1: bellows is faster)"
-  table bw 6 "streaming bandwidth in MB/s (10^6 B/s; ratio above 1: bellows is faster)"
+  table lat 4 "8 B .. 1 MiB half round trip, p50 in microseconds (ratio below 1: bellows is faster)" \
+    bellows-shm "${peers[@]}"
+  table bw 6 "streaming bandwidth in MB/s (10^6 B/s; ratio above 1: bellows is faster)" bellows-shm "${peers[@]}"
+  table lat 4 "over TCP on loopback: half round trip, p50 in microseconds" bellows-tcp "${tcp_peers[@]}"
+  table bw 6 "over TCP on loopback: streaming bandwidth in MB/s" bellows-tcp "${tcp_peers[@]}"
 } | tee "$out/comparison.txt"
 
 echo
@@ -165,7 +173,7 @@ series() {  # mode impl column -> file
 }
 plot_lines() {  # mode column
   local lines=() impl
-  for impl in bellows-shm "${peers[@]}"; do
+  for impl in bellows-shm bellows-tcp "${peers[@]}"; do
     series "$1" "$impl" "$2" && lines+=("'$plot_dir/$1-$impl.dat' using 1:2 with linespoints title '$impl'")
   done
   local IFS=,

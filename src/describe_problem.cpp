@@ -22,23 +22,24 @@ std::string shm_problem(std::string_view name) {
   return {};
 }
 
-std::string rdma_problem(std::string_view host_port) {
+/// rdma://HOST:PORT and tcp://HOST:PORT, named by `scheme` in what it says.
+std::string host_port_problem(const std::string& scheme, std::string_view host_port) {
   const auto colon = host_port.rfind(':');
   if (colon == std::string_view::npos || colon + 1 == host_port.size())
-    return "rdma address " + quoted(host_port) + " has no port (rdma://HOST:PORT)";
+    return scheme + " address " + quoted(host_port) + " has no port (" + scheme + "://HOST:PORT)";
   std::string_view host = host_port.substr(0, colon);
   const std::string_view port_text = host_port.substr(colon + 1);
-  if (host.empty()) return "rdma address " + quoted(host_port) + " has no host";
+  if (host.empty()) return scheme + " address " + quoted(host_port) + " has no host";
   unsigned long port = 0;
   const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec == std::errc::result_out_of_range || (ec == std::errc{} && port > 65535))
-    return "rdma port " + std::string(port_text) + " out of range";
+    return scheme + " port " + std::string(port_text) + " out of range";
   if (ec != std::errc{} || end != port_text.data() + port_text.size())
-    return "rdma port " + quoted(port_text) + " is not a number";
+    return scheme + " port " + quoted(port_text) + " is not a number";
   if (host.front() == '[') {
-    if (host.size() < 3 || host.back() != ']') return "rdma host " + quoted(host) + " has an unclosed bracket";
+    if (host.size() < 3 || host.back() != ']') return scheme + " host " + quoted(host) + " has an unclosed bracket";
   } else if (host.find(':') != std::string_view::npos) {
-    return "rdma host " + quoted(host) + " is an IPv6 address without brackets ([ADDRESS]:PORT)";
+    return scheme + " host " + quoted(host) + " is an IPv6 address without brackets ([ADDRESS]:PORT)";
   }
   return {};
 }
@@ -75,16 +76,16 @@ std::string describe_problem(std::string_view uri, const channel_options& option
   if (uri.find('\0') != std::string_view::npos) return "URI contains a NUL byte";
   const auto end = uri.find("://");
   if (end == std::string_view::npos || end == 0)
-    return "URI " + quoted(uri) + " has no scheme (shm://NAME or rdma://HOST:PORT)";
+    return "URI " + quoted(uri) + " has no scheme (shm://NAME, tcp://HOST:PORT or rdma://HOST:PORT)";
   const std::string_view scheme = uri.substr(0, end);
   const std::string_view rest = uri.substr(end + 3);
   std::string problem;
   if (scheme == "shm") {
     problem = shm_problem(rest);
-  } else if (scheme == "rdma") {
-    problem = rdma_problem(rest);
+  } else if (scheme == "rdma" || scheme == "tcp") {
+    problem = host_port_problem(std::string(scheme), rest);
   } else {
-    problem = "unknown scheme " + quoted(scheme) + " (this build knows shm and rdma)";
+    problem = "unknown scheme " + quoted(scheme) + " (this build knows shm, tcp and rdma)";
   }
   return problem.empty() ? tier_problem(options.tiers) : problem;
 }

@@ -1,8 +1,8 @@
 #pragma once
-// Accepts channels that peers open to a URI (shm://NAME, or rdma://ADDRESS:PORT, where
-// ADDRESS may be 0.0.0.0 for every RDMA device). Thread safety as for channel: distinct objects
-// are safe, a shared object is not (one thread or strand at a time, which need not run the
-// io_context).
+// Accepts channels that peers open to a URI (shm://NAME, tcp://ADDRESS:PORT, or
+// rdma://ADDRESS:PORT, where ADDRESS may be 0.0.0.0 for every interface or RDMA device).
+// Thread safety as for channel: distinct objects are safe, a shared object is not (one thread
+// or strand at a time, which need not run the io_context).
 
 #include <bellows/channel.hpp>
 #include <bellows/describe_problem.hpp>

@@ -22,12 +22,12 @@ BELLOWS_EXPORT void start_connect(const asio::any_io_executor& ex, std::string u
                                   channel_completion done, asio::cancellation_slot slot);
 }  // namespace detail
 
-/// Opens a channel to the acceptor listening on `uri`: shm://NAME, or rdma://HOST:PORT (an
-/// RC queue pair per channel, set up through rdma_cm; at most 7 tiers). Over shm, channels to
-/// the same peer process share one link (one socket, one arena per side), so descriptors grow
-/// with peers, not channels. Errors: error::invalid_argument for a malformed URI or options
-/// (describe_problem() says which part),
-/// std::errc::connection_refused when nothing listens, error::budget_exhausted,
+/// Opens a channel to the acceptor listening on `uri`: shm://NAME, tcp://HOST:PORT, or
+/// rdma://HOST:PORT (an RC queue pair per channel, set up through rdma_cm; at most 7 tiers).
+/// Over shm and tcp, channels to the same peer process share one link (shm: one socket and one
+/// arena per side; tcp: one connection), so descriptors grow with peers, not channels.
+/// Errors: error::invalid_argument for a malformed URI or options (describe_problem() says
+/// which part), std::errc::connection_refused when nothing listens, error::budget_exhausted,
 /// std::errc::no_such_device (rdma) without an RDMA device, std::errc::host_unreachable when
 /// no route leads to HOST, asio::error::timed_out when the peer has not accepted within
 /// channel_options::connect_timeout (the request is withdrawn, as on cancellation).

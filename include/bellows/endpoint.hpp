@@ -1,7 +1,7 @@
 #pragma once
 // Who is at the other end of a channel, as the provider knows it: the process and user over
 // shm (from the kernel's SO_PEERCRED, not from anything the peer claims), the address and port
-// over rdma.
+// over tcp and rdma.
 
 #include <cstdint>
 #include <optional>
@@ -15,8 +15,8 @@ struct endpoint {
   std::string provider;
   std::optional<std::int64_t> pid;   ///< shm: the peer's process id when it connected
   std::optional<std::uint32_t> uid;  ///< shm: the peer's user id when it connected
-  std::string address;               ///< rdma: the peer's IP address (v4 or v6, as text)
-  std::uint16_t port = 0;            ///< rdma: the peer's rdma_cm port
+  std::string address;               ///< tcp, rdma: the peer's IP address (v4 or v6, as text)
+  std::uint16_t port = 0;            ///< tcp: the peer's port; rdma: its rdma_cm port
 
   /// "shm pid 4242 uid 1000", "rdma 192.0.2.7:7472".
   std::string to_string() const {

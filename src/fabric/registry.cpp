@@ -1,6 +1,7 @@
 #include "fabric/registry.hpp"
 
 #include "fabric/shm/connector.hpp"
+#include "fabric/tcp/connector.hpp"
 #include "fabric/verbs/connector.hpp"
 
 namespace bellows::fabric {
@@ -14,6 +15,7 @@ std::optional<uri_parts> split_uri(std::string_view uri) {
 std::unique_ptr<connector> make_connector(std::string_view scheme, const host& h) {
   if (scheme == "shm") return std::make_unique<shm::connector>(h);
   if (scheme == "rdma") return std::make_unique<verbs::connector>(h);
+  if (scheme == "tcp") return std::make_unique<tcp::connector>(h);
   return nullptr;
 }
 

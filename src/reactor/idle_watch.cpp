@@ -54,7 +54,14 @@ void idle_watch::watch(const std::vector<int>& descriptors) {
 void idle_watch::pause() {
   if (paused_) return;
   paused_ = true;
-  for (int fd : watched_) set(fd, EPOLLONESHOT);
+  // Quiets only what is still in the set. Re-adding is wrong here: a descriptor closed since
+  // (its link failed) left the set, and its number may name something epoll refuses by now.
+  for (int fd : watched_) {
+    epoll_event e{};
+    e.events = EPOLLONESHOT;
+    e.data.fd = fd;
+    ::epoll_ctl(epoll_, EPOLL_CTL_MOD, fd, &e);
+  }
 }
 
 void idle_watch::stop() {

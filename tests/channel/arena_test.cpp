@@ -3,7 +3,7 @@
 // or reseal the arenas it holds once the link is up. The first kind is refused when the link is
 // set up; the second cannot succeed, so our stores into its mapping can never fault.
 
-#include "fabric/shm/link_protocol.hpp"
+#include "fabric/control_message.hpp"
 #include "fabric/shm/listener.hpp"
 #include "support/messages.hpp"
 #include "support/peers.hpp"
@@ -32,6 +32,7 @@
 using namespace std::chrono_literals;
 namespace bt = bellows::test;
 namespace shm = bellows::shm;
+namespace fabric = bellows::fabric;
 
 namespace {
 
@@ -58,8 +59,8 @@ int make_arena_file(bool sealed, std::size_t bytes) {
 }
 
 void send_hello(int socket, bad_hello how) {
-  shm::link_message hello;
-  hello.kind = shm::message_kind::hello;
+  fabric::link_message hello;
+  hello.kind = fabric::message_kind::hello;
   hello.value = announced_bytes;
   hello.key = 1;
   std::vector<int> fds;
@@ -156,7 +157,7 @@ const bt::child_role arena_vandal("arena-vandal", run_arena_vandal);
 
 }  // namespace
 
-TEST_CASE("A shm peer cannot shrink, grow or reseal the arenas it holds; the channel carries on", "[shm][fault]") {
+TEST_CASE("A shm peer cannot shrink, grow or reseal the arenas it holds, the channel carries on", "[shm][fault]") {
   const auto uri = "shm://" + bt::unique_name("vandal");
   auto vandal = bt::child_process::exec_self(arena_vandal, {uri});
   REQUIRE(vandal.wait_ready());

@@ -73,7 +73,7 @@ const bt::child_role unresponsive_listener("unresponsive-listener", run_unrespon
 }  // namespace
 
 TEST_CASE(
-    "A channel names its peer; moved-from or aborted, it keeps its executor and its operations get channel_closed",
+    "A channel names its peer, moved-from or aborted, it keeps its executor and its operations get channel_closed",
     "[channel][asio]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
@@ -135,7 +135,7 @@ TEST_CASE("A default-constructed channel completes an operation with channel_clo
   CHECK(bytes == 0);
 }
 
-TEST_CASE("A moved-from or closed acceptor keeps its executor; an accept completes with channel_closed",
+TEST_CASE("A moved-from or closed acceptor keeps its executor, an accept completes with channel_closed",
           "[channel][asio]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));

@@ -93,11 +93,14 @@ const bt::child_role digest_peer("digest-peer", run_digest_peer);
 
 }  // namespace
 
-TEST_CASE("A message of 1 GiB (16 MiB over rdma) is fragmented through the largest tier and arrives intact",
-          "[channel][limits]") {
+TEST_CASE(
+    "A message of 1 GiB (256 MiB over tcp, 16 MiB over rdma) is fragmented through the largest tier and arrives intact",
+    "[channel][limits]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
-  const std::size_t size = provider == bt::provider::shm ? std::size_t{1} << 30 : std::size_t{16} << 20;
+  const std::size_t size = provider == bt::provider::shm   ? std::size_t{1} << 30
+                           : provider == bt::provider::tcp ? std::size_t{256} << 20
+                                                           : std::size_t{16} << 20;
   const auto uri = bt::uri_for(provider, bt::unique_name("huge"));
   auto peer = bt::child_process::exec_self(digest_peer, {uri, std::to_string(size)});
   REQUIRE(peer.wait_ready());
@@ -261,7 +264,7 @@ int run_connector_at_limit(const std::string& first, const std::string& second) 
 
 }  // namespace
 
-TEST_CASE("At its descriptor limit a process's new peer is refused with too_many_files_open; old peers carry on",
+TEST_CASE("At its descriptor limit a process's new peer is refused with too_many_files_open, old peers carry on",
           "[shm][limits]") {
   if (bt::sanitized) {
     // Their runtime needs descriptors of its own (a pipe to probe memory when it checks a

@@ -168,7 +168,7 @@ TEST_CASE("async_send_file refuses a closed descriptor, a pipe and a range past 
   CHECK(pair.near->is_open());
 }
 
-TEST_CASE("A file that shrinks during its send closes the channel with file_truncated; earlier messages arrive",
+TEST_CASE("A file that shrinks during its send closes the channel with file_truncated, earlier messages arrive",
           "[channel][send_file]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
@@ -200,7 +200,7 @@ TEST_CASE("A file that shrinks during its send closes the channel with file_trun
   CHECK(*second.ec == bellows::error::connection_reset);
 }
 
-TEST_CASE("A queued async_send_file that is cancelled sends nothing; the channel goes on", "[channel][send_file]") {
+TEST_CASE("A queued async_send_file that is cancelled sends nothing, the channel goes on", "[channel][send_file]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(provider));
   channel_pair pair(provider, "send-file-cancelled");

@@ -6,10 +6,11 @@
 // channel is closed, registered memory must be back to zero, and resident memory after the
 // second round must be within a small margin of what it was after the first.
 //
-//   bellows_soak [--channels N] [--seconds S] [--peers P] [--restart-every MS] [--seed X]
+//   bellows_soak [--channels N] [--seconds S] [--peers P] [--restart-every MS] [--seed X] [--over shm|tcp]
 
 #include "perf/process.hpp"
 #include "support/processes.hpp"
+#include "support/provider.hpp"
 #include "support/sanitizers.hpp"
 
 #include <bellows/bellows.hpp>
@@ -51,6 +52,7 @@ struct settings {
   int peers = 4;
   int restart_every_ms = 7000;
   std::uint64_t seed = 1;
+  bt::provider over = bt::provider::shm;
 };
 
 // ---- messages: [channel uid u64 | seq u64 | size u64 | payload derived from all three] ----
@@ -148,7 +150,7 @@ class soak {
  public:
   soak(asio::io_context& io, const settings& s, std::mt19937_64& rng) : io_(io), s_(s), rng_(rng) {
     for (int p = 0; p < s.peers; ++p) {
-      uris_.push_back("shm://" + bt::unique_name("soak-peer"));
+      uris_.push_back(bt::uri_for(s.over, bt::unique_name("soak-peer")));
       generations_.push_back(0);
       peers_.push_back(start_peer(p));
     }
@@ -449,7 +451,8 @@ class soak {
 };
 
 int usage() {
-  std::cerr << "usage: bellows_soak [--channels N] [--seconds S] [--peers P] [--restart-every MS] [--seed X]\n";
+  std::cerr << "usage: bellows_soak [--channels N] [--seconds S] [--peers P] [--restart-every MS] [--seed X]"
+               " [--over shm|tcp]\n";
   return 2;
 }
 
@@ -474,6 +477,8 @@ int main(int argc, char** argv) {
         s.restart_every_ms = std::stoi(value);
       else if (flag == "--seed")
         s.seed = std::stoull(value);
+      else if (flag == "--over" && (value == "shm" || value == "tcp"))
+        s.over = value == "shm" ? bt::provider::shm : bt::provider::tcp;
       else
         return usage();
     } catch (const std::exception&) {

@@ -25,12 +25,12 @@ struct bad_input {
 
 }  // namespace
 
-TEST_CASE("describe_problem names what is wrong with a URI or the tiers; connect and accept refuse it",
+TEST_CASE("describe_problem names what is wrong with a URI or the tiers, connect and accept refuse it",
           "[unit][asio]") {
   const std::string long_name(96, 'n');
   const auto [uri, options, problem] = GENERATE_COPY(values<bad_input>({
-      {"shm-no-scheme", {}, "URI 'shm-no-scheme' has no scheme (shm://NAME or rdma://HOST:PORT)"},
-      {"tcp://host:1", {}, "unknown scheme 'tcp' (this build knows shm and rdma)"},
+      {"shm-no-scheme", {}, "URI 'shm-no-scheme' has no scheme (shm://NAME, tcp://HOST:PORT or rdma://HOST:PORT)"},
+      {"udp://host:1", {}, "unknown scheme 'udp' (this build knows shm, tcp and rdma)"},
       {"shm://", {}, "shm name is empty"},
       {"shm://" + long_name, {}, "shm name longer than 95 bytes"},
       {"rdma://192.0.2.1", {}, "rdma address '192.0.2.1' has no port (rdma://HOST:PORT)"},
@@ -38,6 +38,9 @@ TEST_CASE("describe_problem names what is wrong with a URI or the tiers; connect
       {"rdma://192.0.2.1:99999", {}, "rdma port 99999 out of range"},
       {"rdma://192.0.2.1:port", {}, "rdma port 'port' is not a number"},
       {"rdma://fe80::1:7472", {}, "rdma host 'fe80::1' is an IPv6 address without brackets ([ADDRESS]:PORT)"},
+      {"tcp://127.0.0.1", {}, "tcp address '127.0.0.1' has no port (tcp://HOST:PORT)"},
+      {"tcp://127.0.0.1:70000", {}, "tcp port 70000 out of range"},
+      {"tcp://[::1:7472", {}, "tcp host '[::1' has an unclosed bracket"},
       {"shm://tiers", with_tiers({}), "no tiers"},
       {"shm://tiers", with_tiers({{64, 64}, {64, 1024}, {100, 1024}}), "tier 2 slot_size 100 is not a power of two"},
       {"shm://tiers", with_tiers({{64, 1024}, {64, 64}}),

@@ -1,6 +1,6 @@
 // The rdma:// handshake's private data and URI parsing: pure code, tested on every host.
 
-#include "fabric/verbs/address.hpp"
+#include "fabric/address.hpp"
 #include "fabric/verbs/handshake.hpp"
 
 #include <bellows/error.hpp>
@@ -78,17 +78,17 @@ TEST_CASE("rdma handshake: refusals carry their reason, foreign rejects mean con
 }
 
 TEST_CASE("rdma URIs: host and port are parsed, malformed ones are invalid_argument", "[unit][verbs]") {
-  auto v4 = bellows::verbs::resolve("192.0.2.1:7471", false);
+  auto v4 = bellows::fabric::resolve("192.0.2.1:7471", false);
   REQUIRE(v4);
   CHECK(v4->ss_family == AF_INET);
   CHECK(ntohs(reinterpret_cast<const sockaddr_in&>(*v4).sin_port) == 7471);
-  auto v6 = bellows::verbs::resolve("[::1]:9", false);
+  auto v6 = bellows::fabric::resolve("[::1]:9", false);
   REQUIRE(v6);
   CHECK(v6->ss_family == AF_INET6);
-  CHECK(bellows::verbs::resolve("0.0.0.0:0", true));
+  CHECK(bellows::fabric::resolve("0.0.0.0:0", true));
   for (const char* bad :
        {"", "host", ":1", "1.2.3.4:", "1.2.3.4:0", "1.2.3.4:70000", "1.2.3.4:12x", "::1:5", "[::1:5"}) {
     INFO(bad);
-    CHECK(bellows::verbs::resolve(bad, false).failure() == bellows::error::invalid_argument);
+    CHECK(bellows::fabric::resolve(bad, false).failure() == bellows::error::invalid_argument);
   }
 }

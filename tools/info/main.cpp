@@ -7,8 +7,10 @@
 
 #include <infiniband/verbs.h>
 
+#include <netinet/in.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -84,6 +86,14 @@ bool shm_usable() {
   return true;
 }
 
+/// tcp:// needs only a TCP socket; a sandbox without network may not have one.
+bool tcp_usable() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
 /// CAP_IPC_LOCK (root's, usually) exempts a process from the locked-memory limit.
 bool may_lock_any_amount() {
   std::FILE* status = std::fopen("/proc/self/status", "r");
@@ -123,6 +133,7 @@ double seconds(std::chrono::nanoseconds d) { return std::chrono::duration<double
 struct report {
   std::uint64_t channels = 1000;
   bool shm = false;
+  bool tcp = false;
   std::vector<device_info> devices;
   limit memlock{}, nofile{};
   bool memlock_exempt = false;
@@ -137,6 +148,7 @@ report survey(std::uint64_t channels) {
   report r;
   r.channels = channels;
   r.shm = shm_usable();
+  r.tcp = tcp_usable();
   r.devices = rdma_devices();
   r.memlock = limit_of(RLIMIT_MEMLOCK);
   r.memlock_exempt = may_lock_any_amount();
@@ -171,6 +183,7 @@ void print_text(const report& r) {
   const bellows::context_options ctx;
   std::printf("bellows %s\n\nproviders\n", BELLOWS_VERSION_STRING);
   std::printf("  shm    %s\n", r.shm ? "usable" : "not usable: memfd_create fails here");
+  std::printf("  tcp    %s\n", r.tcp ? "usable" : "not usable: no TCP socket can be made here");
   if (r.devices.empty())
     std::printf("  rdma   no RDMA device (with none, Soft-RoCE: rdma link add rxe0 type rxe netdev IFACE)\n");
   for (const auto& d : r.devices) {
@@ -179,7 +192,7 @@ void print_text(const report& r) {
       std::printf("  rdma   %s port %u: %s, %s, MTU %u\n", d.name.c_str(), p.number, p.state.c_str(),
                   p.link_layer.c_str(), p.active_mtu);
   }
-  std::printf("  tcp    not in this version\n\n");
+  std::printf("\n");
   std::printf("limits, against %llu channels (--channels N for another count)\n",
               static_cast<unsigned long long>(r.channels));
   std::printf("  locked memory  %s (hard %s)%s\n", bytes_text(r.memlock.soft).c_str(),
@@ -220,8 +233,8 @@ std::string quoted(const std::string& s) {
 void print_json(const report& r) {
   const bellows::channel_options ch;
   const bellows::context_options ctx;
-  std::printf("{\"version\":%s,\"providers\":{\"shm\":{\"usable\":%s},\"rdma\":{\"devices\":[",
-              quoted(BELLOWS_VERSION_STRING).c_str(), r.shm ? "true" : "false");
+  std::printf("{\"version\":%s,\"providers\":{\"shm\":{\"usable\":%s},\"tcp\":{\"usable\":%s},\"rdma\":{\"devices\":[",
+              quoted(BELLOWS_VERSION_STRING).c_str(), r.shm ? "true" : "false", r.tcp ? "true" : "false");
   for (std::size_t i = 0; i < r.devices.size(); ++i) {
     const auto& d = r.devices[i];
     std::printf("%s{\"name\":%s,\"problem\":%s,\"ports\":[", i ? "," : "", quoted(d.name).c_str(),
@@ -231,7 +244,7 @@ void print_json(const report& r) {
                   quoted(d.ports[j].state).c_str(), quoted(d.ports[j].link_layer).c_str(), d.ports[j].active_mtu);
     std::printf("]}");
   }
-  std::printf("]},\"tcp\":{\"usable\":false}},");
+  std::printf("]}},");
   std::printf(
       "\"limits\":{\"channels\":%llu,\"memlock\":{\"soft\":%s,\"hard\":%s,\"exempt\":%s,\"rdma_needed\":%llu},"
       "\"nofile\":{\"soft\":%s,\"hard\":%s,\"shm_per_peer\":%llu}},",

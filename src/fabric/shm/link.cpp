@@ -61,6 +61,8 @@ link::link(const asio::any_io_executor& io, int fd, arena local, const link_opti
 
 link::~link() {
   if (peer_wake_fd_ >= 0) ::close(peer_wake_fd_);
+  for (int fd : hello_fds_)
+    if (fd >= 0) ::close(fd);
 }
 
 proto::outcome<std::shared_ptr<link>> link::connect(const asio::any_io_executor& io, const std::string& name,
@@ -109,14 +111,9 @@ proto::outcome<std::shared_ptr<link>> link::accept(const asio::any_io_executor& 
   return l;
 }
 
-void link::set_hooks(accept_hook on_accept, failure_hook on_failure) {
-  on_accept_ = std::move(on_accept);
-  on_failure_ = std::move(on_failure);
-}
-
 void link::start_handshake() {
-  link_message hello;
-  hello.kind = message_kind::hello;
+  fabric::link_message hello;
+  hello.kind = fabric::message_kind::hello;
   hello.value = arena_.memory().size();
   hello.key = local_key_;
   std::vector<int> fds{::dup(arena_.memory().fd()), ::dup(options_.wake_fd)};
@@ -126,7 +123,8 @@ void link::start_handshake() {
       if (fd >= 0) ::close(fd);
     return fail(ec);
   }
-  send(hello, std::move(fds));
+  outgoing_.push_back({hello, std::move(fds)});
+  flush_outgoing();
 }
 
 void link::arm() {
@@ -149,16 +147,8 @@ void link::disarm() {
   socket_->cancel(ignored);
 }
 
-void link::send(link_message m, std::vector<int> fds) {
-  if (state_ == state::failed) {
-    for (int fd : fds) ::close(fd);
-    return;
-  }
-  if (state_ == state::handshaking && m.kind != message_kind::hello) {
-    waiting_for_handshake_.push_back(m);
-    return;
-  }
-  outgoing_.push_back({m, std::move(fds)});
+void link::transmit(const fabric::link_message& m) {
+  outgoing_.push_back({m, {}});
   flush_outgoing();
 }
 
@@ -182,7 +172,7 @@ void link::flush_outgoing() {
     const ssize_t n = ::sendmsg(socket_->native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       writing_ = true;
-      socket_->async_wait(asio::posix::descriptor_base::wait_write, [self = shared_from_this()](std::error_code ec) {
+      socket_->async_wait(asio::posix::descriptor_base::wait_write, [self = self()](std::error_code ec) {
         self->writing_ = false;
         if (!ec || self->armed_) self->flush_outgoing();
       });
@@ -213,7 +203,7 @@ void link::read_messages() {
   // otherwise read nothing, and a peer's death could go unnoticed until the next arm.
   if (state_ == state::failed || reading_) return;
   reading_ = true;
-  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this()](std::error_code) {
+  socket_->async_wait(asio::posix::descriptor_base::wait_read, [self = self()](std::error_code) {
     self->reading_ = false;
     if (self->armed_) self->read_messages();
   });
@@ -231,9 +221,9 @@ void link::read_queued() {
   // Everything the socket holds is read before any of it is handled, so that an open and its
   // withdrawal that waited together (nobody accepted meanwhile) cancel out: the acceptor never
   // sees a channel its opener already gave up on.
-  std::vector<std::pair<link_message, std::vector<int>>> batch;
+  std::vector<fabric::link_message> batch;
   for (;;) {
-    link_message m;
+    fabric::link_message m;
     iovec iov{&m, sizeof m};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -255,8 +245,14 @@ void link::read_queued() {
       }
     }
     const bool whole = static_cast<std::size_t>(n) == sizeof m && (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
-    if (whole && m.magic == link_magic && m.version == link_version) {
-      batch.emplace_back(m, std::move(fds));
+    if (whole && m.magic == fabric::link_magic && m.version == fabric::link_version) {
+      // Only a hello carries descriptors; any others are the peer's mistake and closed here.
+      if (m.kind == fabric::message_kind::hello && hello_fds_.empty()) {
+        hello_fds_ = std::move(fds);
+      } else {
+        for (int fd : fds) ::close(fd);
+      }
+      batch.push_back(m);
       continue;
     }
     for (int fd : fds) ::close(fd);
@@ -270,83 +266,31 @@ void link::read_queued() {
   handle_batch(batch);
 }
 
-void link::handle_batch(std::vector<std::pair<link_message, std::vector<int>>>& batch) {
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const link_message& w = batch[i].first;
-    if (w.kind != message_kind::withdraw) continue;
-    for (std::size_t j = 0; j < i; ++j) {
-      link_message& o = batch[j].first;
-      if (o.kind != message_kind::open || o.first != w.first) continue;
-      refuse_withdrawn(o);
-      o.kind = message_kind::withdraw;  // handled: nothing more to do for either
-      break;
-    }
-  }
-  for (auto& [m, fds] : batch) {
-    if (state_ != state::failed) handle(m, fds);
-    for (int fd : fds) ::close(fd);  // whatever handle() did not adopt
-  }
-}
-
-void link::handle(const link_message& m, std::vector<int>& fds) {
-  if (state_ == state::handshaking && m.kind != message_kind::hello)
+void link::on_hello(const fabric::link_message& m) {
+  if (hello_fds_.size() != 2 || m.value <= arena::header_bytes || m.key == 0)
     return fail(make_error_code(error::protocol_violation));
-  switch (m.kind) {
-    case message_kind::hello: return on_hello(m, fds);
-    case message_kind::open: return on_open(m);
-    case message_kind::accepted: return on_accepted(m);
-    case message_kind::refused: return on_refused(m);
-    case message_kind::detach: return on_detach(m);
-    // Its open was read before (and answered) or refused unseen in the same batch.
-    case message_kind::withdraw: return;
-  }
-  fail(make_error_code(error::protocol_violation));
-}
-
-void link::on_hello(const link_message& m, std::vector<int>& fds) {
-  if (state_ != state::handshaking || fds.size() != 2 || m.value <= arena::header_bytes || m.key == 0)
-    return fail(make_error_code(error::protocol_violation));
-  auto mapped = mapping::adopt(std::exchange(fds[0], -1), m.value);
+  auto mapped = mapping::adopt(std::exchange(hello_fds_[0], -1), m.value);
   if (!mapped) return fail(mapped.failure());
   peer_ = std::move(*mapped);
   peer_key_ = m.key;
-  peer_wake_fd_ = std::exchange(fds[1], -1);
-  fds.clear();
-  state_ = state::ready;
-  while (!waiting_for_handshake_.empty()) {
-    outgoing_.push_back({waiting_for_handshake_.front(), {}});
-    waiting_for_handshake_.pop_front();
-  }
-  flush_outgoing();
+  peer_window_begin_ = arena::header_bytes;
+  peer_window_end_ = peer_.size();
+  peer_wake_fd_ = std::exchange(hello_fds_[1], -1);
+  hello_fds_.clear();
+  become_ready();
 }
 
 void link::fail(std::error_code ec) {
   if (state_ == state::failed) return;
-  state_ = state::failed;
-  why_failed_ = ec;
   asio::error_code ignored;
   if (socket_) socket_->close(ignored);
   for (auto& o : outgoing_)
     for (int fd : o.fds) ::close(fd);
   outgoing_.clear();
-  waiting_for_handshake_.clear();
-  auto self = shared_from_this();  // hooks may drop the last other reference
-  for (std::uint32_t id = 1; id <= slots_.size(); ++id) {
-    channel_slot& s = slots_[id - 1];
-    if (!s.in_use) continue;
-    if (s.opening) {
-      auto done = std::move(*s.opening);
-      s.opening.reset();
-      s.graveyard = {s.control.handle, s.ring.handle};
-      free_slot(id);
-      done(ec);
-    } else if (s.retired) {
-      free_slot(id);
-    } else if (s.endpoint != nullptr) {
-      s.endpoint->on_link_failed(ec);
-    }
-  }
-  if (on_failure_) on_failure_(*this, ec);
+  for (int fd : hello_fds_)
+    if (fd >= 0) ::close(fd);
+  hello_fds_.clear();
+  fail_channels(ec);
 }
 
 }  // namespace bellows::shm

@@ -19,12 +19,11 @@ std::size_t link::poll() {
       arena_.header(), doorbells_consumed_,
       [&](std::uint32_t id) {
         ++found;
-        if (channel_slot* s = slot(id); s != nullptr && s->endpoint != nullptr) s->endpoint->on_doorbell();
+        if (auto* endpoint = endpoint_of(id)) endpoint->on_doorbell();
       },
       [&] {
         ++found;
-        for (auto& s : slots_)
-          if (s.in_use && s.endpoint != nullptr) s.endpoint->on_doorbell();
+        for_each_endpoint([](fabric::channel_endpoint& e) { e.on_doorbell(); });
       });
   return found;
 }

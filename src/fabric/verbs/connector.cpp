@@ -1,6 +1,6 @@
 #include "fabric/verbs/connector.hpp"
 
-#include "fabric/verbs/address.hpp"
+#include "fabric/address.hpp"
 
 namespace bellows::verbs {
 namespace {
@@ -41,7 +41,7 @@ verbs::network& connector::network() {
 
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
                                                       std::uint64_t max_message_size, fabric::open_handler done) {
-  auto to = resolve(address, false);
+  auto to = fabric::resolve(address, false);
   if (!to) {
     done(to.failure());
     return nullptr;
@@ -55,7 +55,7 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
                                                                     fabric::accept_hook on_accept) {
-  auto at = resolve(address, true);
+  auto at = fabric::resolve(address, true);
   if (!at) return at.failure();
   // A listener that exists accepts: the acceptor destroys it when it closes.
   auto l = network().listen(

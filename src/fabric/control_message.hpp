@@ -1,6 +1,7 @@
 #pragma once
-// Messages on a shm link's control socket (SOCK_SEQPACKET, so each arrives whole or not at all).
-// The socket carries set-up and teardown only; data goes through the arenas.
+// The control messages of a link that carries many channels (fabric/multiplexed_link.hpp):
+// hello, and opening, accepting, refusing and detaching channels. Each arrives whole: shm sends
+// one per SOCK_SEQPACKET message, tcp one per control record on its stream.
 
 #include <bellows/tier.hpp>
 
@@ -8,13 +9,13 @@
 
 #include <cstdint>
 
-namespace bellows::shm {
+namespace bellows::fabric {
 
 inline constexpr std::uint32_t link_magic = 0x62656c73;  // "bels"
 inline constexpr std::uint32_t link_version = 1;
 
 enum class message_kind : std::uint32_t {
-  hello = 1,     ///< arena size and key; carries the arena memfd and the wake-up eventfd
+  hello = 1,     ///< key; shm: arena size, and it carries the arena memfd and wake-up eventfd
   open = 2,      ///< first = opener's channel id; control, ring; tiers, value = max message size
   accepted = 3,  ///< first = opener's id, second = acceptor's id; control, ring
   refused = 4,   ///< first = opener's id; value = error code, second = its category (see below)
@@ -39,4 +40,4 @@ struct link_message {
   tier tiers[proto::max_tiers] = {};
 };
 
-}  // namespace bellows::shm
+}  // namespace bellows::fabric

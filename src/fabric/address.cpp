@@ -1,4 +1,4 @@
-#include "fabric/verbs/address.hpp"
+#include "fabric/address.hpp"
 
 #include <bellows/error.hpp>
 
@@ -7,7 +7,7 @@
 #include <cstring>
 #include <string>
 
-namespace bellows::verbs {
+namespace bellows::fabric {
 
 proto::outcome<sockaddr_storage> resolve(std::string_view host_port, bool listening) {
   const auto colon = host_port.rfind(':');
@@ -41,4 +41,4 @@ proto::outcome<sockaddr_storage> resolve(std::string_view host_port, bool listen
   return out;
 }
 
-}  // namespace bellows::verbs
+}  // namespace bellows::fabric

@@ -1,0 +1,92 @@
+#include "fabric/tcp/connector.hpp"
+
+#include "fabric/address.hpp"
+#include "fabric/socket_listener.hpp"
+
+#include <bellows/error.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+
+namespace bellows::tcp {
+namespace {
+
+asio::ip::tcp::endpoint endpoint_of(const sockaddr_storage& address) {
+  asio::ip::tcp::endpoint out;
+  const std::size_t length = address.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  std::memcpy(out.data(), &address, length);
+  return out;
+}
+
+/// A bound, listening, non-blocking socket at `address`.
+proto::outcome<int> listen_at(const sockaddr_storage& address) {
+  const int fd = ::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::error_code(errno, std::system_category());
+  const int on = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+  const socklen_t length = address.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), length) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+    const std::error_code ec(errno, std::system_category());
+    ::close(fd);
+    return ec;
+  }
+  return fd;
+}
+
+}  // namespace
+
+proto::outcome<std::shared_ptr<link>> connector::client_link(std::string_view address) {
+  std::erase_if(client_links_, [](const auto& entry) { return entry.second.expired(); });
+  if (auto it = client_links_.find(address); it != client_links_.end()) {
+    if (auto l = it->second.lock(); l && !l->failed() && l->served()) return l;
+  }
+  auto to = fabric::resolve(address, false);
+  if (!to) return to.failure();
+  auto l = link::connect(host_, endpoint_of(*to));
+  l->set_hooks(nullptr, nullptr);
+  client_links_[std::string(address)] = l;
+  host_.serve(l);
+  return l;
+}
+
+std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
+                                                      std::uint64_t max_message_size, fabric::open_handler done) {
+  auto l = client_link(address);
+  if (!l) {
+    done(l.failure());
+    return nullptr;
+  }
+  return fabric::multiplexed_link::open_over(*l, tiers, max_message_size, std::move(done));
+}
+
+proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
+                                                                    fabric::accept_hook on_accept) {
+  auto at = fabric::resolve(address, true);
+  if (!at) return at.failure();
+  auto listening = listen_at(*at);
+  if (!listening) return listening.failure();
+  auto adopt = [host = host_, on_accept = std::move(on_accept)](int fd) {
+    asio::error_code ec;
+    asio::ip::tcp::socket socket(host.executor);
+    const auto v6 = [&] {
+      sockaddr_storage local{};
+      socklen_t length = sizeof local;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
+      return local.ss_family == AF_INET6;
+    }();
+    socket.assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      return;
+    }
+    auto l = link::accept(host, std::move(socket));
+    l->serve_accepts(on_accept);
+    host.serve(l);
+  };
+  return std::shared_ptr<fabric::listener>(
+      std::make_shared<fabric::socket_listener>(host_, *listening, std::move(adopt)));
+}
+
+}  // namespace bellows::tcp

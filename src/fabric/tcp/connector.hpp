@@ -1,0 +1,32 @@
+#pragma once
+// tcp://HOST:PORT: channels to a process that listens there, over TCP. All channels between two
+// reactors share one link (one connection), so descriptors grow with peers, not with channels:
+// opening reuses the link already open to that address.
+
+#include "fabric/connector.hpp"
+#include "fabric/tcp/link.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+
+namespace bellows::tcp {
+
+class connector final : public fabric::connector {
+ public:
+  explicit connector(const fabric::host& h) : host_(h) {}
+
+  std::shared_ptr<fabric::pending_open> open(std::string_view address, const std::vector<tier>& tiers,
+                                             std::uint64_t max_message_size, fabric::open_handler done) override;
+  proto::outcome<std::shared_ptr<fabric::listener>> listen(std::string_view address,
+                                                           fabric::accept_hook on_accept) override;
+
+ private:
+  /// The link to `address`, reusing the one already open to that peer.
+  proto::outcome<std::shared_ptr<link>> client_link(std::string_view address);
+
+  fabric::host host_;
+  std::map<std::string, std::weak_ptr<link>, std::less<>> client_links_;
+};
+
+}  // namespace bellows::tcp

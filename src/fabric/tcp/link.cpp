@@ -1,0 +1,179 @@
+// A tcp link's connection: connecting, the hello that carries each side's key, control
+// messages, watching the socket, and failing.
+#include "fabric/tcp/link.hpp"
+
+#include <bellows/error.hpp>
+
+#include <asio/error.hpp>
+
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <random>
+
+namespace bellows::tcp {
+namespace {
+
+std::uint64_t random_key() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32 | rd()) | 1;
+}
+
+/// The peer's first window byte: its first region's first address (regions.hpp).
+constexpr std::uint64_t first_region_address = std::uint64_t{1} << regions::address_shift;
+
+void wake(int fd) {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
+}
+
+}  // namespace
+
+link::link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key)
+    : socket_(std::move(socket)),
+      host_(h),
+      regions_(h.budget, key),
+      local_key_(key),
+      client_side_(client_side),
+      in_(64 * 1024) {}
+
+std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::endpoint& to) {
+  std::shared_ptr<link> l(new link(h, asio::ip::tcp::socket(h.executor), true, random_key()));
+  l->connecting_ = true;
+  l->peer_endpoint_.provider = "tcp";
+  l->peer_endpoint_.address = to.address().to_string();
+  l->peer_endpoint_.port = to.port();
+  l->socket_->async_connect(to, [l](std::error_code ec) {
+    if (!ec && l->socket_ && !l->failed()) return l->connected();
+    l->connecting_ = false;
+    l->fail_from(ec ? ec : asio::error::operation_aborted);
+  });
+  return l;
+}
+
+std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket) {
+  std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key()));
+  l->connected();
+  return l;
+}
+
+void link::connected() {
+  connecting_ = false;
+  asio::error_code ec;
+  socket_->set_option(asio::ip::tcp::no_delay(true), ec);
+  const auto peer = socket_->remote_endpoint(ec);
+  if (ec) return fail_from(ec);
+  peer_endpoint_.provider = "tcp";
+  peer_endpoint_.address = peer.address().to_string();
+  peer_endpoint_.port = peer.port();
+  fabric::link_message hello;
+  hello.kind = fabric::message_kind::hello;
+  hello.key = local_key_;
+  transmit(hello);
+  // The reactor may be asleep waiting for this connection: have it poll (and watch) the socket.
+  wake(host_.wake_fd);
+}
+
+void link::on_hello(const fabric::link_message& m) {
+  if (m.key == 0) return fail(make_error_code(error::protocol_violation));
+  peer_key_ = m.key;
+  peer_window_begin_ = first_region_address;
+  peer_window_end_ = UINT64_MAX;
+  become_ready();
+}
+
+void link::transmit(const fabric::link_message& m) {
+  record_header h;
+  h.kind = record_kind::control;
+  h.length = sizeof m;
+  const std::span<const std::byte> piece[] = {std::as_bytes(std::span(&m, 1))};
+  queue(h, piece);
+  flush();
+}
+
+void link::arm() {
+  armed_ = true;
+  if (failed() || connecting_) return;
+  take_records();
+  flush();
+}
+
+void link::disarm() {
+  armed_ = false;
+  if (socket_ && reading_) {
+    // Cancels the write wait too; its handler starts another while output is left (busy()).
+    asio::error_code ignored;
+    socket_->cancel(ignored);
+  }
+}
+
+void link::dropped() noexcept {
+  multiplexed_link::dropped();
+  // Nobody will use it: a connect still in flight must not hold the io_context.
+  if (connecting_ && socket_) {
+    asio::error_code ignored;
+    socket_->close(ignored);
+  }
+}
+
+void link::shutdown() {
+  if (!failed()) state_ = state::failed;
+  socket_.reset();
+  regions_.leave_budget();  // the reactor, and its budget, go before the channels that hold this link
+}
+
+void link::watch_for_records() {
+  if (reading_ || !socket_ || failed() || connecting_) return;
+  reading_ = true;
+  socket_->async_wait(asio::ip::tcp::socket::wait_read, [self = self()](std::error_code ec) {
+    self->reading_ = false;
+    if (ec == asio::error::operation_aborted) return;
+    wake(self->host_.wake_fd);  // the reactor polls, and poll() reads
+  });
+}
+
+bool link::prepare_to_sleep() {
+  if (failed()) return true;
+  if (connecting_) return true;  // connected() wakes the reactor
+  flush();
+  if (take_records() != 0) return false;
+  watch_for_records();
+  return true;
+}
+
+bool link::prepare_to_idle(std::vector<int>& descriptors) {
+  if (failed() || connecting_) return true;
+  flush();
+  if (take_records() != 0) return false;
+  if (socket_ && !failed()) descriptors.push_back(socket_->native_handle());
+  return true;
+}
+
+void link::last_look() {
+  if (socket_ && !failed() && !connecting_) take_records();
+}
+
+void link::fail_from(const std::error_code& asio_error) {
+  if (asio_error == asio::error::eof || asio_error == asio::error::connection_reset ||
+      asio_error == asio::error::broken_pipe || asio_error == asio::error::operation_aborted)
+    return fail(make_error_code(error::connection_reset));
+  // Asio's own categories name the problem well (host not found); system errors are reported
+  // in the standard category, as every other provider does.
+  if (asio_error.category() == asio::error::get_system_category())
+    return fail(std::error_code(asio_error.value(), std::system_category()));
+  fail(asio_error);
+}
+
+void link::fail(std::error_code ec) {
+  if (failed()) return;
+  if (socket_) {
+    asio::error_code ignored;
+    socket_->close(ignored);
+  }
+  out_.clear();
+  out_sent_ = 0;
+  current_.reset();
+  fail_channels(ec);
+}
+
+}  // namespace bellows::tcp

@@ -1,0 +1,111 @@
+#pragma once
+// A tcp link: one TCP connection between two reactors, carrying any number of channels. Each
+// side's rings and control blocks are heap regions (fabric/tcp/regions.hpp); the peer's writes,
+// doorbells and control messages arrive as records (fabric/tcp/record.hpp) that poll() reads and
+// places. What this side writes is queued and sent at the next doorbell or poll, so a frame and
+// its doorbell leave in one call. The connection closing is the news that the peer died.
+
+#include "fabric/connector.hpp"
+#include "fabric/multiplexed_link.hpp"
+#include "fabric/tcp/record.hpp"
+#include "fabric/tcp/regions.hpp"
+
+#include <asio/ip/tcp.hpp>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace bellows::tcp {
+
+class link final : public fabric::multiplexed_link {
+ public:
+  /// Client side: connects to `to` in the background; channels opened meanwhile wait for the
+  /// handshake.
+  static std::shared_ptr<link> connect(const fabric::host& h, const asio::ip::tcp::endpoint& to);
+  /// Server side: a connection just accepted.
+  static std::shared_ptr<link> accept(const fabric::host& h, asio::ip::tcp::socket socket);
+
+  void arm() override;
+  void disarm() override;
+  void shutdown() override;
+  bool busy() const noexcept override { return unsent() != 0; }
+  void dropped() noexcept override;
+  /// Failed, or a link this side opened that no channel uses any more.
+  bool finished() const noexcept override { return failed() || (client_side_ && unused()); }
+
+  /// Sends what is queued, then places the records that arrived; returns how many it found.
+  std::size_t poll() override;
+  bool prepare_to_sleep() override;
+  bool prepare_to_idle(std::vector<int>& descriptors) override;
+  void last_look() override;
+  void woke_up() override {}
+
+  proto::outcome<fabric::region> register_region(std::size_t length) override { return regions_.allocate(length); }
+  void release_region(std::uint64_t handle) override { regions_.release(handle); }
+  std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
+                              std::span<const std::byte> trailer) override;
+  void ring_doorbell(std::uint32_t peer_channel) override;
+  std::size_t registered_bytes() const override { return regions_.registered_bytes(); }
+
+ private:
+  /// A record being received: its header, where its payload goes, and how much has come.
+  struct incoming {
+    record_header header;
+    std::byte* to = nullptr;
+    std::uint64_t received = 0;
+    std::byte first_word[8] = {};  ///< placed last, so that a reader never sees a partial write
+  };
+
+  link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key);
+  std::shared_ptr<link> self() { return std::static_pointer_cast<link>(shared_from_this()); }
+
+  void connected();
+  void transmit(const fabric::link_message& m) override;
+  void on_hello(const fabric::link_message& m) override;
+  void fail(std::error_code ec) override;
+  void fail_from(const std::error_code& asio_error);
+
+  // sending (link_data.cpp)
+  void queue(const record_header& h, fabric::byte_pieces payload);
+  /// Sends the queue and then `h` and `payload` from the caller's memory, queueing what the
+  /// socket does not take.
+  void send_now(const record_header& h, fabric::byte_pieces payload);
+  void flush();
+  std::size_t unsent() const noexcept { return out_.size() - out_sent_; }
+  void wait_for_room();
+
+  // receiving (link_data.cpp)
+  /// Reads and places what the socket holds, a bounded number of reads; returns records found.
+  std::size_t take_records();
+  /// Places what the buffer holds; false once the link failed.
+  bool take_buffered(std::size_t& found, std::vector<fabric::link_message>& controls);
+  bool begin_record(const record_header& h);
+  void place(const std::byte* bytes, std::size_t n);
+  void finish_write();
+  /// Reads straight into the ring the write being received; false when it should not.
+  bool receive_direct(std::size_t& found, bool& drained);
+  void watch_for_records();
+
+  std::optional<asio::ip::tcp::socket> socket_;  // reset when the io_context shuts down
+  fabric::host host_;
+  regions regions_;
+  std::uint64_t local_key_;
+  bool client_side_;
+  bool connecting_ = false;
+  bool armed_ = false;
+  bool reading_ = false;  // a wait for readability is out
+  bool writing_ = false;  // a wait for room to write is out
+
+  std::vector<std::byte> out_;
+  std::size_t out_sent_ = 0;
+
+  std::vector<std::byte> in_;
+  std::size_t in_begin_ = 0;
+  std::size_t in_end_ = 0;
+  std::optional<incoming> current_;
+};
+
+}  // namespace bellows::tcp

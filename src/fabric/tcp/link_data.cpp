@@ -1,0 +1,281 @@
+// A tcp link's data path: writes and doorbells queued as records and sent, and the records that
+// arrive placed into this side's regions, their doorbells and control messages handed on.
+#include "fabric/tcp/link.hpp"
+
+#include <bellows/error.hpp>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace bellows::tcp {
+namespace {
+
+/// Reads per poll: enough to drain a busy connection's backlog in steps, few enough that one
+/// flooding peer cannot hold the reactor.
+constexpr int reads_per_poll = 16;
+constexpr std::size_t max_iov = 64;
+
+std::size_t total_size(fabric::byte_pieces pieces) {
+  std::size_t total = 0;
+  for (auto p : pieces) total += p.size();
+  return total;
+}
+
+}  // namespace
+
+// ---- sending ----
+
+void link::queue(const record_header& h, fabric::byte_pieces payload) {
+  const auto* header = reinterpret_cast<const std::byte*>(&h);
+  out_.insert(out_.end(), header, header + sizeof h);
+  for (auto p : payload) out_.insert(out_.end(), p.begin(), p.end());
+}
+
+void link::send_now(const record_header& h, fabric::byte_pieces payload) {
+  if (writing_ || !socket_ || payload.size() + 2 > max_iov) return queue(h, payload);
+  iovec iov[max_iov];
+  std::size_t count = 0;
+  if (unsent() != 0) iov[count++] = {out_.data() + out_sent_, unsent()};
+  iov[count++] = {const_cast<record_header*>(&h), sizeof h};
+  for (auto p : payload) iov[count++] = {const_cast<std::byte*>(p.data()), p.size()};
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = count;
+  const ssize_t n = ::sendmsg(socket_->native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return fail(make_error_code(error::connection_reset));
+  // What went is dropped from the queue; the rest of this record is queued behind what is left.
+  std::size_t sent = n < 0 ? 0 : static_cast<std::size_t>(n);
+  const std::size_t from_queue = std::min(sent, unsent());
+  out_sent_ += from_queue;
+  sent -= from_queue;
+  if (out_sent_ == out_.size()) {
+    out_.clear();
+    out_sent_ = 0;
+  }
+  std::size_t skip = sent;
+  for (std::size_t i = count - payload.size() - 1; i < count; ++i) {
+    const auto* base = static_cast<const std::byte*>(iov[i].iov_base);
+    const std::size_t take = std::min(skip, iov[i].iov_len);
+    skip -= take;
+    out_.insert(out_.end(), base + take, base + iov[i].iov_len);
+  }
+  if (unsent() != 0) wait_for_room();
+}
+
+void link::flush() {
+  while (unsent() != 0 && !writing_ && socket_ && !failed() && !connecting_) {
+    const ssize_t n = ::send(socket_->native_handle(), out_.data() + out_sent_, unsent(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return wait_for_room();
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return fail(make_error_code(error::connection_reset));
+    out_sent_ += static_cast<std::size_t>(n);
+  }
+  if (unsent() == 0) {
+    out_.clear();
+    out_sent_ = 0;
+  }
+}
+
+void link::wait_for_room() {
+  if (writing_ || !socket_ || failed()) return;
+  writing_ = true;
+  socket_->async_wait(asio::ip::tcp::socket::wait_write, [self = self()](std::error_code) {
+    self->writing_ = false;
+    // Cancelled by disarm() or not, what is queued must still go out (busy() holds the reactor).
+    self->flush();
+  });
+}
+
+std::error_code link::write(fabric::remote_address dst, fabric::byte_pieces pieces) {
+  if (failed()) return why_failed_;
+  if (dst.key != peer_key_ || dst.address < peer_window_begin_) return make_error_code(error::protocol_violation);
+  record_header h;
+  h.kind = record_kind::write;
+  h.key = dst.key;
+  h.address = dst.address;
+  h.length = total_size(pieces);
+  if (h.length >= direct_payload_min && !connecting_) {
+    send_now(h, pieces);
+  } else {
+    queue(h, pieces);
+  }
+  return failed() ? why_failed_ : std::error_code{};
+}
+
+std::error_code link::write_frame(fabric::remote_address dst, fabric::byte_pieces body,
+                                  fabric::remote_address trailer_dst, std::span<const std::byte> trailer) {
+  // The trailer goes first: records are placed in order and a frame's first word is placed
+  // last, so the peer sees the trailer before it can see the frame.
+  const std::span<const std::byte> tail[] = {trailer};
+  if (auto ec = write(trailer_dst, tail)) return ec;
+  return write(dst, body);
+}
+
+void link::ring_doorbell(std::uint32_t peer_channel) {
+  if (failed()) return;
+  record_header h;
+  h.kind = record_kind::doorbell;
+  h.channel = peer_channel;
+  queue(h, {});
+  flush();
+}
+
+// ---- receiving ----
+
+std::size_t link::poll() {
+  if (failed() || connecting_ || !socket_) return 0;
+  flush();  // writes this pass made without a doorbell
+  return take_records();
+}
+
+std::size_t link::take_records() {
+  std::size_t found = 0;
+  std::vector<fabric::link_message> controls;
+  for (int round = 0; round < reads_per_poll && !failed() && socket_; ++round) {
+    bool drained = false;
+    if (receive_direct(found, drained)) {
+      if (drained) break;
+      continue;
+    }
+    if (in_begin_ == in_end_) in_begin_ = in_end_ = 0;
+    if (in_end_ == in_.size()) {
+      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      in_end_ -= in_begin_;
+      in_begin_ = 0;
+    }
+    const ssize_t n = ::recv(socket_->native_handle(), in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) {
+      if (!controls.empty()) handle_batch(controls);
+      fail(make_error_code(error::connection_reset));
+      return found + 1;
+    }
+    in_end_ += static_cast<std::size_t>(n);
+    if (!take_buffered(found, controls)) return found + 1;
+  }
+  if (!controls.empty() && !failed()) handle_batch(controls);
+  return found;
+}
+
+bool link::receive_direct(std::size_t& found, bool& drained) {
+  // Only the body of a large write, once the buffer is empty and its first word is held.
+  if (!current_ || current_->header.kind != record_kind::write || in_begin_ != in_end_ || current_->received < 8)
+    return false;
+  const std::uint64_t left = current_->header.length - current_->received;
+  if (left < 4096) return false;
+  const ssize_t n = ::recv(socket_->native_handle(), current_->to + current_->received, left, MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    drained = errno != EINTR;
+    return true;
+  }
+  if (n <= 0) {
+    fail(make_error_code(error::connection_reset));
+    drained = true;
+    return true;
+  }
+  current_->received += static_cast<std::uint64_t>(n);
+  if (current_->received == current_->header.length) {
+    finish_write();
+    ++found;
+  }
+  return true;
+}
+
+bool link::take_buffered(std::size_t& found, std::vector<fabric::link_message>& controls) {
+  for (;;) {
+    const std::size_t have = in_end_ - in_begin_;
+    const std::byte* at = in_.data() + in_begin_;
+    if (!current_) {
+      if (have < sizeof(record_header)) return true;
+      record_header h;
+      std::memcpy(&h, at, sizeof h);
+      in_begin_ += sizeof h;
+      // A write or doorbell may depend on the control messages before it (the hello that
+      // makes the link ready, an accept followed by the first frame): those are handled first.
+      if (h.kind != record_kind::control && !controls.empty()) {
+        handle_batch(controls);
+        controls.clear();
+        if (failed()) return false;
+      }
+      if (!begin_record(h)) return false;
+      if (h.kind == record_kind::doorbell) {
+        ++found;
+        if (auto* endpoint = endpoint_of(h.channel)) endpoint->on_doorbell();
+        current_.reset();
+        if (failed()) return false;
+      }
+      continue;
+    }
+    const record_header& h = current_->header;
+    if (h.kind == record_kind::control) {
+      if (have < sizeof(fabric::link_message)) return true;
+      fabric::link_message m;
+      std::memcpy(&m, at, sizeof m);
+      in_begin_ += sizeof m;
+      current_.reset();
+      ++found;
+      if (m.magic != fabric::link_magic || m.version != fabric::link_version) {
+        fail(make_error_code(error::protocol_violation));
+        return false;
+      }
+      controls.push_back(m);
+      continue;
+    }
+    // A write: short ones are placed whole, longer ones as they come, first word last.
+    const std::uint64_t left = h.length - current_->received;
+    if (h.length < 8 && have < h.length) return true;
+    if (have == 0) return true;
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, have));
+    place(at, n);
+    in_begin_ += n;
+    if (current_->received == h.length) {
+      finish_write();
+      ++found;
+    }
+  }
+}
+
+bool link::begin_record(const record_header& h) {
+  incoming in;
+  in.header = h;
+  bool valid = false;
+  switch (h.kind) {
+    case record_kind::control: valid = h.length == sizeof(fabric::link_message); break;
+    case record_kind::doorbell: valid = h.length == 0 && ready(); break;
+    case record_kind::write:
+      in.to = ready() ? regions_.find(h.key, h.address, h.length) : nullptr;
+      valid = in.to != nullptr && h.length != 0;
+      break;
+  }
+  if (!valid) {
+    fail(make_error_code(error::protocol_violation));
+    return false;
+  }
+  current_ = in;
+  return true;
+}
+
+void link::place(const std::byte* bytes, std::size_t n) {
+  incoming& in = *current_;
+  std::size_t at = 0;
+  if (in.header.length >= 8 && in.received < 8) {
+    const std::size_t held = std::min<std::size_t>(8 - in.received, n);
+    std::memcpy(in.first_word + in.received, bytes, held);
+    in.received += held;
+    at = held;
+  }
+  if (n > at) std::memcpy(in.to + in.received, bytes + at, n - at);
+  in.received += n - at;
+}
+
+void link::finish_write() {
+  incoming& in = *current_;
+  if (in.header.length >= 8) std::memcpy(in.to, in.first_word, 8);
+  current_.reset();
+}
+
+}  // namespace bellows::tcp

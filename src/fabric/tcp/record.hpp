@@ -1,0 +1,33 @@
+#pragma once
+// What travels on a tcp link's stream: records, each a fixed header and its payload. A write
+// record carries the bytes of one provider write, which the receiving link places into its own
+// registered memory; a doorbell record names a channel; a control record carries one control
+// message (fabric/control_message.hpp). Records are placed in the order they were sent, which
+// gives the provider's ordering promise (fabric/provider.hpp) for free.
+
+#include "fabric/control_message.hpp"
+
+#include <cstdint>
+
+namespace bellows::tcp {
+
+enum class record_kind : std::uint32_t {
+  control = 1,   ///< payload: one link_message
+  write = 2,     ///< payload: `length` bytes for `address` under `key` in the receiver's memory
+  doorbell = 3,  ///< `channel`: the receiver's channel to look at; no payload
+};
+
+struct record_header {
+  record_kind kind = record_kind::control;
+  std::uint32_t channel = 0;
+  std::uint64_t key = 0;
+  std::uint64_t address = 0;
+  std::uint64_t length = 0;
+};
+static_assert(sizeof(record_header) == 32);
+
+/// Payloads at least this long are sent from the caller's memory and received straight into the
+/// ring; shorter ones are copied through the link's buffers, which batches them into one call.
+inline constexpr std::size_t direct_payload_min = 16 * 1024;
+
+}  // namespace bellows::tcp

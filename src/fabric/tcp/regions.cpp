@@ -1,0 +1,59 @@
+#include "fabric/tcp/regions.hpp"
+
+#include <bellows/error.hpp>
+
+#include <cstdlib>
+
+namespace bellows::tcp {
+
+regions::~regions() {
+  for (auto& b : blocks_) std::free(b.data);
+  leave_budget();
+}
+
+proto::outcome<fabric::region> regions::allocate(std::size_t length) {
+  if (length == 0 || length >= (std::uint64_t{1} << address_shift)) return error::invalid_argument;
+  if (budget_ != nullptr && !budget_->take(length)) return error::budget_exhausted;
+  auto* data = static_cast<std::byte*>(std::calloc(1, length));
+  if (data == nullptr) {
+    if (budget_ != nullptr) budget_->give_back(length);
+    return error::budget_exhausted;
+  }
+  std::uint64_t handle;
+  if (!free_handles_.empty()) {
+    handle = free_handles_.back();
+    free_handles_.pop_back();
+  } else {
+    blocks_.emplace_back();
+    handle = blocks_.size();
+  }
+  blocks_[handle - 1] = {data, length};
+  registered_ += length;
+  return fabric::region{handle, key_, handle << address_shift, data, length};
+}
+
+void regions::release(std::uint64_t handle) {
+  if (handle == 0 || handle > blocks_.size() || blocks_[handle - 1].data == nullptr) return;
+  block& b = blocks_[handle - 1];
+  std::free(b.data);
+  registered_ -= b.length;
+  if (budget_ != nullptr) budget_->give_back(b.length);
+  b = {};
+  free_handles_.push_back(handle);
+}
+
+std::byte* regions::find(std::uint64_t key, std::uint64_t address, std::uint64_t length) const {
+  const std::uint64_t handle = address >> address_shift;
+  if (key != key_ || handle == 0 || handle > blocks_.size()) return nullptr;
+  const block& b = blocks_[handle - 1];
+  const std::uint64_t offset = address & ((std::uint64_t{1} << address_shift) - 1);
+  if (b.data == nullptr || offset > b.length || length > b.length - offset) return nullptr;
+  return b.data + offset;
+}
+
+void regions::leave_budget() noexcept {
+  if (budget_ != nullptr) budget_->give_back(registered_);
+  budget_ = nullptr;
+}
+
+}  // namespace bellows::tcp

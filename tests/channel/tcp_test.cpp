@@ -1,0 +1,258 @@
+// A tcp peer that lies: records of an unknown kind, control messages of the wrong size or before
+// the hello, writes under a wrong key or outside every region, a doorbell with a payload, a
+// stream cut mid-record. Each is refused with a named error before anything is placed. And the
+// plain failures: nothing listening, a name that does not resolve.
+
+#include "fabric/tcp/record.hpp"
+#include "support/processes.hpp"
+#include "support/provider.hpp"
+#include "support/run_until.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+using namespace std::chrono_literals;
+namespace bt = bellows::test;
+namespace fabric = bellows::fabric;
+using bellows::tcp::record_header;
+using bellows::tcp::record_kind;
+
+namespace {
+
+enum class lie {
+  hello_without_key,
+  open_before_hello,
+  wrong_magic,
+  control_of_wrong_size,
+  unknown_record_kind,
+  write_under_wrong_key,
+  write_outside_every_region,
+  write_past_region_end,
+  doorbell_with_payload,
+  stream_cut_mid_record,
+};
+
+const char* to_string(lie l) {
+  switch (l) {
+    case lie::hello_without_key: return "a hello without a key";
+    case lie::open_before_hello: return "an open before its hello";
+    case lie::wrong_magic: return "a control message with the wrong magic";
+    case lie::control_of_wrong_size: return "a control record of the wrong size";
+    case lie::unknown_record_kind: return "a record of an unknown kind";
+    case lie::write_under_wrong_key: return "a write under a key that is not ours";
+    case lie::write_outside_every_region: return "a write into no region";
+    case lie::write_past_region_end: return "a write running past its region's end";
+    case lie::doorbell_with_payload: return "a doorbell with a payload";
+    case lie::stream_cut_mid_record: return "a write cut short by the connection closing";
+  }
+  return "?";
+}
+
+/// A listening socket on loopback at an ephemeral port; the port through `port`.
+int listen_on_loopback(std::uint16_t& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 4) == 0);
+  socklen_t length = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+  port = ntohs(addr.sin_port);
+  return fd;
+}
+
+void append(std::vector<std::byte>& out, const void* data, std::size_t n) {
+  const auto* bytes = static_cast<const std::byte*>(data);
+  out.insert(out.end(), bytes, bytes + n);
+}
+
+void append_control(std::vector<std::byte>& out, const fabric::link_message& m, std::uint64_t length = sizeof m) {
+  record_header h;
+  h.kind = record_kind::control;
+  h.length = length;
+  append(out, &h, sizeof h);
+  append(out, &m, std::min<std::size_t>(length, sizeof m));
+}
+
+void append_write(std::vector<std::byte>& out, std::uint64_t key, std::uint64_t address, std::size_t length,
+                  std::size_t sent) {
+  record_header h;
+  h.kind = record_kind::write;
+  h.key = key;
+  h.address = address;
+  h.length = length;
+  append(out, &h, sizeof h);
+  out.resize(out.size() + sent, std::byte{0x5a});
+}
+
+fabric::link_message hello_with(std::uint64_t key) {
+  fabric::link_message m;
+  m.kind = fabric::message_kind::hello;
+  m.key = key;
+  return m;
+}
+
+/// What the liar sends once it has read the connecting side's hello (which names its key).
+std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
+  constexpr std::uint64_t first_region = std::uint64_t{1} << 40;
+  std::vector<std::byte> out;
+  if (how == lie::hello_without_key) {
+    append_control(out, hello_with(0));
+    return out;
+  }
+  if (how == lie::open_before_hello) {
+    fabric::link_message open;
+    open.kind = fabric::message_kind::open;
+    open.first = 1;
+    append_control(out, open);
+    return out;
+  }
+  if (how == lie::wrong_magic) {
+    auto hello = hello_with(7);
+    hello.magic = 0x12345678;
+    append_control(out, hello);
+    return out;
+  }
+  append_control(out, hello_with(7));
+  switch (how) {
+    case lie::control_of_wrong_size: append_control(out, hello_with(7), 10); break;
+    case lie::unknown_record_kind: {
+      record_header h;
+      h.kind = static_cast<record_kind>(9);
+      append(out, &h, sizeof h);
+      break;
+    }
+    case lie::write_under_wrong_key: append_write(out, their_key ^ 2, first_region, 8, 8); break;
+    case lie::write_outside_every_region: append_write(out, their_key, first_region * 900, 8, 8); break;
+    case lie::write_past_region_end: append_write(out, their_key, first_region + 64, 1 << 20, 0); break;
+    case lie::doorbell_with_payload: {
+      record_header h;
+      h.kind = record_kind::doorbell;
+      h.channel = 1;
+      h.length = 8;
+      append(out, &h, sizeof h);
+      out.resize(out.size() + 8);
+      break;
+    }
+    case lie::stream_cut_mid_record: append_write(out, their_key, first_region, 64, 10); break;
+    default: break;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("A tcp peer that lies in its records is refused with protocol_violation, a cut stream with connection_reset",
+          "[tcp][fault]") {
+  const auto how =
+      GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic, lie::control_of_wrong_size,
+               lie::unknown_record_kind, lie::write_under_wrong_key, lie::write_outside_every_region,
+               lie::write_past_region_end, lie::doorbell_with_payload, lie::stream_cut_mid_record);
+  INFO("the peer sends " << to_string(how));
+  std::uint16_t port = 0;
+  const int listener = listen_on_loopback(port);
+
+  asio::io_context io;
+  std::optional<std::error_code> result;
+  bellows::async_connect(io.get_executor(), "tcp://127.0.0.1:" + std::to_string(port),
+                         [&](std::error_code ec, bellows::channel) { result = ec; });
+  // The connecting side's hello comes first: a header and one control message.
+  int peer = -1;
+  std::vector<std::byte> hello(sizeof(record_header) + sizeof(fabric::link_message));
+  std::size_t got = 0;
+  REQUIRE(bt::run_until(
+      io,
+      [&] {
+        if (peer < 0) peer = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (peer < 0) return false;
+        const ssize_t n = ::recv(peer, hello.data() + got, hello.size() - got, MSG_DONTWAIT);
+        if (n > 0) got += static_cast<std::size_t>(n);
+        return got == hello.size();
+      },
+      5s));
+  fabric::link_message theirs;
+  std::memcpy(&theirs, hello.data() + sizeof(record_header), sizeof theirs);
+  REQUIRE(theirs.kind == fabric::message_kind::hello);
+  REQUIRE(theirs.key != 0);
+
+  const auto bytes = lie_bytes(how, theirs.key);
+  REQUIRE(::send(peer, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+  if (how == lie::stream_cut_mid_record) ::shutdown(peer, SHUT_WR);
+  REQUIRE(bt::run_until(
+      io, [&] { return result.has_value(); }, 5s));
+  INFO("the connect ended with " << result->message());
+  if (how == lie::stream_cut_mid_record) {
+    CHECK(*result == bellows::error::connection_reset);
+  } else {
+    CHECK(*result == bellows::error::protocol_violation);
+  }
+  // The liar's connection was closed: it reads the end of the stream after whatever was sent.
+  bool closed = false;
+  std::byte sink[4096];
+  REQUIRE(bt::run_until(
+      io,
+      [&] {
+        const ssize_t n = ::recv(peer, sink, sizeof sink, MSG_DONTWAIT);
+        closed = n == 0 || (n < 0 && errno == ECONNRESET);
+        return closed;
+      },
+      5s));
+  CHECK(closed);
+  ::close(peer);
+  ::close(listener);
+}
+
+TEST_CASE("A tcp connect where nothing listens fails with connection_refused, a bad name with host_unreachable",
+          "[tcp][fault]") {
+  std::uint16_t port = 0;
+  const int listener = listen_on_loopback(port);
+  ::close(listener);  // the port was free a moment ago, and nothing listens on it now
+
+  asio::io_context io;
+  std::optional<std::error_code> refused, unresolved;
+  bellows::async_connect(io.get_executor(), "tcp://127.0.0.1:" + std::to_string(port),
+                         [&](std::error_code ec, bellows::channel) { refused = ec; });
+  bellows::async_connect(io.get_executor(), "tcp://no-such-host.invalid:7000",
+                         [&](std::error_code ec, bellows::channel) { unresolved = ec; });
+  REQUIRE(bt::run_until(
+      io, [&] { return refused && unresolved; }, 5s));
+  CHECK(*refused == std::errc::connection_refused);
+  CHECK(*unresolved == std::errc::host_unreachable);
+}
+
+TEST_CASE("A tcp channel names its peer's address and port", "[tcp]") {
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("named"));
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri);
+  std::optional<bellows::channel> accepted, connected;
+  acc.async_accept([&](std::error_code ec, bellows::channel ch) {
+    if (!ec) accepted = std::move(ch);
+  });
+  bellows::async_connect(io.get_executor(), uri, [&](std::error_code ec, bellows::channel ch) {
+    if (!ec) connected = std::move(ch);
+  });
+  REQUIRE(bt::run_until(
+      io, [&] { return accepted && connected; }, 5s));
+  const auto theirs = connected->remote_endpoint();
+  CHECK(theirs.provider == "tcp");
+  CHECK(theirs.address == "127.0.0.1");
+  CHECK("tcp://127.0.0.1:" + std::to_string(theirs.port) == uri);
+  const auto ours = accepted->remote_endpoint();
+  CHECK(ours.provider == "tcp");
+  CHECK(ours.address == "127.0.0.1");
+  CHECK(ours.port != 0);
+  CHECK(ours.port != theirs.port);
+}
