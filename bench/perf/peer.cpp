@@ -31,6 +31,15 @@ struct peer_state {
   std::chrono::nanoseconds last_provisioning{0};
 };
 
+/// A channel's operation failed: the end of a measurement (the client closed or went away) is
+/// expected, anything else is said, since the client only sees its channel reset.
+void say_if_unexpected(const char* role, std::error_code ec) {
+  if (!ec || ec == bellows::error::end_of_stream || ec == bellows::error::connection_reset ||
+      ec == bellows::error::channel_closed)
+    return;
+  std::fprintf(stderr, "bellows-perf peer: %s channel: %s\n", role, ec.message().c_str());
+}
+
 /// Holds a receive pending until the client closes or drops the channel: the only cost of an
 /// idle channel on this side is this coroutine frame.
 asio::awaitable<void> until_closed(bellows::channel& ch) {
@@ -53,8 +62,10 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
       std::vector<std::byte> buffer(state->max_message);
       for (;;) {
         auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
+        say_if_unexpected("echo", receive_ec);
         if (receive_ec) break;
         auto [send_ec, sent] = co_await ch.async_send(asio::buffer(buffer.data(), size), as_tuple(use_awaitable));
+        say_if_unexpected("echo", send_ec);
         if (send_ec) break;
       }
     } else if (role == "sink") {
@@ -76,9 +87,12 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
       for (int i = 0; i < 1'000'000; ++i) {
         auto [receive_ec, size] =
             co_await ch.async_receive(asio::buffer(buffer.get(), state->max_message), as_tuple(use_awaitable));
+        say_if_unexpected("enlarge", receive_ec);
         if (receive_ec) break;
         const std::int64_t provisioning_ns = state->last_provisioning.count();
-        co_await ch.async_send(asio::buffer(&provisioning_ns, sizeof provisioning_ns), as_tuple(use_awaitable));
+        auto [send_ec, sent] =
+            co_await ch.async_send(asio::buffer(&provisioning_ns, sizeof provisioning_ns), as_tuple(use_awaitable));
+        say_if_unexpected("enlarge", send_ec);
       }
     } else if (role == "herd") {
       // One message of the announced size into a buffer of that size, answered with 8 bytes.
