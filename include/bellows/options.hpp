@@ -52,6 +52,15 @@ struct context_options {
   std::size_t warm_ring_bytes = std::size_t{32} << 20;
   /// Virtual size of each shm arena (sparse: only what is registered is backed by memory).
   std::size_t shm_arena_bytes = std::size_t{16} << 30;
+  /// tcp://: how long a connection may go without a word from its peer before it counts as dead
+  /// and every channel over it fails with connection_reset. Sent data left unacknowledged
+  /// (TCP_USER_TIMEOUT) and an idle connection (keepalive probes from half this time on, every
+  /// sixth of it) are both bounded: a dead link or peer is noticed within this plus a sixth of
+  /// it (at least a second more), and a connect to a host that does not answer gives up after
+  /// it. Whole seconds, at least one. The same for every tcp connection of the io_context, since
+  /// one connection carries all channels between two of them. Zero keeps the kernel's defaults:
+  /// about 15 minutes with data in flight, never when idle.
+  std::chrono::milliseconds tcp_peer_timeout = std::chrono::seconds(15);
 };
 
 }  // namespace bellows

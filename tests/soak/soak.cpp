@@ -10,6 +10,7 @@
 
 #include "memory_report.hpp"
 #include "perf/process.hpp"
+#include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
 #include "support/sanitizers.hpp"
@@ -58,38 +59,9 @@ struct settings {
 
 // ---- messages: [channel uid u64 | seq u64 | size u64 | payload derived from all three] ----
 
-constexpr std::size_t header_bytes = 24;
+constexpr std::size_t header_bytes = bt::stamp_bytes;
 /// Messages above this are fragmented through the largest default tier (half of 1 MiB).
 constexpr std::size_t fragmented_above = 512 * 1024;
-
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9e3779b97f4a7c15;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111eb;
-  return x ^ (x >> 31);
-}
-
-void fill_message(std::vector<std::byte>& out, std::uint64_t uid, std::uint64_t seq, std::size_t size) {
-  out.resize(size);
-  const std::uint64_t head[3] = {uid, seq, size};
-  std::memcpy(out.data(), head, header_bytes);
-  std::uint64_t state = mix(uid * 1'000'003 + seq);
-  for (std::size_t i = header_bytes; i < size; i += 8) {
-    state = mix(state);
-    std::memcpy(out.data() + i, &state, std::min<std::size_t>(8, size - i));
-  }
-}
-
-bool matches(const std::byte* data, std::uint64_t uid, std::uint64_t seq, std::size_t size) {
-  const std::uint64_t head[3] = {uid, seq, size};
-  if (size < header_bytes || std::memcmp(data, head, header_bytes) != 0) return false;
-  std::uint64_t state = mix(uid * 1'000'003 + seq);
-  for (std::size_t i = header_bytes; i < size; i += 8) {
-    state = mix(state);
-    if (std::memcmp(data + i, &state, std::min<std::size_t>(8, size - i)) != 0) return false;
-  }
-  return true;
-}
 
 std::size_t random_size(std::mt19937_64& rng) {
   const auto p = rng() % 100;
@@ -359,7 +331,7 @@ class soak {
       const int burst = 1 + static_cast<int>(x.rng() % 3);
       for (int i = 0; i < burst && !x.failure; ++i) {
         const std::size_t size = random_size(x.rng);
-        fill_message(x.out, x.uid, x.next_seq, size);
+        bt::fill_stamped(x.out, x.uid, x.next_seq, size);
         const bool try_cancel = x.rng() % 10 == 0;
         auto cancel = canceller(try_cancel, 0us);
         x.phase = try_cancel ? "send (cancelled)" : "send";
@@ -421,7 +393,7 @@ class soak {
         x.failure = make_error_code(bellows::error::protocol_violation);
         break;
       }
-      if (!matches(data, x.uid, head[1], n)) {
+      if (!bt::is_stamped(data, x.uid, head[1], n)) {
         std::cerr << "soak: channel " << x.uid << " seq " << head[1] << " corrupted\n";
         ++t.violations;
       }

@@ -6,9 +6,14 @@
 
 #include <asio/error.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <climits>
 #include <random>
 
 namespace bellows::tcp {
@@ -21,6 +26,24 @@ std::uint64_t random_key() {
 
 /// The peer's first window byte: its first region's first address (regions.hpp).
 constexpr std::uint64_t first_region_address = std::uint64_t{1} << regions::address_shift;
+
+/// Bounds how long a dead peer or link goes unnoticed (context_options::tcp_peer_timeout).
+void limit_silence(asio::ip::tcp::socket& socket, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return;
+  const int fd = socket.native_handle();
+  const auto seconds = std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(timeout).count());
+  const unsigned user_timeout = static_cast<unsigned>(std::min<long long>(seconds * 1000, INT_MAX));
+  const int on = 1;
+  const int idle = static_cast<int>(std::max<long long>(1, seconds / 2));
+  const int interval = static_cast<int>(std::max<long long>(1, seconds / 6));
+  // With a user timeout set, the kernel ends a probed connection by it rather than by a count.
+  const int probes = 60;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
+}
 
 void wake(int fd) {
   const std::uint64_t one = 1;
@@ -43,6 +66,9 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
   l->peer_endpoint_.provider = "tcp";
   l->peer_endpoint_.address = to.address().to_string();
   l->peer_endpoint_.port = to.port();
+  asio::error_code open_failed;
+  l->socket_->open(to.protocol(), open_failed);
+  if (!open_failed) limit_silence(*l->socket_, h.options.tcp_peer_timeout);  // a SYN unanswered counts too
   l->socket_->async_connect(to, [l](std::error_code ec) {
     if (!ec && l->socket_ && !l->failed()) return l->connected();
     l->connecting_ = false;
@@ -52,6 +78,7 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
 }
 
 std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket) {
+  limit_silence(socket, h.options.tcp_peer_timeout);
   std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key()));
   l->connected();
   return l;
