@@ -59,7 +59,7 @@ ip -n "$server_ns" link set va up
 ip -n "$client_ns" link set vb up
 
 if [[ $case_name == netem ]]; then
-  impairment=(delay 1ms 500us loss 0.5% reorder 10% 50%)
+  read -r -a impairment <<<"${NET_IMPAIRMENT:-delay 2ms 1ms loss 1% reorder 25% 50%}"
   ip netns exec "$server_ns" tc qdisc add dev va root netem "${impairment[@]}" 2>"$work/netem.err" ||
     skip "tc netem is not available in kernel $(uname -r): $(cat "$work/netem.err")"
   ip netns exec "$client_ns" tc qdisc add dev vb root netem "${impairment[@]}"
@@ -77,7 +77,10 @@ for _ in $(seq 100); do
 done
 grep -q '^ready' "$work/server.out" || { echo "net_probe serve did not start:"; cat "$work/server.err"; exit 1; }
 
-now_ms() { date +%s%3N; }
+now_ms() {  # bash's own clock: busybox date (in the qemu guest) has no milliseconds
+  local micros=${EPOCHREALTIME/./}
+  echo $((micros / 1000))
+}
 # Runs the client in its namespace in the background, its output in client.out.
 start_client() {
   ip netns exec "$client_ns" timeout 150 "$probe" "$@" --peer-timeout-ms "$peer_timeout_ms" >"$work/client.out" \
@@ -102,6 +105,10 @@ case $case_name in
     tail -n 3 "$work/client.out"
     [[ $status -eq 0 ]] || { echo "FAIL: the client ended with status $status"; cat "$work/server.err"; exit 1; }
     grep -q '^delivered 140 messages' "$work/client.out" || { echo "FAIL: not every message came back"; exit 1; }
+    if [[ $case_name == netem ]]; then  # what netem did to the traffic: packets sent and dropped
+      ip netns exec "$server_ns" tc -s qdisc show dev va | sed -n 's/^ *Sent/server side: sent/p'
+      ip netns exec "$client_ns" tc -s qdisc show dev vb | sed -n 's/^ *Sent/client side: sent/p'
+    fi
     ;;
   link_down | link_down_idle)
     if [[ $case_name == link_down ]]; then

@@ -62,7 +62,7 @@ modules=$kernel_root/lib/modules/$version
 root=$work/root
 mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,run,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
-for applet in sh mount mkdir cat echo insmod poweroff sleep ls uname; do ln -s busybox "$root/bin/$applet"; done
+for applet in sh mount mkdir cat echo insmod poweroff sleep ls uname seq grep sed mktemp id timeout kill tail rm; do ln -s busybox "$root/bin/$applet"; done
 
 copy_with_libs() {  # copies a file and the shared libraries ldd names, at their own paths
   local path=$1
@@ -76,18 +76,20 @@ copy_with_libs() {  # copies a file and the shared libraries ldd names, at their
   done
 }
 program=$(command -v "$1")
-for f in "$program" "${files[@]}" "$(command -v rdma)" "$(command -v ip)" \
+for f in "$program" "${files[@]}" "$(command -v rdma)" "$(command -v ip)" "$(command -v tc)" \
          /usr/lib/x86_64-linux-gnu/libibverbs/librxe-rdmav34.so /lib/x86_64-linux-gnu/libgcc_s.so.1; do
   copy_with_libs "$f"
 done
 mkdir -p "$root/etc/libibverbs.d"
 cp /etc/libibverbs.d/rxe.driver "$root/etc/libibverbs.d/"
 
-# Soft-RoCE and rdma_cm, in dependency order (without crc32_generic `rdma link add` fails).
+# Soft-RoCE and rdma_cm, in dependency order (without crc32_generic `rdma link add` fails);
+# veth and netem for the network fault tests (tests/net/faults.sh).
 module_list=(crypto/crc32_generic.ko fs/configfs/configfs.ko drivers/infiniband/core/ib_core.ko
   drivers/infiniband/core/ib_uverbs.ko net/ipv4/udp_tunnel.ko net/ipv6/ip6_udp_tunnel.ko
   drivers/infiniband/sw/rxe/rdma_rxe.ko drivers/infiniband/core/iw_cm.ko drivers/infiniband/core/ib_cm.ko
-  drivers/infiniband/core/rdma_cm.ko drivers/infiniband/core/rdma_ucm.ko drivers/net/dummy.ko)
+  drivers/infiniband/core/rdma_cm.ko drivers/infiniband/core/rdma_ucm.ko drivers/net/dummy.ko
+  drivers/net/veth.ko net/sched/sch_netem.ko)
 for m in "${module_list[@]}"; do cp "$modules/kernel/$m" "$root/lib/modules/"; done
 
 {
