@@ -167,7 +167,7 @@ TEST_CASE("tcp: a recorded key handshake replayed on a new connection is refused
   CHECK(bellows::stats(io).registered_bytes == 0);
 }
 
-TEST_CASE("A pre-shared key over shm is left to the uid check; over rdma it is refused with invalid_argument",
+TEST_CASE("A pre-shared key over shm is left to the uid check, over rdma it is refused with invalid_argument",
           "[key]") {
   const auto p =
       GENERATE(filter([](bt::provider q) { return q != bt::provider::tcp; }, from_range(bt::providers_here())));
