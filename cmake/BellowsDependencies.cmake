@@ -2,10 +2,12 @@
 # package config can replay exactly the same lookups (see bellowsConfig.cmake.in).
 
 find_package(PkgConfig REQUIRED)
-# liburing for Asio's file I/O (see bellows_asio below), verbs and rdmacm for the RDMA provider.
+# liburing for Asio's file I/O (see bellows_asio below), verbs and rdmacm for the RDMA provider,
+# OpenSSL's libcrypto for the pre-shared key handshake (fabric/peer_proof.hpp).
 pkg_check_modules(liburing REQUIRED IMPORTED_TARGET GLOBAL liburing)
 pkg_check_modules(libibverbs REQUIRED IMPORTED_TARGET GLOBAL libibverbs)
 pkg_check_modules(librdmacm REQUIRED IMPORTED_TARGET GLOBAL librdmacm)
+pkg_check_modules(libcrypto REQUIRED IMPORTED_TARGET GLOBAL libcrypto)
 find_package(Threads REQUIRED)
 
 # Debian ships Asio header-only and without a CMake package: wrap it in an INTERFACE target so

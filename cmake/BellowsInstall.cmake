@@ -20,15 +20,15 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/bellowsConfig.cmake ${CMAKE_CURRENT_BI
 # pkg-config, for Meson, autotools and plain Makefiles. The Asio macros bellows requires go into
 # Cflags, read from the target so that they cannot drift from what the library was built with.
 # liburing is public (Asio's io_uring code is compiled into the user's own translation units);
-# verbs and rdmacm are the library's own, needed at link time only when it is static.
+# verbs, rdmacm and libcrypto are the library's own, needed at link time only when it is static.
 get_target_property(bellows_asio_defines bellows_asio INTERFACE_COMPILE_DEFINITIONS)
 list(TRANSFORM bellows_asio_defines PREPEND "-D")
 list(JOIN bellows_asio_defines " " BELLOWS_PC_DEFINES)
 if(BUILD_SHARED_LIBS)
   set(BELLOWS_PC_REQUIRES "liburing")
-  set(BELLOWS_PC_REQUIRES_PRIVATE "Requires.private: libibverbs librdmacm")
+  set(BELLOWS_PC_REQUIRES_PRIVATE "Requires.private: libibverbs librdmacm libcrypto")
 else()
-  set(BELLOWS_PC_REQUIRES "liburing libibverbs librdmacm")
+  set(BELLOWS_PC_REQUIRES "liburing libibverbs librdmacm libcrypto")
   set(BELLOWS_PC_REQUIRES_PRIVATE "")
 endif()
 file(RELATIVE_PATH BELLOWS_PC_TO_PREFIX "${CMAKE_INSTALL_FULL_LIBDIR}/pkgconfig" "${CMAKE_INSTALL_PREFIX}")
@@ -49,6 +49,6 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_PACKAGE_MAINTAINER "bellows maintainers <maintainers@users.noreply.b-seed-ced9c760.example>")
 set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-    "libasio-dev (>= 1:1.22), liburing-dev (>= 2.3), libibverbs-dev (>= 44), librdmacm-dev (>= 44), pkg-config")
+    "libasio-dev (>= 1:1.22), liburing-dev (>= 2.3), libibverbs-dev (>= 44), librdmacm-dev (>= 44), libssl-dev (>= 3.0), pkg-config")
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 include(CPack)

@@ -16,7 +16,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${BELLOWS_BUILD_DIR:-$root/build}
 jobs=${BELLOWS_JOBS:-2}
 
-packages=(cmake make g++ pkg-config libasio-dev liburing-dev libibverbs-dev librdmacm-dev libisal-dev catch2 doxygen iproute2)
+packages=(cmake make g++ pkg-config libasio-dev liburing-dev libibverbs-dev librdmacm-dev libisal-dev libssl-dev catch2 doxygen iproute2)
 [[ ${CXX:-} == clang++* ]] && packages+=(clang)
 read -r -a extra <<<"${BELLOWS_EXTRA_PACKAGES:-}"
 packages+=("${extra[@]}")

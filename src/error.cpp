@@ -20,6 +20,7 @@ class bellows_category final : public std::error_category {
       case error::budget_exhausted: return "registered memory budget exhausted";
       case error::invalid_argument: return "invalid argument";
       case error::file_truncated: return "the file ended before the range being sent";
+      case error::authentication_failed: return "the peer did not prove it holds the same pre-shared key";
     }
     return "unknown bellows error";
   }

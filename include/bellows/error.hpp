@@ -31,6 +31,9 @@ enum class error {
   /// The file of a send_file ended before the range the send named: it shrank during the send.
   /// The frames already placed cannot be taken back, so the channel is closed.
   file_truncated,
+  /// The peer did not prove that it holds the channel's pre_shared_key, or this side has none
+  /// and the peer demanded one; the connection was closed before any channel was set up on it.
+  authentication_failed,
 };
 
 BELLOWS_EXPORT const std::error_category& error_category() noexcept;

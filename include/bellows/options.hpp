@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace bellows {
@@ -32,6 +33,14 @@ struct channel_options {
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
   /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 32;
+  /// A secret both ends must hold (any bytes; use 32 random ones). When set, a tcp:// channel is
+  /// handed to the application only after both sides proved they hold it (HMAC-SHA256 over
+  /// fresh nonces from both); a peer with another key, or none, or one where this side has none,
+  /// is refused with error::authentication_failed and costs no registered memory. The acceptor's
+  /// key covers every connection to it; connections with different keys are not shared.
+  /// shm:// ignores it (the peer's uid is checked instead); rdma:// does not support it yet and
+  /// fails with invalid_argument.
+  std::string pre_shared_key;
   /// Called for every tier change of this side of the channel, posted to the channel's
   /// executor like a completion handler, so it may use the channel. Empty: nothing is reported.
   std::function<void(const tier_event&)> on_tier_event;

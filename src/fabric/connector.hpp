@@ -64,10 +64,14 @@ class connector {
  public:
   virtual ~connector() = default;
   /// Opens a channel to `address` (the URI after "scheme://"); `done` is called once unless the
-  /// returned open is cancelled first. Null when `done` was already called.
+  /// returned open is cancelled first. Null when `done` was already called. A provider that
+  /// authenticates peers proves `pre_shared_key` (empty: none) before the channel is set up.
   virtual std::shared_ptr<pending_open> open(std::string_view address, const std::vector<tier>& tiers,
-                                             std::uint64_t max_message_size, open_handler done) = 0;
-  virtual proto::outcome<std::shared_ptr<listener>> listen(std::string_view address, accept_hook on_accept) = 0;
+                                             std::uint64_t max_message_size, std::string_view pre_shared_key,
+                                             open_handler done) = 0;
+  /// Takes channels at `address`, from peers that prove `pre_shared_key` where it is not empty.
+  virtual proto::outcome<std::shared_ptr<listener>> listen(std::string_view address, std::string_view pre_shared_key,
+                                                           accept_hook on_accept) = 0;
 };
 
 }  // namespace bellows::fabric

@@ -293,12 +293,11 @@ void multiplexed_link::handle_batch(std::vector<link_message>& batch) {
 }
 
 void multiplexed_link::handle(const link_message& m) {
-  if (state_ == state::handshaking && m.kind != message_kind::hello)
-    return fail(make_error_code(error::protocol_violation));
+  const bool handshake_message = m.kind == message_kind::hello || m.kind == message_kind::key_proof;
+  if ((state_ == state::handshaking) != handshake_message) return fail(make_error_code(error::protocol_violation));
   switch (m.kind) {
-    case message_kind::hello:
-      if (state_ != state::handshaking) return fail(make_error_code(error::protocol_violation));
-      return on_hello(m);
+    case message_kind::hello: return on_hello(m);
+    case message_kind::key_proof: return on_proof(m);
     case message_kind::open: return on_open(m);
     case message_kind::accepted: return on_accepted(m);
     case message_kind::refused: return on_refused(m);

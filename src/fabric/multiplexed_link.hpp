@@ -81,6 +81,8 @@ class multiplexed_link : public link, public poller, public std::enable_shared_f
   void handle_batch(std::vector<link_message>& batch);
   /// The peer's hello: checks it and makes the link ready, or fails it.
   virtual void on_hello(const link_message& m) = 0;
+  /// The peer's proof of the pre-shared key; a provider that never demands one is lied to.
+  virtual void on_proof(const link_message&) { fail(make_error_code(error::protocol_violation)); }
 
   /// Calls `f(endpoint)` for every channel served here, as a doorbell for each does.
   template <class F>

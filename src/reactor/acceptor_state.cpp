@@ -22,7 +22,7 @@ std::unique_lock<reactor_lock> acceptor_state::hold() const {
 }
 
 std::error_code acceptor_state::listen(fabric::connector& via, std::string_view address) {
-  auto l = via.listen(address, [weak = weak_from_this()](const fabric::opened_channel& c) {
+  auto l = via.listen(address, options_.pre_shared_key, [weak = weak_from_this()](const fabric::opened_channel& c) {
     auto self = weak.lock();
     return self && self->on_channel_opened(c);
   });

@@ -69,7 +69,7 @@ void start_connect(const asio::any_io_executor& ex, std::string uri, channel_opt
       p->options.tiers.size() > proto::max_tiers)
     return finish(r, *p, make_error_code(error::invalid_argument));
 
-  p->open = via->open(parts->address, p->options.tiers, p->options.max_message_size,
+  p->open = via->open(parts->address, p->options.tiers, p->options.max_message_size, p->options.pre_shared_key,
                       [&r, p](proto::outcome<fabric::opened_channel> result) {
                         if (!p->done) return;  // cancelled
                         if (!result) return finish(r, *p, result.failure());

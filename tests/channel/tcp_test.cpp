@@ -6,6 +6,7 @@
 #include "fabric/tcp/record.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
+#include "support/raw_tcp.hpp"
 #include "support/run_until.hpp"
 
 #include <bellows/bellows.hpp>
@@ -27,6 +28,9 @@ namespace bt = bellows::test;
 namespace fabric = bellows::fabric;
 using bellows::tcp::record_header;
 using bellows::tcp::record_kind;
+using bt::append;
+using bt::append_control;
+using bt::hello_with;
 
 namespace {
 
@@ -59,34 +63,6 @@ const char* to_string(lie l) {
   return "?";
 }
 
-/// A listening socket on loopback at an ephemeral port; the port through `port`.
-int listen_on_loopback(std::uint16_t& port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  REQUIRE(::listen(fd, 4) == 0);
-  socklen_t length = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
-  port = ntohs(addr.sin_port);
-  return fd;
-}
-
-void append(std::vector<std::byte>& out, const void* data, std::size_t n) {
-  const auto* bytes = static_cast<const std::byte*>(data);
-  out.insert(out.end(), bytes, bytes + n);
-}
-
-void append_control(std::vector<std::byte>& out, const fabric::link_message& m, std::uint64_t length = sizeof m) {
-  record_header h;
-  h.kind = record_kind::control;
-  h.length = length;
-  append(out, &h, sizeof h);
-  append(out, &m, std::min<std::size_t>(length, sizeof m));
-}
-
 void append_write(std::vector<std::byte>& out, std::uint64_t key, std::uint64_t address, std::size_t length,
                   std::size_t sent) {
   record_header h;
@@ -96,13 +72,6 @@ void append_write(std::vector<std::byte>& out, std::uint64_t key, std::uint64_t 
   h.length = length;
   append(out, &h, sizeof h);
   out.resize(out.size() + sent, std::byte{0x5a});
-}
-
-fabric::link_message hello_with(std::uint64_t key) {
-  fabric::link_message m;
-  m.kind = fabric::message_kind::hello;
-  m.key = key;
-  return m;
 }
 
 /// What the liar sends once it has read the connecting side's hello (which names its key).
@@ -163,7 +132,7 @@ TEST_CASE("A tcp peer that lies in its records is refused with protocol_violatio
                lie::write_past_region_end, lie::doorbell_with_payload, lie::stream_cut_mid_record);
   INFO("the peer sends " << to_string(how));
   std::uint16_t port = 0;
-  const int listener = listen_on_loopback(port);
+  const int listener = bt::listen_on_loopback(port);
 
   asio::io_context io;
   std::optional<std::error_code> result;
@@ -200,17 +169,7 @@ TEST_CASE("A tcp peer that lies in its records is refused with protocol_violatio
     CHECK(*result == bellows::error::protocol_violation);
   }
   // The liar's connection was closed: it reads the end of the stream after whatever was sent.
-  bool closed = false;
-  std::byte sink[4096];
-  REQUIRE(bt::run_until(
-      io,
-      [&] {
-        const ssize_t n = ::recv(peer, sink, sizeof sink, MSG_DONTWAIT);
-        closed = n == 0 || (n < 0 && errno == ECONNRESET);
-        return closed;
-      },
-      5s));
-  CHECK(closed);
+  CHECK(bt::closed_by_peer(io, peer));
   ::close(peer);
   ::close(listener);
 }
@@ -218,7 +177,7 @@ TEST_CASE("A tcp peer that lies in its records is refused with protocol_violatio
 TEST_CASE("A tcp connect where nothing listens fails with connection_refused, a bad name with host_unreachable",
           "[tcp][fault]") {
   std::uint16_t port = 0;
-  const int listener = listen_on_loopback(port);
+  const int listener = bt::listen_on_loopback(port);
   ::close(listener);  // the port was free a moment ago, and nothing listens on it now
 
   asio::io_context io;

@@ -27,7 +27,9 @@ proto::outcome<std::shared_ptr<link>> connector::client_link(const std::string& 
 }
 
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
-                                                      std::uint64_t max_message_size, fabric::open_handler done) {
+                                                      std::uint64_t max_message_size,
+                                                      std::string_view /*pre_shared_key: the uid check*/,
+                                                      fabric::open_handler done) {
   auto l = client_link(std::string(address));
   if (!l) {
     done(l.failure());
@@ -37,6 +39,7 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
 }
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
+                                                                    std::string_view /*pre_shared_key: the uid check*/,
                                                                     fabric::accept_hook on_accept) {
   auto listening = listen_on(std::string(address));
   if (!listening) return listening.failure();

@@ -37,23 +37,27 @@ proto::outcome<int> listen_at(const sockaddr_storage& address) {
 
 }  // namespace
 
-proto::outcome<std::shared_ptr<link>> connector::client_link(std::string_view address) {
+proto::outcome<std::shared_ptr<link>> connector::client_link(std::string_view address,
+                                                             std::string_view pre_shared_key) {
   std::erase_if(client_links_, [](const auto& entry) { return entry.second.expired(); });
-  if (auto it = client_links_.find(address); it != client_links_.end()) {
+  // A connection proven with one key carries no channel of another.
+  std::string name = std::string(address) + '\n' + std::string(pre_shared_key);
+  if (auto it = client_links_.find(name); it != client_links_.end()) {
     if (auto l = it->second.lock(); l && !l->failed() && l->served()) return l;
   }
   auto to = fabric::resolve(address, false);
   if (!to) return to.failure();
-  auto l = link::connect(host_, endpoint_of(*to));
+  auto l = link::connect(host_, endpoint_of(*to), std::string(pre_shared_key));
   l->set_hooks(nullptr, nullptr);
-  client_links_[std::string(address)] = l;
+  client_links_[std::move(name)] = l;
   host_.serve(l);
   return l;
 }
 
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
-                                                      std::uint64_t max_message_size, fabric::open_handler done) {
-  auto l = client_link(address);
+                                                      std::uint64_t max_message_size, std::string_view pre_shared_key,
+                                                      fabric::open_handler done) {
+  auto l = client_link(address, pre_shared_key);
   if (!l) {
     done(l.failure());
     return nullptr;
@@ -62,12 +66,13 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
 }
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
+                                                                    std::string_view pre_shared_key,
                                                                     fabric::accept_hook on_accept) {
   auto at = fabric::resolve(address, true);
   if (!at) return at.failure();
   auto listening = listen_at(*at);
   if (!listening) return listening.failure();
-  auto adopt = [host = host_, on_accept = std::move(on_accept)](int fd) {
+  auto adopt = [host = host_, key = std::string(pre_shared_key), on_accept = std::move(on_accept)](int fd) {
     asio::error_code ec;
     asio::ip::tcp::socket socket(host.executor);
     const auto v6 = [&] {
@@ -81,7 +86,7 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
       ::close(fd);
       return;
     }
-    auto l = link::accept(host, std::move(socket));
+    auto l = link::accept(host, std::move(socket), key);
     l->serve_accepts(on_accept);
     host.serve(l);
   };

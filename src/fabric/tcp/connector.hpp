@@ -17,13 +17,14 @@ class connector final : public fabric::connector {
   explicit connector(const fabric::host& h) : host_(h) {}
 
   std::shared_ptr<fabric::pending_open> open(std::string_view address, const std::vector<tier>& tiers,
-                                             std::uint64_t max_message_size, fabric::open_handler done) override;
-  proto::outcome<std::shared_ptr<fabric::listener>> listen(std::string_view address,
+                                             std::uint64_t max_message_size, std::string_view pre_shared_key,
+                                             fabric::open_handler done) override;
+  proto::outcome<std::shared_ptr<fabric::listener>> listen(std::string_view address, std::string_view pre_shared_key,
                                                            fabric::accept_hook on_accept) override;
 
  private:
-  /// The link to `address`, reusing the one already open to that peer.
-  proto::outcome<std::shared_ptr<link>> client_link(std::string_view address);
+  /// The link to `address` proven with `pre_shared_key`, reusing the one already open.
+  proto::outcome<std::shared_ptr<link>> client_link(std::string_view address, std::string_view pre_shared_key);
 
   fabric::host host_;
   std::map<std::string, std::weak_ptr<link>, std::less<>> client_links_;

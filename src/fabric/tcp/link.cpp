@@ -52,16 +52,22 @@ void wake(int fd) {
 
 }  // namespace
 
-link::link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key)
+link::link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key,
+           std::string pre_shared_key)
     : socket_(std::move(socket)),
       host_(h),
       regions_(h.budget, key),
       local_key_(key),
       client_side_(client_side),
-      in_(64 * 1024) {}
+      pre_shared_key_(std::move(pre_shared_key)),
+      in_(64 * 1024) {
+  if (!pre_shared_key_.empty()) own_nonce_ = fabric::fresh_nonce();
+}
 
-std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::endpoint& to) {
-  std::shared_ptr<link> l(new link(h, asio::ip::tcp::socket(h.executor), true, random_key()));
+std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::endpoint& to,
+                                    std::string pre_shared_key) {
+  std::shared_ptr<link> l(
+      new link(h, asio::ip::tcp::socket(h.executor), true, random_key(), std::move(pre_shared_key)));
   l->connecting_ = true;
   l->peer_endpoint_.provider = "tcp";
   l->peer_endpoint_.address = to.address().to_string();
@@ -77,9 +83,9 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
   return l;
 }
 
-std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket) {
+std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key) {
   limit_silence(socket, h.options.tcp_peer_timeout);
-  std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key()));
+  std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key(), std::move(pre_shared_key)));
   l->connected();
   return l;
 }
@@ -96,16 +102,44 @@ void link::connected() {
   fabric::link_message hello;
   hello.kind = fabric::message_kind::hello;
   hello.key = local_key_;
+  if (!pre_shared_key_.empty()) {
+    hello.second = fabric::hello_demands_proof;
+    std::copy(own_nonce_.begin(), own_nonce_.end(), hello.nonce);
+  }
   transmit(hello);
   // The reactor may be asleep waiting for this connection: have it poll (and watch) the socket.
   wake(host_.wake_fd);
 }
 
 void link::on_hello(const fabric::link_message& m) {
-  if (m.key == 0) return fail(make_error_code(error::protocol_violation));
+  if (m.key == 0 || peer_key_ != 0 || m.second > fabric::hello_demands_proof)
+    return fail(make_error_code(error::protocol_violation));
   peer_key_ = m.key;
   peer_window_begin_ = first_region_address;
   peer_window_end_ = UINT64_MAX;
+  // Both hold a key, or neither: one side alone cannot set up anything with the other.
+  const bool peer_demands_proof = m.second == fabric::hello_demands_proof;
+  if (peer_demands_proof != !pre_shared_key_.empty()) return fail(make_error_code(error::authentication_failed));
+  if (!peer_demands_proof) return become_ready();
+  std::copy(m.nonce, m.nonce + sizeof m.nonce, peer_nonce_.begin());
+  const auto role = client_side_ ? fabric::handshake_role::connecting : fabric::handshake_role::accepting;
+  const fabric::proof mine = fabric::prove(pre_shared_key_, role, own_nonce_, peer_nonce_, local_key_, peer_key_);
+  fabric::link_message answer;
+  answer.kind = fabric::message_kind::key_proof;
+  std::copy(mine.begin(), mine.end(), answer.mac);
+  transmit(answer);
+  proof_expected_ = true;
+}
+
+void link::on_proof(const fabric::link_message& m) {
+  if (!proof_expected_) return fail(make_error_code(error::protocol_violation));
+  proof_expected_ = false;
+  const auto peer_role = client_side_ ? fabric::handshake_role::accepting : fabric::handshake_role::connecting;
+  const fabric::proof expected =
+      fabric::prove(pre_shared_key_, peer_role, peer_nonce_, own_nonce_, peer_key_, local_key_);
+  fabric::proof offered;
+  std::copy(m.mac, m.mac + sizeof m.mac, offered.begin());
+  if (!fabric::same_proof(expected, offered)) return fail(make_error_code(error::authentication_failed));
   become_ready();
 }
 

@@ -7,6 +7,7 @@
 
 #include "fabric/connector.hpp"
 #include "fabric/multiplexed_link.hpp"
+#include "fabric/peer_proof.hpp"
 #include "fabric/tcp/record.hpp"
 #include "fabric/tcp/regions.hpp"
 
@@ -23,9 +24,11 @@ class link final : public fabric::multiplexed_link {
  public:
   /// Client side: connects to `to` in the background; channels opened meanwhile wait for the
   /// handshake.
-  static std::shared_ptr<link> connect(const fabric::host& h, const asio::ip::tcp::endpoint& to);
+  /// With a `pre_shared_key`, no channel is set up before both sides proved they hold it.
+  static std::shared_ptr<link> connect(const fabric::host& h, const asio::ip::tcp::endpoint& to,
+                                       std::string pre_shared_key);
   /// Server side: a connection just accepted.
-  static std::shared_ptr<link> accept(const fabric::host& h, asio::ip::tcp::socket socket);
+  static std::shared_ptr<link> accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key);
 
   void arm() override;
   void disarm() override;
@@ -59,12 +62,14 @@ class link final : public fabric::multiplexed_link {
     std::byte first_word[8] = {};  ///< placed last, so that a reader never sees a partial write
   };
 
-  link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key);
+  link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key,
+       std::string pre_shared_key);
   std::shared_ptr<link> self() { return std::static_pointer_cast<link>(shared_from_this()); }
 
   void connected();
   void transmit(const fabric::link_message& m) override;
   void on_hello(const fabric::link_message& m) override;
+  void on_proof(const fabric::link_message& m) override;
   void fail(std::error_code ec) override;
   void fail_from(const std::error_code& asio_error);
 
@@ -94,6 +99,10 @@ class link final : public fabric::multiplexed_link {
   regions regions_;
   std::uint64_t local_key_;
   bool client_side_;
+  std::string pre_shared_key_;
+  fabric::nonce own_nonce_{};
+  fabric::nonce peer_nonce_{};
+  bool proof_expected_ = false;  // the peer's hello came and demanded the proof we demand
   bool connecting_ = false;
   bool armed_ = false;
   bool reading_ = false;  // a wait for readability is out

@@ -2,6 +2,8 @@
 
 #include "fabric/address.hpp"
 
+#include <bellows/error.hpp>
+
 namespace bellows::verbs {
 namespace {
 
@@ -40,7 +42,13 @@ verbs::network& connector::network() {
 }
 
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
-                                                      std::uint64_t max_message_size, fabric::open_handler done) {
+                                                      std::uint64_t max_message_size, std::string_view pre_shared_key,
+                                                      fabric::open_handler done) {
+  // Not yet proven over rdma: refused rather than silently unauthenticated.
+  if (!pre_shared_key.empty()) {
+    done(make_error_code(error::invalid_argument));
+    return nullptr;
+  }
   auto to = fabric::resolve(address, false);
   if (!to) {
     done(to.failure());
@@ -54,7 +62,9 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
 }
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
+                                                                    std::string_view pre_shared_key,
                                                                     fabric::accept_hook on_accept) {
+  if (!pre_shared_key.empty()) return make_error_code(error::invalid_argument);  // as in open()
   auto at = fabric::resolve(address, true);
   if (!at) return at.failure();
   // A listener that exists accepts: the acceptor destroys it when it closes.

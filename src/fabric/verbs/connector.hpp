@@ -14,8 +14,9 @@ class connector final : public fabric::connector {
   explicit connector(const fabric::host& h) : host_(h) {}
 
   std::shared_ptr<fabric::pending_open> open(std::string_view address, const std::vector<tier>& tiers,
-                                             std::uint64_t max_message_size, fabric::open_handler done) override;
-  proto::outcome<std::shared_ptr<fabric::listener>> listen(std::string_view address,
+                                             std::uint64_t max_message_size, std::string_view pre_shared_key,
+                                             fabric::open_handler done) override;
+  proto::outcome<std::shared_ptr<fabric::listener>> listen(std::string_view address, std::string_view pre_shared_key,
                                                            fabric::accept_hook on_accept) override;
 
   verbs::network& network();

@@ -1,0 +1,195 @@
+// tcp peers that must prove they hold the pre-shared key: the right key sets a channel up; a
+// wrong one, none, or one the acceptor does not expect is refused with authentication_failed,
+// hands the acceptor nothing and leaves it no registered memory; a recorded handshake replayed
+// on a new connection is refused. Each side runs its own io_context, so that each reactor's
+// registered memory is its own.
+
+#include "fabric/peer_proof.hpp"
+#include "support/processes.hpp"
+#include "support/provider.hpp"
+#include "support/raw_tcp.hpp"
+
+#include <bellows/bellows.hpp>
+
+#include <asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <optional>
+#include <string>
+
+using namespace std::chrono_literals;
+namespace bt = bellows::test;
+namespace fabric = bellows::fabric;
+
+namespace {
+
+/// Runs both contexts until `done()` holds or `limit` passes; true if it held.
+template <class Done>
+bool run_both(asio::io_context& a, asio::io_context& b, Done done, std::chrono::milliseconds limit = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    for (auto* io : {&a, &b}) {
+      io->restart();
+      io->run_for(1ms);
+    }
+  }
+  return done();
+}
+
+bellows::channel_options keyed(std::string key) {
+  bellows::channel_options o;
+  o.pre_shared_key = std::move(key);
+  return o;
+}
+
+std::uint16_t port_of(const std::string& uri) {
+  return static_cast<std::uint16_t>(std::stoi(uri.substr(uri.rfind(':') + 1)));
+}
+
+}  // namespace
+
+TEST_CASE("tcp: ends that hold the same pre-shared key set up a channel that carries messages", "[tcp][key]") {
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("key-right"));
+  asio::io_context server_io, client_io;
+  bellows::acceptor acc(server_io.get_executor(), uri, keyed("the same secret"));
+  std::optional<bellows::channel> accepted, connected;
+  acc.async_accept([&](std::error_code ec, bellows::channel ch) {
+    REQUIRE(!ec);
+    accepted = std::move(ch);
+  });
+  bellows::async_connect(client_io.get_executor(), uri, keyed("the same secret"),
+                         [&](std::error_code ec, bellows::channel ch) {
+                           INFO("connect: " << ec.message());
+                           REQUIRE(!ec);
+                           connected = std::move(ch);
+                         });
+  REQUIRE(run_both(server_io, client_io, [&] { return accepted && connected; }));
+
+  const std::string hello = "proven";
+  std::string got(64, '\0');
+  std::optional<std::size_t> received;
+  connected->async_send(asio::buffer(hello), [](std::error_code ec, std::size_t) { REQUIRE(!ec); });
+  accepted->async_receive(asio::buffer(got), [&](std::error_code ec, std::size_t n) {
+    REQUIRE(!ec);
+    received = n;
+  });
+  REQUIRE(run_both(server_io, client_io, [&] { return received.has_value(); }));
+  CHECK(got.substr(0, *received) == hello);
+}
+
+TEST_CASE("tcp: a wrong, missing or unexpected pre-shared key is refused with authentication_failed, at no cost",
+          "[tcp][key][fault]") {
+  struct keys {
+    const char* acceptor;
+    const char* connector;
+    const char* what;
+  };
+  const auto k = GENERATE(keys{"secret", "guess", "a wrong key"}, keys{"secret", "", "no key where one is demanded"},
+                          keys{"", "secret", "a key the acceptor does not expect"});
+  INFO("the connector offers " << k.what);
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("key-wrong"));
+  asio::io_context server_io, client_io;
+  bellows::acceptor acc(server_io.get_executor(), uri, keyed(k.acceptor));
+  bool accepted = false;
+  acc.async_accept([&](std::error_code ec, bellows::channel) { accepted = !ec; });
+  std::optional<std::error_code> refused;
+  bellows::async_connect(client_io.get_executor(), uri, keyed(k.connector),
+                         [&](std::error_code ec, bellows::channel) { refused = ec; });
+  REQUIRE(run_both(server_io, client_io, [&] { return refused.has_value(); }));
+  INFO("the connect ended with " << refused->message());
+  CHECK(*refused == bellows::error::authentication_failed);
+
+  // The acceptor handed nothing over, kept no memory and let the connection go ...
+  REQUIRE(run_both(server_io, client_io, [&] { return bellows::stats(server_io).links == 0; }));
+  CHECK_FALSE(accepted);
+  CHECK(bellows::stats(server_io).registered_bytes == 0);
+  CHECK(bellows::stats(client_io).registered_bytes == 0);
+
+  // ... and still accepts a peer that holds its key.
+  std::optional<bellows::channel> connected;
+  bellows::async_connect(client_io.get_executor(), uri, keyed(k.acceptor),
+                         [&](std::error_code ec, bellows::channel ch) {
+                           INFO("the second connect: " << ec.message());
+                           REQUIRE(!ec);
+                           connected = std::move(ch);
+                         });
+  REQUIRE(run_both(server_io, client_io, [&] { return connected && accepted; }));
+}
+
+TEST_CASE("tcp: a recorded key handshake replayed on a new connection is refused", "[tcp][key][fault]") {
+  const std::string key = "recorded secret";
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("key-replay"));
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri, keyed(key));
+  bool accepted = false;
+  acc.async_accept([&](std::error_code ec, bellows::channel) { accepted = !ec; });
+
+  // A genuine handshake, as an eavesdropper would record it: our hello and proof for the
+  // acceptor's nonce. The acceptor answers with a proof of its own, so it took ours.
+  constexpr std::uint64_t our_link_key = 0x1234567;
+  const fabric::nonce our_nonce = fabric::fresh_nonce();
+  const int first = bt::connect_to_loopback(port_of(uri));
+  fabric::link_message theirs;
+  REQUIRE(bt::read_control(io, first, theirs));
+  REQUIRE(theirs.kind == fabric::message_kind::hello);
+  REQUIRE(theirs.second == fabric::hello_demands_proof);
+  fabric::nonce their_nonce;
+  std::copy(std::begin(theirs.nonce), std::end(theirs.nonce), their_nonce.begin());
+  auto hello = bt::hello_with(our_link_key);
+  hello.second = fabric::hello_demands_proof;
+  std::copy(our_nonce.begin(), our_nonce.end(), hello.nonce);
+  fabric::link_message proof_message;
+  proof_message.kind = fabric::message_kind::key_proof;
+  const auto ours =
+      fabric::prove(key, fabric::handshake_role::connecting, our_nonce, their_nonce, our_link_key, theirs.key);
+  std::copy(ours.begin(), ours.end(), proof_message.mac);
+  std::vector<std::byte> recorded;
+  bt::append_control(recorded, hello);
+  bt::append_control(recorded, proof_message);
+  REQUIRE(::send(first, recorded.data(), recorded.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(recorded.size()));
+  fabric::link_message answer;
+  REQUIRE(bt::read_control(io, first, answer));
+  REQUIRE(answer.kind == fabric::message_kind::key_proof);
+  ::close(first);
+
+  // The same bytes on a new connection: the acceptor's nonce is new, the recorded proof is not.
+  const int second = bt::connect_to_loopback(port_of(uri));
+  fabric::link_message fresh;
+  REQUIRE(bt::read_control(io, second, fresh));
+  CHECK_FALSE(std::equal(std::begin(fresh.nonce), std::end(fresh.nonce), their_nonce.begin()));
+  REQUIRE(::send(second, recorded.data(), recorded.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(recorded.size()));
+  CHECK(bt::closed_by_peer(io, second));
+  ::close(second);
+  REQUIRE(bt::run_until(
+      io, [&] { return bellows::stats(io).links == 0; }, 5s));
+  CHECK_FALSE(accepted);
+  CHECK(bellows::stats(io).registered_bytes == 0);
+}
+
+TEST_CASE("A pre-shared key over shm is left to the uid check, over rdma it is refused with invalid_argument",
+          "[key]") {
+  const auto p =
+      GENERATE(filter([](bt::provider q) { return q != bt::provider::tcp; }, from_range(bt::providers_here())));
+  INFO("over " << bt::to_string(p));
+  const auto uri = bt::uri_for(p, bt::unique_name("key-elsewhere"));
+  asio::io_context io;
+  std::error_code listening;
+  bellows::acceptor acc(io.get_executor(), uri, keyed("acceptor's"), listening);
+  std::optional<std::error_code> connect;
+  bellows::async_connect(io.get_executor(), uri, keyed("connector's"),
+                         [&](std::error_code ec, bellows::channel) { connect = ec; });
+  std::optional<std::error_code> accept;
+  if (!listening) acc.async_accept([&](std::error_code ec, bellows::channel) { accept = ec; });
+  if (p == bt::provider::shm) {
+    CHECK_FALSE(listening);
+    REQUIRE(bt::run_until(
+        io, [&] { return connect && accept; }, 5s));
+    CHECK_FALSE(*connect);
+  } else {
+    CHECK(listening == bellows::error::invalid_argument);
+    REQUIRE(bt::run_until(
+        io, [&] { return connect.has_value(); }, 5s));
+    CHECK(*connect == bellows::error::invalid_argument);
+  }
+}
