@@ -61,15 +61,21 @@ struct context_options {
   std::size_t warm_ring_bytes = std::size_t{32} << 20;
   /// Virtual size of each shm arena (sparse: only what is registered is backed by memory).
   std::size_t shm_arena_bytes = std::size_t{16} << 30;
-  /// tcp://: how long a connection may go without a word from its peer before it counts as dead
-  /// and every channel over it fails with connection_reset. Sent data left unacknowledged
-  /// (TCP_USER_TIMEOUT) and an idle connection (keepalive probes from half this time on, every
-  /// sixth of it) are both bounded: a dead link or peer is noticed within this plus a sixth of
-  /// it (at least a second more), and a connect to a host that does not answer gives up after
-  /// it. Whole seconds, at least one. The same for every tcp connection of the io_context, since
-  /// one connection carries all channels between two of them. Zero keeps the kernel's defaults:
-  /// about 15 minutes with data in flight, never when idle.
-  std::chrono::milliseconds tcp_peer_timeout = std::chrono::seconds(15);
+  /// How long a peer may stay silent before it counts as dead and every channel over its
+  /// connection fails with connection_reset. The same for every connection of the io_context.
+  ///  - tcp://: sent data left unacknowledged (TCP_USER_TIMEOUT) and an idle connection
+  ///    (keepalive probes from half this time on, every sixth of it) are both bounded: a dead
+  ///    link or peer is noticed within this plus a sixth of it (at least a second more), and a
+  ///    connect to a host that does not answer gives up after it. Whole seconds, at least one.
+  ///    Zero keeps the kernel's defaults: about 15 minutes with data in flight, never when idle.
+  ///  - rdma://: while a channel has an operation pending, a queue pair that posted nothing for a
+  ///    sixth of this time posts a zero-byte write, which the peer's device must acknowledge;
+  ///    the acknowledgement timeout is set so that RC's seven tries give up within two thirds
+  ///    of it (at least 67 ms and at most 2.1 s a try). A dead peer or link is noticed within
+  ///    this time (below 0.7 s: within a third of it plus 0.47 s). Zero sends no probes and
+  ///    keeps rdma_cm's timeout (2.1 s a try on RoCE): a peer that dies while this side only
+  ///    waits for a message is never noticed.
+  std::chrono::milliseconds peer_timeout = std::chrono::seconds(15);
 };
 
 }  // namespace bellows

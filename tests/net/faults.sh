@@ -2,13 +2,15 @@
 # Real network faults for tcp://: a server and a client in two network namespaces joined by a
 # veth pair (198.51.100.0/24, nothing else reachable), run through net_probe.
 #
-#   faults.sh clean|netem|link_down|link_down_idle NET_PROBE
+#   faults.sh clean|netem|link_down|link_down_idle|syn_unanswered NET_PROBE
 #
 #   clean           every tier, and a fragmented message, echoed intact and in order
 #   netem           the same through tc netem delay, jitter, loss and reordering on both ends
 #   link_down       the link taken down mid-transfer: the client fails with connection_reset
-#                   within the documented bound (context_options::tcp_peer_timeout)
+#                   within the documented bound (context_options::peer_timeout)
 #   link_down_idle  the same while the client only waits for a message
+#   syn_unanswered  a connect that nothing answers fails within the same bound, not after
+#                   channel_options::connect_timeout (10 s in net_probe)
 #
 # Skips (status 77) with the reason where namespaces or netem cannot be made.
 set -euo pipefail
@@ -16,7 +18,7 @@ set -euo pipefail
 case_name=${1:?usage: faults.sh CASE NET_PROBE}
 probe=${2:?usage: faults.sh CASE NET_PROBE}
 peer_timeout_ms=${NET_PEER_TIMEOUT_MS:-3000}
-# tcp_peer_timeout's documented bound (itself and a sixth more, at least a second more), and
+# peer_timeout's documented bound (itself and a sixth more, at least a second more), and
 # half a second for the processes to be scheduled and report.
 probe_gap_ms=$((peer_timeout_ms / 6 > 1000 ? peer_timeout_ms / 6 : 1000))
 bound_ms=$((peer_timeout_ms + probe_gap_ms + 500))
@@ -124,9 +126,26 @@ case $case_name in
     wait "$client_pid" || status=$?
     took=$(($(now_ms) - down_at))
     tail -n 2 "$work/client.out"
-    echo "link down to the client's failure: $took ms (tcp_peer_timeout $peer_timeout_ms ms, bound $bound_ms ms)"
+    echo "link down to the client's failure: $took ms (peer_timeout $peer_timeout_ms ms, bound $bound_ms ms)"
     [[ $status -eq 3 ]] || { echo "FAIL: expected connection_reset (status 3), got status $status"; exit 1; }
     ((took <= bound_ms)) || { echo "FAIL: the dead link was noticed after $took ms, over the bound"; exit 1; }
+    ;;
+  syn_unanswered)
+    # Nothing answers the SYN: the server's end is down, and a permanent neighbour entry keeps
+    # address resolution (which gives up on its own after 3 s) out of the way.
+    server_mac=$(ip -n "$server_ns" link show va | awk '/link\/ether/{print $2}')
+    ip -n "$client_ns" neigh replace 198.51.100.1 lladdr "$server_mac" dev vb nud permanent
+    ip -n "$server_ns" link set va down
+    started_at=$(now_ms)
+    start_client drive "$uri" --messages 1
+    status=0
+    wait "$client_pid" || status=$?
+    took=$(($(now_ms) - started_at))
+    tail -n 2 "$work/client.out"
+    echo "connect to the client's failure: $took ms (peer_timeout $peer_timeout_ms ms, bound $bound_ms ms," \
+      "connect_timeout 10000 ms)"
+    grep -q 'connect failed' "$work/client.out" || { echo "FAIL: the connect did not fail"; exit 1; }
+    ((took <= bound_ms)) || { echo "FAIL: the unanswered connect failed after $took ms, over the bound"; exit 1; }
     ;;
   *)
     echo "faults.sh: unknown case $case_name" >&2

@@ -8,7 +8,8 @@
 //   net_probe idle URI [--peer-timeout-ms T]
 //       one exchange, then a receive that only the link's death can end; prints "idle".
 //
-// An operation that fails prints what failed, the error, and how long after the last echo;
+// An operation that fails prints what failed, the error, how long after the last echo, and when
+// (steady clock);
 // the status is 3 for connection_reset, 1 for any other error or a wrong echo, 4 when a
 // drive does not finish within its two minutes. The script judges the timing.
 
@@ -49,11 +50,13 @@ struct probe {
   std::chrono::steady_clock::time_point last_echo = std::chrono::steady_clock::now();
 
   void failed(const char* what, const std::error_code& ec) {
-    const auto since =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - last_echo);
+    const auto now = std::chrono::steady_clock::now();
+    const auto since = std::chrono::duration_cast<std::chrono::milliseconds>(now - last_echo);
+    // The clock reading lets a script compare two processes' failures on one machine.
+    const auto at = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch());
     std::cout << "net_probe: " << what << " failed after " << echoed << " echoes: " << ec.message() << " ("
-              << ec.category().name() << ':' << ec.value() << "), " << since.count() << " ms after the last echo"
-              << std::endl;
+              << ec.category().name() << ':' << ec.value() << "), " << since.count() << " ms after the last echo, at "
+              << at.count() << " ms" << std::endl;
     status = ec == bellows::error::connection_reset ? status_reset : 1;
   }
 };
@@ -168,7 +171,7 @@ int main(int argc, char** argv) {
 
   probe p;
   bellows::context_options context;
-  context.tcp_peer_timeout = peer_timeout;
+  context.peer_timeout = peer_timeout;
   bellows::configure(p.io, context);
   if (mode == "serve") {
     bellows::acceptor acceptor(p.io.get_executor(), uri, p.channel);

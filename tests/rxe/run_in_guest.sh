@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Runs a command inside a throwaway qemu guest whose kernel has Soft-RoCE (rdma_rxe) on a
 # dummy network device, so that RDMA verbs code can be tested on a host whose kernel has no
-# RDMA support. Nothing leaves the guest: it has no network card.
+# RDMA support. Nothing leaves the guest: it has no network card, unless --wire gives it one
+# whose only other end is another guest's.
 #
-#   tests/rxe/run_in_guest.sh [--timeout SECONDS] [--file PATH]... [--env NAME=VALUE]... -- PROGRAM [ARGS...]
+#   tests/rxe/run_in_guest.sh [--timeout SECONDS] [--file PATH]... [--env NAME=VALUE]...
+#                             [--wire listen:PORT|connect:PORT --address IPV4] [--console PATH]
+#                             [--pidfile PATH] -- PROGRAM [ARGS...]
+#
+# --wire gives the guest an e1000 card on qemu's socket networking (qemu carries the frames over
+# a loopback socket at PORT, which the listening guest's qemu opens and the other's connects
+# to), and Soft-RoCE runs on it with --address/24 instead of on a dummy device. --console keeps
+# the serial console at PATH as it is written (to watch a running guest); --pidfile names the
+# qemu process (to power the guest off from outside).
 #
 # PROGRAM and every --file are copied into the guest at the same absolute paths, with the
 # shared libraries they need. The guest's output comes back on the serial console; the script
@@ -14,11 +23,19 @@ set -euo pipefail
 timeout_s=300
 files=()
 environment=()
+wire=
+address=192.0.2.1
+console=
+pidfile=
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --timeout) timeout_s=$2; shift 2 ;;
     --file) files+=("$2"); shift 2 ;;
     --env) environment+=("$2"); shift 2 ;;
+    --wire) wire=$2; shift 2 ;;
+    --address) address=$2; shift 2 ;;
+    --console) console=$2; shift 2 ;;
+    --pidfile) pidfile=$2; shift 2 ;;
     --) shift; break ;;
     *) echo "run_in_guest: unknown option $1" >&2; exit 2 ;;
   esac
@@ -89,7 +106,7 @@ module_list=(crypto/crc32_generic.ko fs/configfs/configfs.ko drivers/infiniband/
   drivers/infiniband/core/ib_uverbs.ko net/ipv4/udp_tunnel.ko net/ipv6/ip6_udp_tunnel.ko
   drivers/infiniband/sw/rxe/rdma_rxe.ko drivers/infiniband/core/iw_cm.ko drivers/infiniband/core/ib_cm.ko
   drivers/infiniband/core/rdma_cm.ko drivers/infiniband/core/rdma_ucm.ko drivers/net/dummy.ko
-  drivers/net/veth.ko net/sched/sch_netem.ko)
+  drivers/net/veth.ko net/sched/sch_netem.ko drivers/net/ethernet/intel/e1000/e1000.ko)
 for m in "${module_list[@]}"; do cp "$modules/kernel/$m" "$root/lib/modules/"; done
 
 {
@@ -99,10 +116,19 @@ for m in "${module_list[@]}"; do cp "$modules/kernel/$m" "$root/lib/modules/"; d
   echo 'mount -t configfs configfs /sys/kernel/config 2>/dev/null'
   for m in "${module_list[@]}"; do echo "insmod /lib/modules/$(basename "$m") || echo 'guest: insmod $(basename "$m") failed'"; done
   echo 'mount -t configfs configfs /sys/kernel/config 2>/dev/null'
-  # Loading dummy usually creates dummy0 already.
-  echo 'ip link set lo up; ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy'
-  echo 'ip addr add 192.0.2.1/24 dev dummy0; ip link set dummy0 up'
-  echo 'rdma link add rxe0 type rxe netdev dummy0 || echo "guest: rdma link add failed"'
+  echo 'ip link set lo up'
+  if [[ -n $wire ]]; then
+    netdev=eth0
+  else
+    netdev=dummy0
+    # Loading dummy usually creates dummy0 already.
+    echo 'ip link show dummy0 >/dev/null 2>&1 || ip link add dummy0 type dummy'
+  fi
+  printf 'ip addr add %q/24 dev %s; ip link set %s up\n' "$address" "$netdev" "$netdev"
+  # An emulated e1000 takes a moment to report its link up; an address resolved before then
+  # times out.
+  [[ -n $wire ]] && echo 'for i in $(seq 1 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ] && break; sleep 0.1; done'
+  echo "rdma link add rxe0 type rxe netdev $netdev || echo 'guest: rdma link add failed'"
   echo 'export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/libibverbs BELLOWS_IN_RXE_GUEST=1'
   for e in "${environment[@]}"; do printf 'export %q\n' "$e"; done
   printf 'echo %q\n' "guest: running $*"
@@ -116,17 +142,31 @@ chmod +x "$root/init"
 
 # ---- boot ----
 # TCG, not KVM: a KVM guest hung at boot on this kind of machine; TCG boots in about 8 s.
+nic=(-nic none)
+case "$wire" in
+  '') ;;
+  listen:* | connect:*)
+    side=${wire%%:*}
+    # A MAC per address, so that two guests on one wire differ.
+    mac=$(printf '52:54:00:%02x:%02x:%02x' $(echo "$address" | awk -F. '{print $2, $3, $4}'))
+    nic=(-netdev "socket,id=wire,$side=127.0.0.1:${wire#*:}" -device "e1000,netdev=wire,mac=$mac") ;;
+  *) echo "run_in_guest: --wire takes listen:PORT or connect:PORT" >&2; exit 2 ;;
+esac
+console=${console:-$work/console.txt}
+pid_option=()
+[[ -n $pidfile ]] && pid_option=(-pidfile "$pidfile")
 set +e
-timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -nic none -nographic -no-reboot \
-  -kernel "$vmlinuz" -initrd "$work/initrd.gz" -append "console=ttyS0 quiet panic=-1" </dev/null >"$work/console.txt" 2>&1
+timeout "$timeout_s" qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 "${nic[@]}" "${pid_option[@]}" \
+  -nographic -no-reboot -kernel "$vmlinuz" -initrd "$work/initrd.gz" -append "console=ttyS0 quiet panic=-1" \
+  </dev/null >"$console" 2>&1
 qemu_status=$?
 set -e
 # The firmware's screen-control sequences are noise on a log.
-tr -d '\r' <"$work/console.txt" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' | grep -v '^[[:space:]]*$' || true
+tr -d '\r' <"$console" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g; s/\x1bc//g' | grep -v '^[[:space:]]*$' || true
 if [[ $qemu_status -eq 124 ]]; then
   echo "run_in_guest: the guest did not finish within $timeout_s s" >&2
   exit 124
 fi
-status=$(tr -d '\r' <"$work/console.txt" | awk '/^BELLOWS-GUEST-EXIT /{print $2}' | tail -1)
+status=$(tr -d '\r' <"$console" | awk '/^BELLOWS-GUEST-EXIT /{print $2}' | tail -1)
 [[ -n $status ]] || { echo "run_in_guest: the guest did not report an exit status" >&2; exit 125; }
 exit "$status"

@@ -27,7 +27,7 @@ std::uint64_t random_key() {
 /// The peer's first window byte: its first region's first address (regions.hpp).
 constexpr std::uint64_t first_region_address = std::uint64_t{1} << regions::address_shift;
 
-/// Bounds how long a dead peer or link goes unnoticed (context_options::tcp_peer_timeout).
+/// Bounds how long a dead peer or link goes unnoticed (context_options::peer_timeout).
 void limit_silence(asio::ip::tcp::socket& socket, std::chrono::milliseconds timeout) {
   if (timeout.count() <= 0) return;
   const int fd = socket.native_handle();
@@ -74,7 +74,7 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
   l->peer_endpoint_.port = to.port();
   asio::error_code open_failed;
   l->socket_->open(to.protocol(), open_failed);
-  if (!open_failed) limit_silence(*l->socket_, h.options.tcp_peer_timeout);  // a SYN unanswered counts too
+  if (!open_failed) limit_silence(*l->socket_, h.options.peer_timeout);  // a SYN unanswered counts too
   l->socket_->async_connect(to, [l](std::error_code ec) {
     if (!ec && l->socket_ && !l->failed()) return l->connected();
     l->connecting_ = false;
@@ -84,7 +84,7 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
 }
 
 std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key) {
-  limit_silence(socket, h.options.tcp_peer_timeout);
+  limit_silence(socket, h.options.peer_timeout);
   std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key(), std::move(pre_shared_key)));
   l->connected();
   return l;

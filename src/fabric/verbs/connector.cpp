@@ -35,7 +35,8 @@ fabric::opened_channel generic(const opened_channel& c) { return {c.link, c.setu
 
 verbs::network& connector::network() {
   if (!network_) {
-    network_ = std::make_shared<verbs::network>(host_.executor, host_.budget, host_.wake_fd);
+    network_ =
+        std::make_shared<verbs::network>(host_.executor, host_.budget, host_.wake_fd, host_.options.peer_timeout);
     host_.serve(network_);
   }
   return *network_;

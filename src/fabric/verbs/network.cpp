@@ -1,5 +1,7 @@
 #include "fabric/verbs/network.hpp"
 
+#include "fabric/verbs/liveness.hpp"
+
 #include "proto/wire.hpp"
 
 #include <bellows/error.hpp>
@@ -18,7 +20,9 @@ rdma_conn_param connection_parameters(const void* private_data, std::size_t leng
   // bellows only writes: no RDMA READ or atomics to make room for.
   p.responder_resources = 0;
   p.initiator_depth = 0;
-  p.retry_count = 7;
+  // Six, not the maximum of seven: Soft-RoCE takes seven as "retry forever", and a dead peer
+  // must fail the queue pair (liveness.hpp).
+  p.retry_count = retry_count;
   // A receiver that ran out of doorbell receives replenishes them on its next poll: wait for it.
   p.rnr_retry_count = 7;
   return p;
@@ -70,8 +74,9 @@ class network::listener {
   accept_hook on_accept_;
 };
 
-network::network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd)
-    : io_(io), budget_(budget), wake_fd_(wake_fd) {}
+network::network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd,
+                 std::chrono::milliseconds peer_timeout)
+    : io_(io), budget_(budget), wake_fd_(wake_fd), peer_timeout_(peer_timeout) {}
 
 network::~network() = default;
 
@@ -88,7 +93,7 @@ proto::outcome<std::shared_ptr<cm_channel>> network::events() {
 proto::outcome<std::shared_ptr<transport>> network::transport_for(ibv_context* context) {
   if (context == nullptr) return std::make_error_code(std::errc::no_such_device);
   if (auto it = transports_.find(context); it != transports_.end()) return it->second;
-  auto t = transport::create(io_, context, budget_, wake_fd_);
+  auto t = transport::create(io_, context, budget_, wake_fd_, probe_interval(peer_timeout_));
   if (!t) return t.failure();
   if (armed_) (*t)->arm();
   transports_[context] = *t;
@@ -195,6 +200,7 @@ void network::on_open_event(const std::shared_ptr<pending_open>& p, const cm_eve
                            p->tiers};
       auto bytes = handshake::encode(request);
       auto parameters = connection_parameters(bytes->data(), bytes->size());
+      limit_silence(p->id, peer_timeout_);
       if (::rdma_connect(p->id, &parameters) != 0) return finish_open(p, errno_or(ECONNREFUSED));
       return;
     }
@@ -301,6 +307,7 @@ void network::on_connect_request(const std::shared_ptr<listener>& l, const cm_ev
                                                     {static_cast<std::uint32_t>(control->key), control->address},
                                                     {static_cast<std::uint32_t>(ring->key), ring->address}});
   auto parameters = connection_parameters(answer.data(), answer.size());
+  limit_silence(e.id, peer_timeout_);
   if (::rdma_accept(e.id, &parameters) != 0) {
     reject(e.id, errno_or(ECONNABORTED));
     p->link->retire(p->link->local_id(), {control->handle, ring->handle});

@@ -19,6 +19,7 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -44,7 +45,9 @@ class network final : public fabric::poller {
   struct pending_open;
   class listener;
 
-  network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd);
+  /// `peer_timeout`: context_options::peer_timeout (liveness.hpp).
+  network(const asio::any_io_executor& io, fabric::memory_budget& budget, int wake_fd,
+          std::chrono::milliseconds peer_timeout);
   ~network();
   network(const network&) = delete;
   network& operator=(const network&) = delete;
@@ -90,6 +93,7 @@ class network final : public fabric::poller {
   asio::any_io_executor io_;
   fabric::memory_budget& budget_;
   int wake_fd_;
+  std::chrono::milliseconds peer_timeout_;
   bool armed_ = false;
   std::shared_ptr<cm_channel> events_;
   std::map<ibv_context*, std::shared_ptr<transport>> transports_;

@@ -297,6 +297,22 @@ void qp_link::post_immediate(std::uint32_t immediate, bool must_signal) {
   post(wr, must_signal);
 }
 
+void qp_link::probe_if_quiet() {
+  // A peer that detached has nothing more to say; its disconnect ends the queue pair.
+  if (state_ != state::open || closing_ || peer_detached_) return;
+  if (std::exchange(posted_at_last_probe_, posted_) != posted_) return;  // its own writes will fail
+  // Never waits for room: a full queue has writes in flight, which fail on their own.
+  const bool queue_room = posted_ - completed_ + 2 <= transport::send_queue_depth;
+  if (!queue_room || (next_is_signalled(false) && !transport_->completion_room())) return;
+  ibv_send_wr wr{};
+  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.num_sge = 0;  // zero bytes: the peer's device acknowledges it, nothing is placed
+  wr.wr.rdma.remote_addr = peer_control_.address;
+  wr.wr.rdma.rkey = static_cast<std::uint32_t>(peer_control_.key);
+  post(wr, false);
+  posted_at_last_probe_ = posted_;
+}
+
 void qp_link::ring_doorbell(std::uint32_t peer_channel) {
   if (state_ != state::open) return;
   post_immediate(peer_channel, false);

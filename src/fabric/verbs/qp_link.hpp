@@ -41,6 +41,9 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   void on_failure(std::error_code ec, bool quietly = false);
   /// The io_context is going away: let go of the queue pair without touching its services.
   void shutdown();
+  /// Called every probe interval: a link that posted nothing since the last call posts a
+  /// zero-byte write, so that a dead peer fails it even while nothing else is in flight.
+  void probe_if_quiet();
 
   // fabric::link
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
@@ -90,6 +93,7 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::uint64_t completed_ = 0;
   std::uint64_t last_signalled_ = 0;
   std::uint64_t flush_mark_ = 0;
+  std::uint64_t posted_at_last_probe_ = 0;
   std::deque<std::uint64_t> signalled_;
   std::vector<std::uint64_t> graveyard_;
   std::vector<std::byte> inline_copy_;

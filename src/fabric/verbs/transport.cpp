@@ -18,10 +18,11 @@ std::error_code last_error(int fallback) { return {errno != 0 ? errno : fallback
 }  // namespace
 
 proto::outcome<std::shared_ptr<transport>> transport::create(const asio::any_io_executor& io, ibv_context* context,
-                                                             fabric::memory_budget& budget, int wake_fd) {
+                                                             fabric::memory_budget& budget, int wake_fd,
+                                                             std::chrono::milliseconds probe_interval) {
   ibv_pd* pd = ::ibv_alloc_pd(context);
   if (pd == nullptr) return last_error(ENOMEM);
-  std::shared_ptr<transport> t(new transport(io, context, pd, budget, wake_fd));
+  std::shared_ptr<transport> t(new transport(io, context, pd, budget, wake_fd, probe_interval));
   auto source = completion_source::create(io, context, pd);
   if (!source) return source.failure();
   t->source_ = std::move(*source);
@@ -34,12 +35,14 @@ proto::outcome<std::shared_ptr<transport>> transport::create(const asio::any_io_
 }
 
 transport::transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget,
-                     int wake_fd)
+                     int wake_fd, std::chrono::milliseconds probe_interval)
     : context_(context),
       pd_(pd),
       pool_(pd, budget),
       async_events_(io),
       wake_fd_(wake_fd),
+      probe_interval_(probe_interval),
+      probe_timer_(std::in_place, io),
       signalled_capacity_(completion_source::queue_depth - completion_source::doorbell_receives) {}
 
 transport::~transport() {
@@ -224,6 +227,7 @@ bool transport::prepare_to_idle(std::vector<int>& descriptors) {
 void transport::arm() {
   armed_ = true;
   watch_async_events();
+  schedule_probes();
 }
 
 void transport::disarm() {
@@ -233,6 +237,7 @@ void transport::disarm() {
     asio::error_code ignored;
     async_events_.cancel(ignored);
   }
+  if (probes_scheduled_ && probe_timer_) probe_timer_->cancel();
 }
 
 void transport::shutdown() {
@@ -241,6 +246,7 @@ void transport::shutdown() {
   links_.clear();
   for (auto& [qp_num, link] : links) link->shutdown();
   kept_.clear();
+  probe_timer_.reset();
 }
 
 void transport::watch_async_events() {
@@ -251,6 +257,28 @@ void transport::watch_async_events() {
     if (ec) return;
     self->take_async_events();
     self->watch_async_events();
+  });
+}
+
+void transport::schedule_probes() {
+  if (probes_scheduled_ || !armed_ || !probe_timer_ || probe_interval_.count() == 0) return;
+  probes_scheduled_ = true;
+  probe_timer_->expires_after(probe_interval_);
+  // Weak: a cancelled wait may sit in the io_context after the reactor let go of this transport.
+  probe_timer_->async_wait([weak = weak_from_this()](std::error_code ec) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->probes_scheduled_ = false;
+    if (!ec) {
+      // A probe that cannot be posted fails its link, which may leave the map.
+      std::vector<std::shared_ptr<qp_link>> links;
+      links.reserve(self->links_.size());
+      for (auto& [qp_num, link] : self->links_) links.push_back(link);
+      for (auto& link : links) link->probe_if_quiet();
+    }
+    // After a disarm() cancelled it, an arm() may have come while this wait was still queued
+    // (and so scheduled nothing): the probes go on if the transport is armed again.
+    self->schedule_probes();
   });
 }
 

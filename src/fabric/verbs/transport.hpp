@@ -13,12 +13,15 @@
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -35,9 +38,11 @@ class transport final : public std::enable_shared_from_this<transport> {
   static constexpr std::uint32_t signal_interval = 16;
   static constexpr std::size_t first_staging_bytes = std::size_t{1} << 20;
 
-  /// `wake_fd` is the reactor's eventfd, written when a completion ends its sleep.
+  /// `wake_fd` is the reactor's eventfd, written when a completion ends its sleep. While armed,
+  /// every `probe_interval` (zero: never) each quiet link probes its peer (liveness.hpp).
   static proto::outcome<std::shared_ptr<transport>> create(const asio::any_io_executor& io, ibv_context* context,
-                                                           fabric::memory_budget& budget, int wake_fd);
+                                                           fabric::memory_budget& budget, int wake_fd,
+                                                           std::chrono::milliseconds probe_interval);
   ~transport();
   transport(const transport&) = delete;
   transport& operator=(const transport&) = delete;
@@ -99,13 +104,14 @@ class transport final : public std::enable_shared_from_this<transport> {
   };
 
   transport(const asio::any_io_executor& io, ibv_context* context, ibv_pd* pd, fabric::memory_budget& budget,
-            int wake_fd);
+            int wake_fd, std::chrono::milliseconds probe_interval);
   std::size_t take(bool dispatch);
   void handle(const completion_event& e, bool dispatch);
   void sends_completed(std::uint32_t qp_num, std::uint64_t up_to);
   void release_staging();
   void watch_async_events();
   void take_async_events();
+  void schedule_probes();
   std::shared_ptr<qp_link> find(std::uint32_t qp_num) const;
 
   struct pd_release {
@@ -120,6 +126,9 @@ class transport final : public std::enable_shared_from_this<transport> {
   int wake_fd_;
   bool armed_ = false;
   bool async_waiting_ = false;
+  std::chrono::milliseconds probe_interval_;
+  std::optional<asio::steady_timer> probe_timer_;  // reset by shutdown(), while its service lives
+  bool probes_scheduled_ = false;
   std::unordered_map<std::uint32_t, std::shared_ptr<qp_link>> links_;
   std::vector<completion_event> kept_;
   std::vector<std::pair<std::uint32_t, std::error_code>> late_failures_;
