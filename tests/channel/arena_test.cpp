@@ -1,7 +1,8 @@
 // A shm peer that lies about its arena: a memory file that is not sealed against shrinking, one
 // smaller than it claims, a hello with the wrong descriptors; and a peer that tries to shrink
 // or reseal the arenas it holds once the link is up. The first kind is refused when the link is
-// set up; the second cannot succeed, so our stores into its mapping can never fault.
+// set up; the second cannot succeed, so our stores into its mapping can never fault. And a peer
+// whose last message before it died must still be read.
 
 #include "fabric/control_message.hpp"
 #include "fabric/shm/listener.hpp"
@@ -36,10 +37,11 @@ namespace fabric = bellows::fabric;
 
 namespace {
 
-enum class bad_hello { unsealed, smaller_than_announced, one_descriptor, truncated_message };
+enum class bad_hello { none, unsealed, smaller_than_announced, one_descriptor, truncated_message };
 
 const char* to_string(bad_hello h) {
   switch (h) {
+    case bad_hello::none: return "an honest hello";
     case bad_hello::unsealed: return "an arena not sealed against shrinking";
     case bad_hello::smaller_than_announced: return "an arena smaller than announced";
     case bad_hello::one_descriptor: return "no wake-up descriptor";
@@ -107,6 +109,58 @@ TEST_CASE("A shm peer whose hello lies about its arena is refused with protocol_
       io, [&] { return result.has_value(); }, 5s));
   CHECK(*result == bellows::error::protocol_violation);
   ::close(peer);
+  ::close(*listener);
+}
+
+namespace {
+
+/// The next message the survivor sent on `socket`, once one is there (the caller runs the
+/// survivor's io_context meanwhile).
+std::optional<fabric::link_message> read_message(int socket) {
+  fabric::link_message m;
+  const ssize_t n = ::recv(socket, &m, sizeof m, MSG_DONTWAIT);
+  if (n != static_cast<ssize_t>(sizeof m)) return std::nullopt;
+  return m;
+}
+
+}  // namespace
+
+// An Asio socket reads what its peer sent before it closed, then the end; a shm link must too.
+// The peer's refusal and its death wait in the socket together, and the refusal must be read.
+TEST_CASE("A shm peer's last message before it dies is read: its refusal, not a reset", "[shm][fault]") {
+  const auto name = bt::unique_name("last-words");
+  auto listener = shm::listen_on(name);
+  REQUIRE(listener);
+
+  asio::io_context io;
+  std::optional<std::error_code> result;
+  bellows::async_connect(io.get_executor(), "shm://" + name,
+                         [&](std::error_code ec, bellows::channel) { result = ec; });
+  int peer = -1;
+  REQUIRE(bt::run_until(io, [&] {
+    if (peer < 0) peer = shm::accept_one(*listener);
+    return peer >= 0;
+  }));
+  send_hello(peer, bad_hello::none);
+  std::optional<fabric::link_message> open;
+  REQUIRE(bt::run_until(
+      io,
+      [&] {
+        while (auto m = read_message(peer)) {
+          if (m->kind == fabric::message_kind::open) open = m;
+        }
+        return open.has_value();
+      },
+      5s));
+  fabric::link_message refusal;
+  refusal.kind = fabric::message_kind::refused;
+  refusal.first = open->first;
+  refusal.value = EACCES;
+  REQUIRE(::send(peer, &refusal, sizeof refusal, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof refusal));
+  ::close(peer);
+  REQUIRE(bt::run_until(
+      io, [&] { return result.has_value(); }, 5s));
+  CHECK(*result == std::errc::permission_denied);
   ::close(*listener);
 }
 

@@ -233,7 +233,11 @@ void link::read_queued() {
     msg.msg_controllen = sizeof control;
     const ssize_t n = ::recvmsg(socket_->native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n <= 0) return fail(make_error_code(error::connection_reset));
+    if (n <= 0) {
+      // What the peer sent before it went counts (an accept, a refusal), as on a socket.
+      handle_batch(batch);
+      return fail(make_error_code(error::connection_reset));
+    }
     std::vector<int> fds;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
