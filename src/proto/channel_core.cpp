@@ -160,15 +160,19 @@ void channel_core::release(frame_token token) {
 // ---- the driver's side ----
 
 void channel_core::poll(clock_time now) {
-  if (!failed_) {
-    tx_events_.clear();
-    tx_.step(setup_.control, now, tx_events_);
-    take(tx_events_, now);
-  }
+  // The ring before the control block: what the peer wrote to the control block before a frame
+  // (an ack, a credit) is then taken in before that frame is delivered. Read the other way
+  // round, an ack and a reply that both land between the two reads left the reply's handler
+  // seeing the old tier in stats().
   if (!failed_) {
     rx_events_.clear();
     rx_.poll(rx_events_);
     take(rx_events_);
+  }
+  if (!failed_) {
+    tx_events_.clear();
+    tx_.step(setup_.control, now, tx_events_);
+    take(tx_events_, now);
   }
   deliver();
   end_of_input();
