@@ -10,6 +10,7 @@
 #include "fabric/endpoint.hpp"
 #include "fabric/link.hpp"
 #include "fabric/poller.hpp"
+#include "proto/outcome.hpp"
 
 #include <bellows/endpoint.hpp>
 #include <bellows/error.hpp>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace bellows::fabric {
@@ -40,6 +42,17 @@ class multiplexed_link : public link, public poller, public std::enable_shared_f
   static std::shared_ptr<pending_open> open_over(const std::shared_ptr<multiplexed_link>& l,
                                                  const std::vector<tier>& tiers, std::uint64_t max_message_size,
                                                  fabric::open_handler done);
+  /// The same over a connector's link, or `done` with why it has none.
+  template <class Link>
+  static std::shared_ptr<pending_open> open_over(const proto::outcome<std::shared_ptr<Link>>& l,
+                                                 const std::vector<tier>& tiers, std::uint64_t max_message_size,
+                                                 fabric::open_handler done) {
+    if (!l) {
+      done(l.failure());
+      return nullptr;
+    }
+    return open_over(std::shared_ptr<multiplexed_link>(*l), tiers, max_message_size, std::move(done));
+  }
 
   /// Opens a channel whose first rings use `tiers[0]`; `done` gets the agreed set-up.
   /// Returns the local id to cancel it with, or 0 when `done` was already told why not.

@@ -29,6 +29,8 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <string>
+#include <utility>
 
 using namespace std::chrono_literals;
 namespace bt = bellows::test;
@@ -85,31 +87,50 @@ void send_hello(int socket, bad_hello how) {
   for (int fd : fds) ::close(fd);
 }
 
+/// A connect to a shm peer played by the test itself: the connecting side runs on `io`, and
+/// `socket` is the peer's end of the link, accepted by the constructor.
+struct raw_shm_peer {
+  explicit raw_shm_peer(const char* prefix) : name(bt::unique_name(prefix)) {
+    auto opened = shm::listen_on(name);
+    REQUIRE(opened);
+    listener = *opened;
+    bellows::async_connect(io.get_executor(), "shm://" + name,
+                           [this](std::error_code ec, bellows::channel) { result = ec; });
+    REQUIRE(bt::run_until(io, [&] {
+      if (socket < 0) socket = shm::accept_one(listener);
+      return socket >= 0;
+    }));
+  }
+  ~raw_shm_peer() {
+    if (socket >= 0) ::close(socket);
+    ::close(listener);
+  }
+  raw_shm_peer(const raw_shm_peer&) = delete;
+  raw_shm_peer& operator=(const raw_shm_peer&) = delete;
+
+  /// The connect's error, once it has one (within five seconds).
+  std::error_code connect_result() {
+    REQUIRE(bt::run_until(
+        io, [&] { return result.has_value(); }, 5s));
+    return *result;
+  }
+
+  std::string name;
+  int listener = -1;
+  asio::io_context io;
+  std::optional<std::error_code> result;
+  int socket = -1;
+};
+
 }  // namespace
 
 TEST_CASE("A shm peer whose hello lies about its arena is refused with protocol_violation", "[shm][fault]") {
   const auto how = GENERATE(bad_hello::unsealed, bad_hello::smaller_than_announced, bad_hello::one_descriptor,
                             bad_hello::truncated_message);
   INFO("the peer sends " << to_string(how));
-  const auto name = bt::unique_name("bad-hello");
-  auto listener = shm::listen_on(name);
-  REQUIRE(listener);
-
-  asio::io_context io;
-  std::optional<std::error_code> result;
-  bellows::async_connect(io.get_executor(), "shm://" + name,
-                         [&](std::error_code ec, bellows::channel) { result = ec; });
-  int peer = -1;
-  REQUIRE(bt::run_until(io, [&] {
-    if (peer < 0) peer = shm::accept_one(*listener);
-    return peer >= 0;
-  }));
-  send_hello(peer, how);
-  REQUIRE(bt::run_until(
-      io, [&] { return result.has_value(); }, 5s));
-  CHECK(*result == bellows::error::protocol_violation);
-  ::close(peer);
-  ::close(*listener);
+  raw_shm_peer peer("bad-hello");
+  send_hello(peer.socket, how);
+  CHECK(peer.connect_result() == bellows::error::protocol_violation);
 }
 
 namespace {
@@ -128,25 +149,13 @@ std::optional<fabric::link_message> read_message(int socket) {
 // An Asio socket reads what its peer sent before it closed, then the end; a shm link must too.
 // The peer's refusal and its death wait in the socket together, and the refusal must be read.
 TEST_CASE("A shm peer's last message before it dies is read: its refusal, not a reset", "[shm][fault]") {
-  const auto name = bt::unique_name("last-words");
-  auto listener = shm::listen_on(name);
-  REQUIRE(listener);
-
-  asio::io_context io;
-  std::optional<std::error_code> result;
-  bellows::async_connect(io.get_executor(), "shm://" + name,
-                         [&](std::error_code ec, bellows::channel) { result = ec; });
-  int peer = -1;
-  REQUIRE(bt::run_until(io, [&] {
-    if (peer < 0) peer = shm::accept_one(*listener);
-    return peer >= 0;
-  }));
-  send_hello(peer, bad_hello::none);
+  raw_shm_peer peer("last-words");
+  send_hello(peer.socket, bad_hello::none);
   std::optional<fabric::link_message> open;
   REQUIRE(bt::run_until(
-      io,
+      peer.io,
       [&] {
-        while (auto m = read_message(peer)) {
+        while (auto m = read_message(peer.socket)) {
           if (m->kind == fabric::message_kind::open) open = m;
         }
         return open.has_value();
@@ -156,12 +165,9 @@ TEST_CASE("A shm peer's last message before it dies is read: its refusal, not a 
   refusal.kind = fabric::message_kind::refused;
   refusal.first = open->first;
   refusal.value = EACCES;
-  REQUIRE(::send(peer, &refusal, sizeof refusal, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof refusal));
-  ::close(peer);
-  REQUIRE(bt::run_until(
-      io, [&] { return result.has_value(); }, 5s));
-  CHECK(*result == std::errc::permission_denied);
-  ::close(*listener);
+  REQUIRE(::send(peer.socket, &refusal, sizeof refusal, MSG_NOSIGNAL) == static_cast<ssize_t>(sizeof refusal));
+  ::close(std::exchange(peer.socket, -1));
+  CHECK(peer.connect_result() == std::errc::permission_denied);
 }
 
 namespace {

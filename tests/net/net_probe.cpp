@@ -13,6 +13,7 @@
 // the status is 3 for connection_reset, 1 for any other error or a wrong echo, 4 when a
 // drive does not finish within its two minutes. The script judges the timing.
 
+#include "support/echo.hpp"
 #include "support/messages.hpp"
 
 #include <bellows/bellows.hpp>
@@ -62,18 +63,8 @@ struct probe {
 };
 
 asio::awaitable<void> echo(bellows::channel ch) {
-  for (;;) {
-    auto [ec, view] = co_await ch.async_receive_view(as_tuple(use_awaitable));
-    if (ec) {
-      if (ec != bellows::error::end_of_stream) std::cerr << "net_probe serve: receive failed: " << ec.message() << "\n";
-      co_return;
-    }
-    auto [send_ec, n] = co_await ch.async_send(view.buffer(), as_tuple(use_awaitable));
-    if (send_ec) {
-      std::cerr << "net_probe serve: send failed: " << send_ec.message() << "\n";
-      co_return;
-    }
-  }
+  const bt::echo_end end = co_await bt::echo_until_end(ch);
+  if (end.failed != nullptr) std::cerr << "net_probe serve: " << end.failed << " failed: " << end.ec.message() << "\n";
 }
 
 asio::awaitable<void> serve(probe& p, bellows::acceptor& acceptor) {

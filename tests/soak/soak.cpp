@@ -10,6 +10,7 @@
 
 #include "memory_report.hpp"
 #include "perf/process.hpp"
+#include "support/echo.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -74,18 +75,8 @@ std::size_t random_size(std::mt19937_64& rng) {
 // ---- the echo peer, in its own process ----
 
 asio::awaitable<void> echo(bellows::channel ch) {
-  for (;;) {
-    auto [ec, view] = co_await ch.async_receive_view(as_tuple(use_awaitable));
-    if (ec) {
-      if (ec != bellows::error::end_of_stream) std::cerr << "soak peer: receive failed: " << ec.message() << "\n";
-      break;
-    }
-    auto [send_ec, n] = co_await ch.async_send(view.buffer(), as_tuple(use_awaitable));
-    if (send_ec) {
-      std::cerr << "soak peer: send of " << n << " B failed: " << send_ec.message() << "\n";
-      break;
-    }
-  }
+  const bt::echo_end end = co_await bt::echo_until_end(ch);
+  if (end.failed != nullptr) std::cerr << "soak peer: " << end.failed << " failed: " << end.ec.message() << "\n";
   co_await ch.async_close(as_tuple(use_awaitable));
 }
 

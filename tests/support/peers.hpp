@@ -3,6 +3,7 @@
 // accepted channel is sent back, until `channels` channels ended with end_of_stream) and a
 // passive server (accepts and never receives). They listen on any provider's URI.
 
+#include "support/echo.hpp"
 #include "support/processes.hpp"
 #include "support/run_until.hpp"
 
@@ -57,21 +58,9 @@ struct echo_result {
 };
 
 inline asio::awaitable<void> echo_channel(channel ch, echo_result& result, int expected, asio::io_context& io) {
-  using asio::experimental::as_tuple;
-  for (;;) {
-    auto [ec, view] = co_await ch.async_receive_view(as_tuple(asio::use_awaitable));
-    if (ec == error::end_of_stream) break;
-    if (ec) {
-      ++result.failures;
-      break;
-    }
-    auto [send_ec, n] = co_await ch.async_send(view.buffer(), as_tuple(asio::use_awaitable));
-    if (send_ec) {
-      ++result.failures;
-      break;
-    }
-  }
-  co_await ch.async_close(as_tuple(asio::use_awaitable));
+  const echo_end end = co_await echo_until_end(ch);
+  if (end.failed != nullptr) ++result.failures;
+  co_await ch.async_close(asio::experimental::as_tuple(asio::use_awaitable));
   if (++result.channels_done == expected) io.stop();
 }
 

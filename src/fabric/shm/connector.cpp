@@ -30,12 +30,8 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
                                                       std::uint64_t max_message_size,
                                                       std::string_view /*pre_shared_key: the uid check*/,
                                                       fabric::open_handler done) {
-  auto l = client_link(std::string(address));
-  if (!l) {
-    done(l.failure());
-    return nullptr;
-  }
-  return fabric::multiplexed_link::open_over(*l, tiers, max_message_size, std::move(done));
+  return fabric::multiplexed_link::open_over(client_link(std::string(address)), tiers, max_message_size,
+                                             std::move(done));
 }
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,

@@ -57,12 +57,8 @@ proto::outcome<std::shared_ptr<link>> connector::client_link(std::string_view ad
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
                                                       std::uint64_t max_message_size, std::string_view pre_shared_key,
                                                       fabric::open_handler done) {
-  auto l = client_link(address, pre_shared_key);
-  if (!l) {
-    done(l.failure());
-    return nullptr;
-  }
-  return fabric::multiplexed_link::open_over(*l, tiers, max_message_size, std::move(done));
+  return fabric::multiplexed_link::open_over(client_link(address, pre_shared_key), tiers, max_message_size,
+                                             std::move(done));
 }
 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
@@ -72,16 +68,12 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
   if (!at) return at.failure();
   auto listening = listen_at(*at);
   if (!listening) return listening.failure();
-  auto adopt = [host = host_, key = std::string(pre_shared_key), on_accept = std::move(on_accept)](int fd) {
+  // An accepted socket has its listener's family.
+  const auto protocol = at->ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
+  auto adopt = [host = host_, key = std::string(pre_shared_key), protocol, on_accept = std::move(on_accept)](int fd) {
     asio::error_code ec;
     asio::ip::tcp::socket socket(host.executor);
-    const auto v6 = [&] {
-      sockaddr_storage local{};
-      socklen_t length = sizeof local;
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
-      return local.ss_family == AF_INET6;
-    }();
-    socket.assign(v6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4(), fd, ec);
+    socket.assign(protocol, fd, ec);
     if (ec) {
       ::close(fd);
       return;
