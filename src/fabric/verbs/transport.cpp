@@ -157,30 +157,45 @@ void transport::release_staging() {
   }
 }
 
+std::error_code transport::replace_staging(std::size_t wanted, std::size_t needed) {
+  // The old ring's pages are unpinned first, so that under a locked-memory limit they count
+  // for the new one.
+  if (staging_mr_ != nullptr) ::ibv_dereg_mr(std::exchange(staging_mr_, nullptr));
+  staging_memory_.reset();
+  staging_capacity_ = staging_head_ = staging_tail_ = 0;
+  std::error_code ec;
+  // Where `wanted` is refused, a ring that holds just the frame costs one write in flight at a
+  // time instead of the channel. stage() does not ask for a refused size again.
+  for (std::size_t bytes : {wanted, needed}) {
+    staging_memory_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, bytes)));
+    if (!staging_memory_) return std::make_error_code(std::errc::not_enough_memory);
+    // Only this side reads it: local access is all the device needs.
+    staging_mr_ = ::ibv_reg_mr(pd_.get(), staging_memory_.get(), bytes, 0);
+    if (staging_mr_ != nullptr) {
+      staging_capacity_ = bytes;
+      return {};
+    }
+    ec = last_error(ENOMEM);
+    staging_memory_.reset();
+    staging_refused_ = std::min(staging_refused_, bytes);
+    if (bytes == needed) break;
+  }
+  return ec;
+}
+
 transport::staging_chunk transport::stage(std::size_t bytes, std::uint32_t qp_num, std::uint64_t wr_index,
                                           std::error_code& ec) {
   ec = {};
   // The ring holds at least two of the largest frames so that one can be in flight while the
-  // next is copied; it is replaced by a larger one only when nothing is in flight in it.
-  const std::size_t wanted = std::max(first_staging_bytes, std::bit_ceil(bytes * 2));
+  // next is copied; it is replaced by a larger one only when nothing is in flight in it. Under
+  // a locked-memory limit too small for that, it holds one frame.
+  const std::size_t needed = (bytes + 4095) & ~std::size_t{4095};
+  std::size_t wanted = std::max(first_staging_bytes, std::bit_ceil(bytes * 2));
+  if (wanted >= staging_refused_) wanted = std::max(needed, staging_capacity_);
   if (staging_capacity_ < wanted) {
     if (!staged_.empty()) return {};
-    if (staging_mr_ != nullptr) ::ibv_dereg_mr(std::exchange(staging_mr_, nullptr));
-    staging_memory_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, wanted)));
-    staging_capacity_ = 0;
-    if (!staging_memory_) {
-      ec = std::make_error_code(std::errc::not_enough_memory);
-      return {};
-    }
-    // Only this side reads it: local access is all the device needs.
-    staging_mr_ = ::ibv_reg_mr(pd_.get(), staging_memory_.get(), wanted, 0);
-    if (staging_mr_ == nullptr) {
-      ec = last_error(ENOMEM);
-      staging_memory_.reset();
-      return {};
-    }
-    staging_capacity_ = wanted;
-    staging_head_ = staging_tail_ = 0;
+    ec = replace_staging(wanted, needed);
+    if (ec) return {};
   }
   const std::size_t capacity = staging_capacity_;
   std::size_t at = SIZE_MAX;

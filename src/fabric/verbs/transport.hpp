@@ -87,7 +87,7 @@ class transport final : public std::enable_shared_from_this<transport> {
 
   /// Room for `bytes` in the registered staging ring, for the write with index `wr_index` of
   /// queue pair `qp_num`; released when that write completes. Null when the ring is full
-  /// (reap and retry) or could not be registered (`ec` says why).
+  /// (reap and retry) or could not be registered even at the frame's own size (`ec` says why).
   struct staging_chunk {
     std::byte* data = nullptr;
     std::uint32_t local_key = 0;
@@ -109,6 +109,8 @@ class transport final : public std::enable_shared_from_this<transport> {
   void handle(const completion_event& e, bool dispatch);
   void sends_completed(std::uint32_t qp_num, std::uint64_t up_to);
   void release_staging();
+  /// A new staging ring of `wanted` bytes, or of `needed` where `wanted` cannot be registered.
+  std::error_code replace_staging(std::size_t wanted, std::size_t needed);
   void watch_async_events();
   void take_async_events();
   void schedule_probes();
@@ -141,8 +143,9 @@ class transport final : public std::enable_shared_from_this<transport> {
   std::unique_ptr<std::byte, void (*)(void*)> staging_memory_{nullptr, std::free};
   ibv_mr* staging_mr_ = nullptr;
   std::size_t staging_capacity_ = 0;
-  std::size_t staging_head_ = 0;  // next free byte
-  std::size_t staging_tail_ = 0;  // oldest byte still in flight
+  std::size_t staging_refused_ = SIZE_MAX;  // the smallest size whose registration failed
+  std::size_t staging_head_ = 0;            // next free byte
+  std::size_t staging_tail_ = 0;            // oldest byte still in flight
   std::deque<staged_write> staged_;
 };
 
