@@ -21,6 +21,8 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <set>
+#include <string>
 
 using namespace std::chrono_literals;
 using asio::use_awaitable;
@@ -40,12 +42,16 @@ struct tally {
   int intact = 0;
   int wrong = 0;
   int errors = 0;
+  std::set<std::string> error_kinds;  // what the errors said, for the report
 };
 
 asio::awaitable<void> send_all(bellows::channel& ch, const std::vector<std::vector<std::byte>>& messages, tally& t) {
   for (const auto& m : messages) {
     auto [ec, n] = co_await ch.async_send(asio::buffer(m), as_tuple(use_awaitable));
-    if (ec || n != m.size()) ++t.errors;
+    if (ec || n != m.size()) {
+      ++t.errors;
+      t.error_kinds.insert("send: " + ec.message());
+    }
   }
 }
 
@@ -55,6 +61,7 @@ asio::awaitable<void> receive_all(bellows::channel& ch, const std::vector<std::v
     auto [ec, n] = co_await ch.async_receive(asio::buffer(reply), as_tuple(use_awaitable));
     if (ec) {
       ++t.errors;
+      t.error_kinds.insert("receive: " + ec.message());
       co_return;
     }
     const bool same = n == m.size() && std::equal(m.begin(), m.end(), reply.begin());
@@ -78,13 +85,18 @@ TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order,
   tally t;
   int closed = 0;
   std::vector<std::string> connect_failures;
+  // Made before any connect starts: made inside each coroutine, they held the one thread for
+  // seconds on the guest's emulated CPU while the other connects' deadlines ran.
+  std::vector<std::vector<std::vector<std::byte>>> messages_of(channels);
+  for (int c = 0; c < channels; ++c) {
+    std::mt19937_64 rng(1000 + c);
+    for (int i = 0; i < per_channel; ++i) messages_of[c].push_back(bt::random_bytes(random_size(rng), rng()));
+  }
   for (int c = 0; c < channels; ++c) {
     asio::co_spawn(
         io,
         [&, c]() -> asio::awaitable<void> {
-          std::mt19937_64 rng(1000 + c);
-          std::vector<std::vector<std::byte>> messages;
-          for (int i = 0; i < per_channel; ++i) messages.push_back(bt::random_bytes(random_size(rng), rng()));
+          const auto& messages = messages_of[c];
           auto [connect_ec, ch] =
               co_await bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), as_tuple(use_awaitable));
           if (connect_ec) {
@@ -104,6 +116,7 @@ TEST_CASE("50 channels carry random sizes 0 B - 4 MiB both ways, once, in order,
   CHECK(t.intact == channels * per_channel);
   CHECK(t.wrong == 0);
   CHECK(t.errors == 0);
+  CHECK(t.error_kinds == std::set<std::string>{});
   CHECK(closed == channels);
   CHECK(server.wait() == 0);
 }
