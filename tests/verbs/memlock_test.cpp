@@ -3,6 +3,7 @@
 // and no channel is lost to it. The guest runs its tests as root, so the child drops the
 // capability before it lowers the limit.
 
+#include "support/echo.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/rdma.hpp"
@@ -68,13 +69,9 @@ int echo_under_memlock(const std::vector<std::string>&) {
       io,
       [&]() -> asio::awaitable<void> {
         auto ch = co_await acc.async_accept(use_awaitable);
-        std::vector<std::byte> buffer(200'000);
-        for (;;) {
-          auto [ec, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
-          if (ec) break;
-          auto [send_ec, sent] = co_await ch.async_send(asio::buffer(buffer.data(), n), as_tuple(use_awaitable));
-          if (send_ec) std::cerr << "memlock child: echo of " << n << " B failed: " << send_ec.message() << "\n";
-        }
+        const bt::echo_end end = co_await bt::echo_until_end(ch);
+        if (end.failed != nullptr)
+          std::cerr << "memlock child: echo " << end.failed << " failed: " << end.ec.message() << "\n";
       },
       asio::detached);
   asio::co_spawn(
