@@ -30,16 +30,19 @@ struct channel_options {
   std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);
   /// How long async_connect waits for the peer to accept before it completes with
   /// asio::error::timed_out and withdraws the request. Zero: no limit. Acceptors ignore it.
+  /// Like an Asio timer, the limit is a timer on the reactor: a reactor held up past the limit
+  /// may first find the connection complete, and then the connect succeeds late rather than
+  /// failing a channel that is up.
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
   /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 32;
-  /// A secret both ends must hold (any bytes; use 32 random ones). When set, a tcp:// channel is
-  /// handed to the application only after both sides proved they hold it (HMAC-SHA256 over
-  /// fresh nonces from both); a peer with another key, or none, or one where this side has none,
-  /// is refused with error::authentication_failed and costs no registered memory. The acceptor's
-  /// key covers every connection to it; connections with different keys are not shared.
-  /// shm:// ignores it (the peer's uid is checked instead); rdma:// does not support it yet and
-  /// fails with invalid_argument.
+  /// A secret both ends must hold (any bytes; use 32 random ones). When set, a tcp:// or rdma://
+  /// channel is handed to the application only after both sides proved they hold it
+  /// (HMAC-SHA256 over fresh nonces from both); a peer with another key, or none, or one where
+  /// this side has none, is refused with error::authentication_failed and costs the acceptor no
+  /// registered memory (over rdma: a queue pair until the opener's proof has been checked). The
+  /// acceptor's key covers every connection to it; tcp connections with different keys are not
+  /// shared. shm:// ignores it (the peer's uid is checked instead).
   std::string pre_shared_key;
   /// Called for every tier change of this side of the channel, posted to the channel's
   /// executor like a completion handler, so it may use the channel. Empty: nothing is reported.

@@ -4,8 +4,7 @@
 
 #include "fabric/verbs/cm_channel.hpp"
 #include "fabric/verbs/completion_source.hpp"
-#include "fabric/verbs/registration_pool.hpp"
-#include "support/rdma.hpp"
+#include "support/raw_opener.hpp"
 #include "support/run_until.hpp"
 
 #include <asio/io_context.hpp>
@@ -86,20 +85,19 @@ TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's 
   // completion sources (CQ, SRQ), the registrations, the protection domain.
   pd_owner domain{::ibv_alloc_pd(listener.id->verbs)};
   REQUIRE(domain.pd != nullptr);
-  bellows::fabric::memory_budget budget;
-  bellows::verbs::registration_pool pool(domain.pd, budget);
   auto server_source = completion_source::create(io.get_executor(), listener.id->verbs, domain.pd);
   auto client_source = completion_source::create(io.get_executor(), listener.id->verbs, domain.pd);
   REQUIRE((server_source && client_source));
-  auto ring = pool.allocate(4096);
-  REQUIRE(ring);
+  // A plain registration: bellows' own blocks are written only through memory windows.
+  registered ring(domain.pd, 4096);
+  REQUIRE(ring.mr != nullptr);
   connection server, client;
 
   std::vector<completion_event> server_events, client_events;
   keep_listening(*server_source, [&](const completion_event& e) { server_events.push_back(e); });
   keep_listening(*client_source, [&](const completion_event& e) { client_events.push_back(e); });
 
-  const granted_ring grant{static_cast<std::uint32_t>(ring->key), ring->address};
+  const granted_ring grant{ring.mr->rkey, ring.address()};
   channel.watch(listener.id, [&](const cm_event& e) {
     REQUIRE(e.type == RDMA_CM_EVENT_CONNECT_REQUEST);
     REQUIRE(
@@ -134,7 +132,7 @@ TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's 
   CHECK(server_events[0].kind == completion_event::what::doorbell);
   CHECK(server_events[0].channel == 42);
   CHECK(server_events[0].qp_num == server.id->qp->qp_num);
-  CHECK(std::memcmp(ring->data, payload.data(), payload.size()) == 0);
+  CHECK(std::memcmp(ring.bytes(), payload.data(), payload.size()) == 0);
   REQUIRE(client_events.size() == 1);
   CHECK(client_events[0].kind == completion_event::what::write_done);
   CHECK(client_events[0].wr_id == 1);
@@ -142,14 +140,14 @@ TEST_CASE("verbs: a write with immediate lands in the ring and rings the peer's 
   // A key the server never granted: the write fails on the client, nothing lands.
   granted_ring forged = told;
   forged.rkey ^= 0x5a5a00u;
-  std::memset(ring->data, 0, payload.size());
+  std::memset(ring.bytes(), 0, payload.size());
   REQUIRE(post_write(client.id, payload, forged, 43, 2));
   REQUIRE(run_until(
       io, [&] { return client_events.size() >= 2; }, 5s));
   CHECK(client_events[1].kind == completion_event::what::failed);
   CHECK(client_events[1].wr_id == 2);
   CHECK(client_events[1].ec == std::errc::permission_denied);
-  CHECK(std::all_of(ring->data, ring->data + payload.size(), [](std::byte b) { return b == std::byte{0}; }));
+  CHECK(std::all_of(ring.bytes(), ring.bytes() + payload.size(), [](std::byte b) { return b == std::byte{0}; }));
   // No doorbell for a write that never landed. (The server may hear of the failure: its
   // doorbell receive completes in error when the connection breaks.)
   for (std::size_t i = 1; i < server_events.size(); ++i) {

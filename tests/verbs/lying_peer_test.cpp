@@ -2,12 +2,10 @@
 // key it never registered, a ring larger than its registration, or a misaligned address. The
 // honest side's channel fails with protocol_violation (a misaligned ring is refused before
 // any write; the others by the liar's device, which writes nothing outside a registration).
-// The liar is raw verbs: rdma_cm, the bellows handshake and hand-built acks.
+// The liar is raw verbs (support/raw_opener.hpp): rdma_cm, the bellows handshake, hand-built acks.
 
-#include "fabric/verbs/cm_channel.hpp"
-#include "fabric/verbs/handshake.hpp"
 #include "proto/wire.hpp"
-#include "support/rdma.hpp"
+#include "support/raw_opener.hpp"
 #include "support/run_until.hpp"
 
 #include <bellows/bellows.hpp>
@@ -38,42 +36,6 @@ const char* to_string(ack_lie l) {
   return "?";
 }
 
-/// Page-aligned memory registered on the liar's protection domain.
-struct registered {
-  void* data = nullptr;
-  ibv_mr* mr = nullptr;
-  registered(ibv_pd* pd, std::size_t bytes) {
-    data = std::aligned_alloc(4096, bytes);
-    std::memset(data, 0, bytes);
-    mr = ::ibv_reg_mr(pd, data, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-  }
-  ~registered() {
-    if (mr != nullptr) ::ibv_dereg_mr(mr);
-    std::free(data);
-  }
-  std::byte* bytes() const { return static_cast<std::byte*>(data); }
-  std::uint64_t address() const { return reinterpret_cast<std::uintptr_t>(data); }
-};
-
-bool post_inline_write(ibv_qp* qp, const void* bytes, std::size_t length, std::uint64_t address, std::uint32_t rkey,
-                       std::uint32_t doorbell_channel) {
-  ibv_sge sge{reinterpret_cast<std::uintptr_t>(bytes), static_cast<std::uint32_t>(length), 0};
-  ibv_send_wr ack{}, doorbell{};
-  ack.opcode = IBV_WR_RDMA_WRITE;
-  ack.send_flags = IBV_SEND_INLINE;
-  ack.sg_list = &sge;
-  ack.num_sge = 1;
-  ack.wr.rdma.remote_addr = address;
-  ack.wr.rdma.rkey = rkey;
-  ack.next = &doorbell;
-  doorbell.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-  doorbell.imm_data = htonl(doorbell_channel);
-  doorbell.wr.rdma.remote_addr = address;
-  doorbell.wr.rdma.rkey = rkey;
-  ibv_send_wr* bad = nullptr;
-  return ::ibv_post_send(qp, &ack, &bad) == 0;
-}
-
 }  // namespace
 
 TEST_CASE("rdma: an ack naming memory the peer never granted fails the send with protocol_violation", "[verbs]") {
@@ -86,50 +48,29 @@ TEST_CASE("rdma: an ack naming memory the peer never granted fails the send with
   options.ack_timeout = 30s;  // the lie, not the timeout, must end the send
   bellows::acceptor acc(io.get_executor(), rdma_uri(port), options);
 
-  // The liar's memory, on rdma_cm's context of the device.
-  int device_count = 0;
-  ibv_context** contexts = ::rdma_get_devices(&device_count);
-  REQUIRE((contexts != nullptr && device_count > 0));
-  ibv_pd* pd = ::ibv_alloc_pd(contexts[0]);
-  ::rdma_free_devices(contexts);
-  REQUIRE(pd != nullptr);
+  ibv_pd* pd = raw_protection_domain();
   {
-    registered control(pd, 4096), ring(pd, 4096), granted(pd, 4096);
-    REQUIRE((control.mr && ring.mr && granted.mr));
-
-    const auto tiers = bellows::default_tiers();
-    auto request = verbs::handshake::encode(verbs::open_request{
-        7, {control.mr->rkey, control.address()}, {ring.mr->rkey, ring.address()}, std::uint64_t{1} << 32, tiers});
-    REQUIRE(request);
+    raw_opener liar(pd);
+    registered granted(pd, 4096);
+    REQUIRE(granted.mr);
+    const auto& tiers = liar.request.tiers;
     auto cm = verbs::cm_channel::create(io.get_executor());
     REQUIRE(cm);
-    connection liar;
-    std::optional<verbs::open_answer> answer;
-    connect_to(
-        **cm, liar, port, std::string(reinterpret_cast<const char*>(request->data()), request->size()),
-        [&](rdma_cm_id* id) {
-          if (!liar.create_queue_pair(id, pd)) return false;
-          // Receives for the honest side's doorbells (zero bytes: only their immediates).
-          for (int i = 0; i < 8; ++i) {
-            ibv_recv_wr wr{};
-            ibv_recv_wr* bad = nullptr;
-            if (::ibv_post_recv(id->qp, &wr, &bad) != 0) return false;
-          }
-          return true;
-        },
-        [&](const verbs::cm_event& e) {
-          if (e.type != RDMA_CM_EVENT_ESTABLISHED) return;
-          auto a = verbs::handshake::decode_answer(e.private_data);
-          REQUIRE(a);
-          answer = *a;
-        });
+    liar.open(**cm, port);
     std::optional<bellows::channel> honest;
     acc.async_accept([&](std::error_code ec, bellows::channel ch) {
       REQUIRE(!ec);
       honest = std::move(ch);
     });
     REQUIRE(run_until(
-        io, [&] { return answer && honest; }, 10s));
+        io,
+        [&] {
+          liar.poll();
+          return liar.their_grant && honest;
+        },
+        10s));
+    const auto& answer = *liar.their_grant;
+    const auto& ring = liar.ring;
 
     // A message for the 1 MiB tier: the honest side asks the liar for an enlargement.
     const std::vector<std::byte> message(100'000, std::byte{0x5a});
@@ -155,9 +96,9 @@ TEST_CASE("rdma: an ack naming memory the peer never granted fails the send with
     if (lie == ack_lie::forged_key) ack.ring_key ^= 0x5a5a00u;
     if (lie == ack_lie::misaligned_ring) ack.ring_address += 8;
     const auto bytes = proto::encode_ack(ack);
-    REQUIRE(post_inline_write(liar.id->qp, bytes.data(), bytes.size(),
-                              answer->control.address + proto::control_block::ack_offset, answer->control.key,
-                              answer->channel_id));
+    const auto ack_at = answer.control.address + proto::control_block::ack_offset;
+    REQUIRE(post_write(liar.qp(), bytes.data(), bytes.size(), ack_at, answer.control.key));
+    REQUIRE(post_doorbell(liar.qp(), liar.acceptance->channel_id, ack_at, answer.control.key));
 
     // A send completes once its frames are handed to the device, as a socket send does; the
     // liar's device refuses the write afterwards and that breaks the channel.
@@ -175,7 +116,7 @@ TEST_CASE("rdma: an ack naming memory the peer never granted fails the send with
 
     honest.reset();
     acc.close();
-    (*cm)->forget(liar.id);
+    (*cm)->forget(liar.conn.id);
     run_until(
         io, [] { return false; }, 200ms);  // the honest side's link flushes and lets go
   }

@@ -33,7 +33,8 @@ constexpr const char* usage = R"(usage: bellows-info [--channels N] [--json]
 // pages, and the verbs provider gives each its own (fabric/verbs/registration_pool.cpp).
 constexpr std::uint64_t page = 4096;
 constexpr std::uint64_t control_block_bytes = 128;
-constexpr std::uint64_t staging_bytes = std::uint64_t{1} << 20;  // per io_context, at least
+// Per io_context and device: the staging ring (at least) and the receives' message slots.
+constexpr std::uint64_t staging_bytes = (std::uint64_t{1} << 20) + 16 * 1024;
 constexpr std::uint64_t shm_descriptors_per_peer = 4;
 
 std::uint64_t pages_of(std::uint64_t bytes) { return (bytes + page - 1) / page * page; }

@@ -6,7 +6,9 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 namespace bellows::verbs {
@@ -43,7 +45,7 @@ proto::outcome<std::shared_ptr<completion_source>> completion_source::create(con
     return ec;
   }
   ibv_srq_init_attr srq_attr{};
-  srq_attr.attr.max_wr = doorbell_receives;
+  srq_attr.attr.max_wr = receives;
   srq_attr.attr.max_sge = 1;
   ibv_srq* srq = ::ibv_create_srq(pd, &srq_attr);
   if (srq == nullptr) {
@@ -53,7 +55,9 @@ proto::outcome<std::shared_ptr<completion_source>> completion_source::create(con
     return ec;
   }
   std::shared_ptr<completion_source> source(new completion_source(io, channel, cq, srq));
-  if (!source->post_doorbell_receives(doorbell_receives)) return last_error(ENOMEM);
+  if (!source->register_slots(pd)) return last_error(ENOMEM);
+  for (int slot = 0; slot < receives; ++slot)
+    if (!source->post_receive(static_cast<std::uint64_t>(slot))) return last_error(ENOMEM);
   return source;
 }
 
@@ -69,26 +73,35 @@ completion_source::~completion_source() {
   // Queue pairs using the queue and the SRQ are gone by now (their links hold this source).
   if (unacknowledged_events_ != 0) ::ibv_ack_cq_events(cq_, unacknowledged_events_);
   ::ibv_destroy_srq(srq_);
+  if (slots_mr_ != nullptr) ::ibv_dereg_mr(slots_mr_);
   ::ibv_destroy_cq(cq_);
   ::ibv_destroy_comp_channel(channel_);
 }
 
-bool completion_source::post_doorbell_receives(int count) {
-  // Zero-byte receives: a doorbell carries only its immediate, so no buffer is needed.
-  for (int i = 0; i < count; ++i) {
-    ibv_recv_wr wr{};
-    wr.wr_id = doorbell_wr_id;
-    ibv_recv_wr* bad = nullptr;
-    if (::ibv_post_srq_recv(srq_, &wr, &bad) != 0) return false;
-  }
-  return true;
+bool completion_source::register_slots(ibv_pd* pd) {
+  // Outside the budget, like the CQ: a fixed 16 KiB per reactor and device, whole pages.
+  const std::size_t bytes = std::size_t{receives} * receive_bytes;
+  slots_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, bytes)));
+  if (!slots_) return false;
+  slots_mr_ = ::ibv_reg_mr(pd, slots_.get(), bytes, IBV_ACCESS_LOCAL_WRITE);
+  return slots_mr_ != nullptr;
+}
+
+bool completion_source::post_receive(std::uint64_t slot) {
+  ibv_sge sge{reinterpret_cast<std::uintptr_t>(slots_.get() + slot * receive_bytes),
+              static_cast<std::uint32_t>(receive_bytes), slots_mr_->lkey};
+  ibv_recv_wr wr{};
+  wr.wr_id = receive_tag | slot;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  return ::ibv_post_srq_recv(srq_, &wr, &bad) == 0;
 }
 
 std::size_t completion_source::poll(const std::function<void(const completion_event&)>& report) {
   ibv_wc wc[16];
   const int n = ::ibv_poll_cq(cq_, 16, wc);
   if (n <= 0) return 0;
-  int doorbells = 0;
   for (int i = 0; i < n; ++i) {
     completion_event e;
     e.qp_num = wc[i].qp_num;
@@ -96,19 +109,22 @@ std::size_t completion_source::poll(const std::function<void(const completion_ev
     if (wc[i].status != IBV_WC_SUCCESS) {
       e.kind = completion_event::what::failed;
       e.ec = to_error(wc[i].status);
-      // A failed doorbell receive still has to be replaced, or the SRQ drains. (The opcode of
-      // a failed completion is undefined; the work request id tells.)
-      if (wc[i].wr_id == doorbell_wr_id) ++doorbells;
     } else if (wc[i].opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
       e.kind = completion_event::what::doorbell;
       e.channel = ntohl(wc[i].imm_data);
-      ++doorbells;
+    } else if (wc[i].opcode == IBV_WC_RECV) {
+      e.kind = completion_event::what::message;
+      const std::uint64_t slot = wc[i].wr_id & ~receive_tag;
+      e.length = std::min<std::uint32_t>(wc[i].byte_len, receive_bytes);
+      std::memcpy(e.bytes.data(), slots_.get() + slot * receive_bytes, e.length);
     } else {
       e.kind = completion_event::what::write_done;
     }
+    // A used receive, failed or not, goes back at once, or the SRQ drains. (The opcode of a
+    // failed completion is undefined; the work request id tells.)
+    if (is_receive(wc[i].wr_id)) post_receive(wc[i].wr_id & ~receive_tag);
     report(e);
   }
-  if (doorbells != 0) post_doorbell_receives(doorbells);
   return static_cast<std::size_t>(n);
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // What a reactor hears from one RDMA device: a completion queue with its completion channel,
-// and a shared receive queue of zero-byte receives that catch the peers' doorbells (RDMA WRITE
-// WITH IMMEDIATE, immediate = the receiving side's channel id). The reactor polls it while
+// and a shared receive queue whose receives catch the peers' doorbells (RDMA WRITE WITH
+// IMMEDIATE, immediate = the receiving side's channel id; they place no bytes) and the few
+// small messages SENT while a channel opens (handshake.hpp), each into a 64-byte slot. The reactor polls it while
 // busy; to sleep it arms the queue (ibv_req_notify_cq) and waits on the channel's descriptor
 // through Asio. Wake-ups may be spurious; events are acknowledged in batches.
 
@@ -12,7 +13,9 @@
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 
+#include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <system_error>
@@ -21,19 +24,27 @@ namespace bellows::verbs {
 
 /// One completion, reduced to what the link needs.
 struct completion_event {
-  enum class what { doorbell, write_done, failed } kind = what::doorbell;
+  enum class what { doorbell, message, write_done, failed } kind = what::doorbell;
   std::uint32_t qp_num = 0;
   std::uint32_t channel = 0;  ///< doorbell: the immediate
   std::uint64_t wr_id = 0;    ///< write_done and failed: the work request
   std::error_code ec;         ///< failed: operation_aborted for a flush, else what went wrong
+  std::uint32_t length = 0;   ///< message: how many bytes of `bytes` it filled
+  std::array<std::byte, 64> bytes{};
 };
 
 class completion_source final : public std::enable_shared_from_this<completion_source> {
  public:
   static constexpr int queue_depth = 4096;
-  static constexpr int doorbell_receives = 1024;
-  /// The work request id of every doorbell receive; sends must use others.
-  static constexpr std::uint64_t doorbell_wr_id = ~std::uint64_t{0};
+  /// Each receive has a slot for a handshake message, so receives cost locked memory: 256 keep
+  /// it at 16 KiB, a quarter of the 64 KiB that older kernels allow by default. A burst of more
+  /// doorbells than that between two polls is not lost: RC retries the ones that found no
+  /// receive (receiver not ready) until the reactor posted new ones.
+  static constexpr int receives = 256;
+  static constexpr std::size_t receive_bytes = 64;
+  /// Receives' work request ids have this bit set (the rest is the slot); sends' never do.
+  static constexpr std::uint64_t receive_tag = std::uint64_t{1} << 63;
+  static bool is_receive(std::uint64_t wr_id) noexcept { return (wr_id & receive_tag) != 0; }
 
   static proto::outcome<std::shared_ptr<completion_source>> create(const asio::any_io_executor& io,
                                                                    ibv_context* context, ibv_pd* pd);
@@ -61,13 +72,19 @@ class completion_source final : public std::enable_shared_from_this<completion_s
 
  private:
   completion_source(const asio::any_io_executor& io, ibv_comp_channel* channel, ibv_cq* cq, ibv_srq* srq);
-  bool post_doorbell_receives(int count);
+  bool register_slots(ibv_pd* pd);
+  bool post_receive(std::uint64_t slot);
   void take_channel_events();
   bool idle_notified_ = false;
 
   ibv_comp_channel* channel_;
   ibv_cq* cq_;
   ibv_srq* srq_;
+  struct slots_release {
+    void operator()(std::byte* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<std::byte, slots_release> slots_;
+  ibv_mr* slots_mr_ = nullptr;
   asio::posix::stream_descriptor descriptor_;
   unsigned unacknowledged_events_ = 0;
   bool sleeping_ = false;

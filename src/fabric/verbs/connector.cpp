@@ -45,17 +45,12 @@ verbs::network& connector::network() {
 std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, const std::vector<tier>& tiers,
                                                       std::uint64_t max_message_size, std::string_view pre_shared_key,
                                                       fabric::open_handler done) {
-  // Not yet proven over rdma: refused rather than silently unauthenticated.
-  if (!pre_shared_key.empty()) {
-    done(make_error_code(error::invalid_argument));
-    return nullptr;
-  }
   auto to = fabric::resolve(address, false);
   if (!to) {
     done(to.failure());
     return nullptr;
   }
-  auto p = network().open(*to, tiers, max_message_size, [done](proto::outcome<opened_channel> result) {
+  auto p = network().open(*to, tiers, max_message_size, pre_shared_key, [done](proto::outcome<opened_channel> result) {
     if (!result) return done(result.failure());
     done(generic(*result));
   });
@@ -65,12 +60,11 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
                                                                     std::string_view pre_shared_key,
                                                                     fabric::accept_hook on_accept) {
-  if (!pre_shared_key.empty()) return make_error_code(error::invalid_argument);  // as in open()
   auto at = fabric::resolve(address, true);
   if (!at) return at.failure();
   // A listener that exists accepts: the acceptor destroys it when it closes.
   auto l = network().listen(
-      *at, [] { return true; }, [on_accept](const opened_channel& c) { return on_accept(generic(c)); });
+      *at, pre_shared_key, [] { return true; }, [on_accept](const opened_channel& c) { return on_accept(generic(c)); });
   if (!l) return l.failure();
   return std::shared_ptr<fabric::listener>(std::make_shared<rdma_listener>(std::move(*l)));
 }

@@ -10,12 +10,19 @@
 namespace bellows::verbs::handshake {
 namespace {
 
-// "bvr1", "bva1", "bvx1": request, answer, refusal of version 1.
-constexpr std::uint32_t request_magic = 0x31727662;
-constexpr std::uint32_t answer_magic = 0x31617662;
+// "bvr2", "bva2", "bvo2", "bvt2", "bvx1": request, acceptance, the opener's grant, the
+// acceptor's grant, refusal. Version 2 named no memory before the connection is up.
+constexpr std::uint32_t request_magic = 0x32727662;
+constexpr std::uint32_t acceptance_magic = 0x32617662;
+constexpr std::uint32_t opener_grant_magic = 0x326f7662;
+constexpr std::uint32_t acceptor_grant_magic = 0x32747662;
 constexpr std::uint32_t refusal_magic = 0x31787662;
 constexpr std::uint32_t bellows_category = 1;
 constexpr std::uint32_t system_category = 2;
+
+std::uint32_t grant_magic(fabric::handshake_role from) {
+  return from == fabric::handshake_role::connecting ? opener_grant_magic : acceptor_grant_magic;
+}
 
 class writer {
  public:
@@ -59,11 +66,9 @@ proto::outcome<std::array<std::byte, request_bytes>> encode(const open_request& 
   writer w(out);
   w.put(request_magic);
   w.put(r.channel_id);
-  w.put(r.control.key);
-  w.put(r.control.address);
-  w.put(r.ring.key);
-  w.put(r.ring.address);
   w.put(r.max_message_size);
+  w.put(static_cast<std::uint8_t>(r.demands_proof ? 1 : 0));
+  w.put(r.nonce);
   w.put(static_cast<std::uint8_t>(r.tiers.size()));
   for (const tier& t : r.tiers) {
     if (!std::has_single_bit(t.slot_size) || !std::has_single_bit(t.slot_count))
@@ -74,15 +79,24 @@ proto::outcome<std::array<std::byte, request_bytes>> encode(const open_request& 
   return out;
 }
 
-std::array<std::byte, answer_bytes> encode(const open_answer& a) {
-  std::array<std::byte, answer_bytes> out{};
+std::array<std::byte, acceptance_bytes> encode(const open_acceptance& a) {
+  std::array<std::byte, acceptance_bytes> out{};
   writer w(out);
-  w.put(answer_magic);
+  w.put(acceptance_magic);
   w.put(a.channel_id);
-  w.put(a.control.key);
-  w.put(a.control.address);
-  w.put(a.ring.key);
-  w.put(a.ring.address);
+  w.put(a.nonce);
+  return out;
+}
+
+std::array<std::byte, grant_bytes> encode(const memory_grant& g, fabric::handshake_role from) {
+  std::array<std::byte, grant_bytes> out{};
+  writer w(out);
+  w.put(grant_magic(from));
+  w.put(g.control.key);
+  w.put(g.control.address);
+  w.put(g.ring.key);
+  w.put(g.ring.address);
+  w.put(g.proof);
   return out;
 }
 
@@ -101,14 +115,12 @@ proto::outcome<open_request> decode_request(std::span<const std::byte> bytes) {
   if (r.get<std::uint32_t>() != request_magic) return violation();
   open_request q;
   q.channel_id = r.get<std::uint32_t>();
-  q.control.key = r.get<std::uint32_t>();
-  q.control.address = r.get<std::uint64_t>();
-  q.ring.key = r.get<std::uint32_t>();
-  q.ring.address = r.get<std::uint64_t>();
   q.max_message_size = r.get<std::uint64_t>();
+  const auto demands_proof = r.get<std::uint8_t>();
+  q.nonce = r.get<fabric::nonce>();
   const auto count = r.get<std::uint8_t>();
-  if (q.channel_id == 0 || count == 0 || count > max_tiers || !plausible(q.control) || !plausible(q.ring))
-    return violation();
+  if (q.channel_id == 0 || demands_proof > 1 || count == 0 || count > max_tiers) return violation();
+  q.demands_proof = demands_proof == 1;
   for (unsigned i = 0; i < count; ++i) {
     const auto size_log = r.get<std::uint8_t>();
     const auto count_log = r.get<std::uint8_t>();
@@ -119,18 +131,34 @@ proto::outcome<open_request> decode_request(std::span<const std::byte> bytes) {
   return q;
 }
 
-proto::outcome<open_answer> decode_answer(std::span<const std::byte> bytes) {
-  if (bytes.size() < answer_bytes) return violation();
+proto::outcome<open_acceptance> decode_acceptance(std::span<const std::byte> bytes) {
+  if (bytes.size() < acceptance_bytes) return violation();
   reader r(bytes);
-  if (r.get<std::uint32_t>() != answer_magic) return violation();
-  open_answer a;
+  if (r.get<std::uint32_t>() != acceptance_magic) return violation();
+  open_acceptance a;
   a.channel_id = r.get<std::uint32_t>();
-  a.control.key = r.get<std::uint32_t>();
-  a.control.address = r.get<std::uint64_t>();
-  a.ring.key = r.get<std::uint32_t>();
-  a.ring.address = r.get<std::uint64_t>();
-  if (a.channel_id == 0 || !plausible(a.control) || !plausible(a.ring)) return violation();
+  a.nonce = r.get<fabric::nonce>();
+  if (a.channel_id == 0) return violation();
   return a;
+}
+
+proto::outcome<memory_grant> decode_grant(std::span<const std::byte> bytes, fabric::handshake_role from) {
+  if (bytes.size() < grant_bytes) return violation();
+  reader r(bytes);
+  if (r.get<std::uint32_t>() != grant_magic(from)) return violation();
+  memory_grant g;
+  g.control.key = r.get<std::uint32_t>();
+  g.control.address = r.get<std::uint64_t>();
+  g.ring.key = r.get<std::uint32_t>();
+  g.ring.address = r.get<std::uint64_t>();
+  g.proof = r.get<fabric::proof>();
+  if (!plausible(g.control) || !plausible(g.ring)) return violation();
+  return g;
+}
+
+bool is_refusal(std::span<const std::byte> bytes) {
+  if (bytes.size() < refusal_bytes) return false;
+  return reader(bytes).get<std::uint32_t>() == refusal_magic;
 }
 
 std::error_code decode_refusal(std::span<const std::byte> bytes) {

@@ -1,9 +1,10 @@
 #pragma once
 // The rdma:// side of one reactor: the rdma_cm event channel, a transport per device, and the
 // opening and accepting of channels. Opening resolves the address and the route, registers
-// the channel's control block and first ring, creates the queue pair and connects with them
-// in the private data; the acceptor's answer carries its own. Every step is an rdma_cm event
-// read through Asio: nothing blocks.
+// the channel's control block and first ring, creates the queue pair and connects; once the
+// connection is up, each side grants its memory through windows bound to its queue pair and
+// proves it holds the pre-shared key, if any (handshake.hpp). Every step is an rdma_cm event
+// or a completion read through Asio: nothing blocks.
 
 #include "fabric/connector.hpp"
 #include "fabric/endpoint.hpp"
@@ -23,6 +24,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
+#include <string_view>
 #include <vector>
 
 namespace bellows::verbs {
@@ -53,12 +56,13 @@ class network final : public fabric::poller {
   network& operator=(const network&) = delete;
 
   /// Opens a channel to `to`; `done` is called once, unless cancel() came first.
+  /// `key`: channel_options::pre_shared_key (empty: none).
   std::shared_ptr<pending_open> open(const sockaddr_storage& to, std::vector<tier> tiers,
-                                     std::uint64_t max_message_size, open_handler done);
+                                     std::uint64_t max_message_size, std::string_view key, open_handler done);
   void cancel(const std::shared_ptr<pending_open>& p);
   /// Listens on `at` until the listener is destroyed.
-  proto::outcome<std::shared_ptr<listener>> listen(const sockaddr_storage& at, accepting_check accepting,
-                                                   accept_hook on_accept);
+  proto::outcome<std::shared_ptr<listener>> listen(const sockaddr_storage& at, std::string_view key,
+                                                   accepting_check accepting, accept_hook on_accept);
 
   std::size_t poll() override;
   bool prepare_to_sleep() override;
@@ -83,10 +87,17 @@ class network final : public fabric::poller {
   proto::outcome<std::shared_ptr<cm_channel>> events();
   proto::outcome<std::shared_ptr<transport>> transport_for(ibv_context* context);
   std::uint32_t next_channel_id() noexcept;
+  static open_request request_of(const pending_open& p);
   void on_open_event(const std::shared_ptr<pending_open>& p, const cm_event& e);
+  void send_opener_grant(const std::shared_ptr<pending_open>& p);
+  void on_acceptor_grant(const std::shared_ptr<pending_open>& p, std::span<const std::byte> bytes);
   void finish_open(const std::shared_ptr<pending_open>& p, proto::outcome<opened_channel> result);
   void on_connect_request(const std::shared_ptr<listener>& l, const cm_event& e);
+  void on_opener_grant(const std::shared_ptr<pending_accept>& p, std::span<const std::byte> bytes);
+  static void refuse_grant(pending_accept& p, std::error_code why);
+  static void finish_accept(pending_accept& p);
   void on_accept_event(const std::shared_ptr<pending_accept>& p, const cm_event& e);
+  void wake_reactor() const;
   /// The link's id events go to the link from now on.
   void hand_over(const std::shared_ptr<qp_link>& link, rdma_cm_id* id);
 
@@ -98,6 +109,7 @@ class network final : public fabric::poller {
   std::shared_ptr<cm_channel> events_;
   std::map<ibv_context*, std::shared_ptr<transport>> transports_;
   std::uint32_t last_channel_id_ = 0;
+  std::vector<std::weak_ptr<pending_accept>> pending_accepts_;  // pruned as new ones come
 };
 
 /// The channel set-up both sides agree on, from this side's registrations and the peer's.

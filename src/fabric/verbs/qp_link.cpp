@@ -40,32 +40,91 @@ bellows::endpoint endpoint_of(const sockaddr* peer) {
 }  // namespace
 
 qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, rdma_cm_id* id, std::uint32_t local_id,
-                 std::uint32_t max_inline, fabric::region control, fabric::region ring)
+                 std::uint32_t max_inline)
     : transport_(std::move(t)),
       cm_(std::move(cm)),
       id_(id),
       qp_num_(id->qp->qp_num),
       local_id_(local_id),
-      max_inline_(max_inline),
-      control_(control),
-      ring_(ring) {
+      max_inline_(max_inline) {
   inline_copy_.reserve(max_inline_);
   peer_endpoint_ = endpoint_of(rdma_get_peer_addr(id));
 }
 
 qp_link::~qp_link() {
   // Normally destroy() ran already; this is the io_context going away under an open link.
+  windows_.clear();  // before the queue pair: a window bound to it holds it
   if (id_ != nullptr) {
     if (id_->qp != nullptr) ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
   }
-  for (auto handle : graveyard_) transport_->pool().release(handle);
+  take_back_all();
+}
+
+void qp_link::ready_to_send() {
+  if (state_ == state::connecting) state_ = state::handshaking;
 }
 
 void qp_link::established(std::uint32_t peer_id, fabric::remote_address peer_control) {
   peer_id_ = peer_id;
   peer_control_ = peer_control;
-  if (state_ == state::connecting) state_ = state::open;
+  on_message_ = nullptr;
+  if (state_ == state::connecting || state_ == state::handshaking) state_ = state::open;
+}
+
+proto::outcome<fabric::region> qp_link::grant(const fabric::region& block) {
+  if (state_ != state::handshaking && state_ != state::open)
+    return failure_ ? failure_ : make_error_code(error::connection_reset);
+  std::unique_ptr<ibv_mw, window_release> window(::ibv_alloc_mw(transport_->protection_domain(), IBV_MW_TYPE_2));
+  if (!window) return std::error_code(errno != 0 ? errno : ENOMEM, std::system_category());
+  if (auto ec = wait_for_room(false)) return ec;
+  ibv_send_wr wr{};
+  wr.opcode = IBV_WR_BIND_MW;
+  wr.bind_mw.mw = window.get();
+  wr.bind_mw.rkey = ::ibv_inc_rkey(window->rkey);
+  wr.bind_mw.bind_info.mr = transport_->pool().memory_region(block.handle);
+  wr.bind_mw.bind_info.addr = block.address;
+  wr.bind_mw.bind_info.length = block.length;
+  wr.bind_mw.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_WRITE;
+  // Placed before any later request of this queue pair, so before the message that names it.
+  if (auto ec = post(wr, false)) return ec;
+  fabric::region granted = block;
+  granted.key = wr.bind_mw.rkey;
+  windows_[block.handle] = std::move(window);
+  return granted;
+}
+
+void qp_link::take_memory(const fabric::region& control, const fabric::region& ring) {
+  control_ = control;
+  ring_ = ring;
+}
+
+void qp_link::take_back(std::uint64_t handle) {
+  // Deallocating invalidates the window at once: the block is out of the peer's reach before
+  // the pool may hand it to another channel.
+  windows_.erase(handle);
+  transport_->pool().release(handle);
+}
+
+void qp_link::take_back_all() {
+  for (auto handle : graveyard_)
+    if (handle != 0) take_back(handle);
+  graveyard_.clear();
+  windows_.clear();
+}
+
+void qp_link::on_message(std::span<const std::byte> bytes) {
+  // A copy: the handler may end the handshake, which lets go of the handler itself.
+  if (on_message_) return message_handler(on_message_)(bytes);
+  // Nothing is SENT on an open channel: the peer does not speak this protocol.
+  on_failure(make_error_code(error::protocol_violation));
+}
+
+std::error_code qp_link::send_message(std::span<const std::byte> bytes) {
+  if (state_ != state::handshaking) return failure_ ? failure_ : make_error_code(error::connection_reset);
+  const std::span<const std::byte> piece[] = {bytes};
+  // Signalled: a link retired right after its refusal waits for that completion to close.
+  return post_bytes(IBV_WR_SEND, {}, piece, true);
 }
 
 void qp_link::attach(std::uint32_t, fabric::channel_endpoint* endpoint) {
@@ -139,6 +198,11 @@ void qp_link::retire(std::uint32_t, std::vector<std::uint64_t> regions) {
   endpoint_ = nullptr;
   retired_ = true;
   graveyard_.insert(graveyard_.end(), regions.begin(), regions.end());
+  if (state_ == state::handshaking) {
+    // A refusal may still be on its way to the peer: disconnecting now would flush it.
+    flush_mark_ = posted_;
+    return close_when_flushed();
+  }
   if (state_ != state::open) return destroy();
   send_detach(peer_id_);
   close_when_flushed();
@@ -148,7 +212,7 @@ void qp_link::close_when_flushed() {
   if (closing_) return;
   closing_ = true;
   transport_->closing_started();
-  if (completed_ >= flush_mark_ || state_ != state::open) destroy();
+  if (completed_ >= flush_mark_ || !can_post()) destroy();
 }
 
 void qp_link::destroy() {
@@ -159,19 +223,22 @@ void qp_link::destroy() {
   if (id_ != nullptr) {  // null once shutdown() let go of it
     cm_->forget(id_);
     ::rdma_disconnect(id_);
+    // Windows first: one bound to the queue pair holds it, and Soft-RoCE then takes most of a
+    // minute to give the queue pair up.
+    windows_.clear();
     ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
     id_ = nullptr;
   }
   // The queue pair is gone, so nothing can reach these any more: back to the pool.
-  for (auto handle : graveyard_) transport_->pool().release(handle);
-  graveyard_.clear();
+  take_back_all();
   transport_->remove(qp_num_, signalled_.size());
   signalled_.clear();
 }
 
 void qp_link::shutdown() {
   // The io_context is going away: verbs objects go now, nothing touches its services again.
+  windows_.clear();  // before the queue pair they are bound to
   if (id_ != nullptr) {
     if (id_->qp != nullptr) ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
@@ -182,10 +249,14 @@ void qp_link::shutdown() {
 }
 
 proto::outcome<fabric::region> qp_link::register_region(std::size_t length) {
-  return transport_->pool().allocate(length);
+  auto block = transport_->pool().allocate(length);
+  if (!block) return block;
+  auto granted = grant(*block);
+  if (!granted) transport_->pool().release(block->handle);
+  return granted;
 }
 
-void qp_link::release_region(std::uint64_t handle) { transport_->pool().release(handle); }
+void qp_link::release_region(std::uint64_t handle) { take_back(handle); }
 
 bool qp_link::next_is_signalled(bool must) const noexcept {
   return must || posted_ + 1 - last_signalled_ >= transport::signal_interval;
@@ -195,7 +266,7 @@ std::error_code qp_link::wait_for_room(bool must_signal) {
   const bool signalled = next_is_signalled(must_signal);
   const auto deadline = std::chrono::steady_clock::now() + room_timeout;
   for (unsigned round = 1;; ++round) {
-    if (state_ != state::open) return failure_ ? failure_ : make_error_code(error::connection_reset);
+    if (!can_post()) return failure_ ? failure_ : make_error_code(error::connection_reset);
     // One slot stays free for the detach, so a channel can always say goodbye.
     const bool queue_room = posted_ - completed_ + 2 <= transport::send_queue_depth;
     if (queue_room && (!signalled || transport_->completion_room())) return {};
@@ -236,16 +307,21 @@ std::error_code qp_link::write(fabric::remote_address dst, fabric::byte_pieces p
   if (state_ != state::open) return failure_ ? failure_ : make_error_code(error::connection_reset);
   // An rkey is 32 bits; anything wider is not one this peer could have granted.
   if (dst.key > UINT32_MAX || dst.address % 8 != 0) return make_error_code(error::protocol_violation);
+  return post_bytes(IBV_WR_RDMA_WRITE, dst, pieces, false);
+}
+
+std::error_code qp_link::post_bytes(ibv_wr_opcode opcode, fabric::remote_address dst, fabric::byte_pieces pieces,
+                                    bool must_signal) {
   std::size_t total = 0;
   for (auto p : pieces) total += p.size();
   if (total == 0) return {};
   if (total > UINT32_MAX) return make_error_code(error::invalid_argument);
 
   const bool staged = total > max_inline_;
-  if (auto ec = wait_for_room(staged)) return ec;
+  if (auto ec = wait_for_room(staged || must_signal)) return ec;
   ibv_sge sge{};
   ibv_send_wr wr{};
-  wr.opcode = IBV_WR_RDMA_WRITE;
+  wr.opcode = opcode;
   wr.sg_list = &sge;
   wr.num_sge = 1;
   wr.wr.rdma.remote_addr = dst.address;
@@ -268,7 +344,7 @@ std::error_code qp_link::write(fabric::remote_address dst, fabric::byte_pieces p
         break;
       }
       transport_->reap_sends();
-      if (state_ != state::open) return failure_;
+      if (!can_post()) return failure_;
       if (round % 64 == 0 && std::chrono::steady_clock::now() > deadline) {
         on_failure(std::make_error_code(std::errc::timed_out), true);
         transport_->report_failure_later(qp_num_, failure_);
@@ -283,7 +359,7 @@ std::error_code qp_link::write(fabric::remote_address dst, fabric::byte_pieces p
   }
   sge.addr = reinterpret_cast<std::uintptr_t>(out);
   sge.length = static_cast<std::uint32_t>(total);
-  return post(wr, staged);
+  return post(wr, staged || must_signal);
 }
 
 void qp_link::post_immediate(std::uint32_t immediate, bool must_signal) {

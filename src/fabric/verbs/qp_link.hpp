@@ -6,25 +6,48 @@
 // the tail flag of a frame relies on. Closing flushes: the queue pair is destroyed only after
 // the last write (the detach) completed, so a message whose send completed is never lost
 // because the channel was destroyed right after.
+//
+// Every block the peer may write into is reached through a type-2 memory window bound to this
+// queue pair (grant()): its key is worthless on any other queue pair, and the window is
+// deallocated before the block returns to the pool. While the channel opens, the link carries
+// the handshake's few SENT messages (handshake.hpp) to whoever listens for them.
 
 #include "fabric/link.hpp"
 #include "fabric/verbs/cm_channel.hpp"
 #include "fabric/verbs/transport.hpp"
 
 #include <deque>
+#include <functional>
 #include <memory>
+#include <span>
+#include <unordered_map>
 #include <vector>
 
 namespace bellows::verbs {
 
 class qp_link final : public fabric::link, public std::enable_shared_from_this<qp_link> {
  public:
-  /// Takes `id`, whose queue pair exists, and the control block and first ring registered for it.
+  using message_handler = std::function<void(std::span<const std::byte>)>;
+
+  /// Takes `id`, whose queue pair exists; the channel's memory comes with take_memory().
   qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, rdma_cm_id* id, std::uint32_t local_id,
-          std::uint32_t max_inline, fabric::region control, fabric::region ring);
+          std::uint32_t max_inline);
   ~qp_link() override;
 
+  /// The queue pair may send (it is in RTS): grants and handshake messages can go.
+  void ready_to_send();
+  /// Messages SENT by the peer go to `h` until established(); after it, one is a violation.
+  void listen_for_messages(message_handler h) { on_message_ = std::move(h); }
+  std::error_code send_message(std::span<const std::byte> bytes);
+  /// A memory window over `block` bound to this queue pair: the returned region's key lets the
+  /// peer write into `block` through this queue pair only. Undone when the block is released.
+  proto::outcome<fabric::region> grant(const fabric::region& block);
+  /// The channel's control block and first ring, as granted.
+  void take_memory(const fabric::region& control, const fabric::region& ring);
+
   std::uint32_t qp_num() const noexcept { return qp_num_; }
+  rdma_cm_id* cm_id() const noexcept { return id_; }
+  transport& transport_of() const noexcept { return *transport_; }
   std::uint32_t local_id() const noexcept { return local_id_; }
   const fabric::region& control() const noexcept { return control_; }
   const fabric::region& ring() const noexcept { return ring_; }
@@ -35,6 +58,7 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
 
   // From the transport.
   void on_doorbell(std::uint32_t immediate);
+  void on_message(std::span<const std::byte> bytes);
   /// Requests up to `up_to` completed; returns how many signalled ones that retired.
   std::size_t on_sends_completed(std::uint64_t up_to);
   /// The queue pair broke; the endpoint is told unless `quietly` (then on_failure tells it later).
@@ -59,8 +83,14 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::size_t registered_bytes() const override { return transport_->pool().bytes_in_use(); }
 
  private:
-  enum class state { connecting, open, failed, closed };
+  enum class state { connecting, handshaking, open, failed, closed };
 
+  bool can_post() const noexcept { return state_ == state::open || state_ == state::handshaking; }
+  std::error_code post_bytes(ibv_wr_opcode opcode, fabric::remote_address dst, fabric::byte_pieces pieces,
+                             bool must_signal);
+  /// Deallocates the window over `handle` (the peer can no longer reach it) and releases it.
+  void take_back(std::uint64_t handle);
+  void take_back_all();
   bool next_is_signalled(bool must) const noexcept;
   std::error_code post(ibv_send_wr& wr, bool must_signal);
   /// Waits, bounded, until the send queue and the CQ have room for one more request.
@@ -97,6 +127,11 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::deque<std::uint64_t> signalled_;
   std::vector<std::uint64_t> graveyard_;
   std::vector<std::byte> inline_copy_;
+  message_handler on_message_;
+  struct window_release {
+    void operator()(ibv_mw* mw) const noexcept { ::ibv_dealloc_mw(mw); }
+  };
+  std::unordered_map<std::uint64_t, std::unique_ptr<ibv_mw, window_release>> windows_;  // by block handle
 };
 
 }  // namespace bellows::verbs

@@ -55,7 +55,7 @@ proto::outcome<fabric::region> registration_pool::allocate(std::size_t length) {
   }
   std::memset(data, 0, bytes);
   ++registrations_;
-  ibv_mr* mr = ::ibv_reg_mr(pd_, data, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+  ibv_mr* mr = ::ibv_reg_mr(pd_, data, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_MW_BIND);
   if (mr == nullptr) {
     const int e = errno != 0 ? errno : ENOMEM;
     std::free(data);
@@ -97,6 +97,8 @@ void registration_pool::trim() {
 }
 
 std::uint32_t registration_pool::local_key(std::uint64_t handle) const { return blocks_.at(handle - 1).mr->lkey; }
+
+ibv_mr* registration_pool::memory_region(std::uint64_t handle) const { return blocks_.at(handle - 1).mr; }
 
 void registration_pool::destroy(block& b) noexcept {
   if (b.mr == nullptr) return;

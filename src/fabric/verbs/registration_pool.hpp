@@ -2,8 +2,11 @@
 // Registered memory for rings and control blocks, by power-of-two size class. A released block
 // keeps its registration and waits on its class's free list, so once traffic has warmed the
 // pool no ibv_reg_mr (a system call that pins pages) sits on the path of an enlargement.
-// Memory is registered LOCAL_WRITE | REMOTE_WRITE only (never relaxed ordering: the receiver
-// polls the tail flag and needs in-order placement) and is zeroed before it is handed out.
+// Memory is registered LOCAL_WRITE | MW_BIND and is zeroed before it is handed out. A peer can
+// write into it only through a memory window that a queue pair's link binds to itself
+// (qp_link::grant): the registration's own key grants no remote access at all, so one peer can
+// never write into another's rings. Never relaxed ordering: the receiver polls the tail flag
+// and needs in-order placement.
 
 #include "fabric/memory_budget.hpp"
 #include "fabric/provider.hpp"
@@ -38,6 +41,8 @@ class registration_pool {
 
   /// The local key of a block, for work requests that read from it.
   std::uint32_t local_key(std::uint64_t handle) const;
+  /// The registration a memory window over the block is bound to.
+  ibv_mr* memory_region(std::uint64_t handle) const;
   /// How many times ibv_reg_mr was called: it stops growing once the pool is warm.
   std::uint64_t registrations() const noexcept { return registrations_; }
   /// Bytes handed out and bytes cached, still registered; the budget holds their sum.

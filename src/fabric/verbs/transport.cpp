@@ -43,7 +43,7 @@ transport::transport(const asio::any_io_executor& io, ibv_context* context, ibv_
       wake_fd_(wake_fd),
       probe_interval_(probe_interval),
       probe_timer_(std::in_place, io),
-      signalled_capacity_(completion_source::queue_depth - completion_source::doorbell_receives) {}
+      signalled_capacity_(completion_source::queue_depth - completion_source::receives) {}
 
 transport::~transport() {
   asio::error_code ignored;
@@ -121,7 +121,7 @@ std::size_t transport::take(bool dispatch) {
 void transport::handle(const completion_event& e, bool dispatch) {
   // A queue pair already closed: its late or flushed completions say nothing new.
   auto link = find(e.qp_num);
-  if (e.wr_id != completion_source::doorbell_wr_id) {
+  if (!completion_source::is_receive(e.wr_id)) {
     // A send. Failed ones report themselves whether signalled or not; the link knows which
     // were, and so which the CQ had room reserved for.
     if (link) signalled_retired(link->on_sends_completed(e.wr_id));
@@ -135,6 +135,7 @@ void transport::handle(const completion_event& e, bool dispatch) {
     return;
   }
   if (e.kind == completion_event::what::doorbell) link->on_doorbell(e.channel);
+  if (e.kind == completion_event::what::message) link->on_message(std::span(e.bytes).first(e.length));
 }
 
 void transport::sends_completed(std::uint32_t qp_num, std::uint64_t up_to) {

@@ -49,6 +49,7 @@ class transport final : public std::enable_shared_from_this<transport> {
 
   ibv_context* context() const noexcept { return context_; }
   registration_pool& pool() noexcept { return pool_; }
+  ibv_pd* protection_domain() const noexcept { return pd_.get(); }
 
   /// Creates `id`'s RC queue pair on this transport's CQ and SRQ; returns the inline limit
   /// the device granted.
