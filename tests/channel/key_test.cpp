@@ -115,10 +115,13 @@ TEST_CASE("A wrong, missing or unexpected pre-shared key is refused with authent
   CHECK(*refused == bellows::error::authentication_failed);
 
   // The acceptor handed nothing over, kept no memory and let the connection go ...
-  REQUIRE(run_both(server_io, client_io, [&] { return bellows::stats(server_io).links == 0; }));
+  REQUIRE(run_both(server_io, client_io,
+                   [&] { return bellows::stats(server_io).links == 0 && bellows::stats(client_io).links == 0; }));
   CHECK_FALSE(accepted);
   CHECK(bellows::stats(server_io).registered_bytes == 0);
-  CHECK(bellows::stats(client_io).registered_bytes == 0);
+  // (An rdma opener registered its first ring before it connected; the pool keeps it
+  // registered for the next channel, as after any channel, so only tcp's count is zero here.)
+  if (p == bt::provider::tcp) CHECK(bellows::stats(client_io).registered_bytes == 0);
 
   // ... and still accepts a peer that holds its key.
   std::optional<bellows::channel> connected;

@@ -83,7 +83,8 @@ bool completion_source::register_slots(ibv_pd* pd) {
   const std::size_t bytes = std::size_t{receives} * receive_bytes;
   slots_.reset(static_cast<std::byte*>(std::aligned_alloc(4096, bytes)));
   if (!slots_) return false;
-  slots_mr_ = ::ibv_reg_mr(pd, slots_.get(), bytes, IBV_ACCESS_LOCAL_WRITE);
+  const int local_only = IBV_ACCESS_LOCAL_WRITE;  // an int: the macro masks it with another enum
+  slots_mr_ = ::ibv_reg_mr(pd, slots_.get(), bytes, local_only);
   return slots_mr_ != nullptr;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Everything one reactor uses on one RDMA device: a protection domain on rdma_cm's context of
 // the device, the registration pool, the completion source (CQ, completion channel, SRQ of
-// doorbell receives), a staging ring for frames too large to post inline, and the queue-pair
+// receives for doorbells and handshake grants), a staging ring for frames too large to post inline, and the queue-pair
 // links, found by queue pair number when a completion names one. The reactor polls it while
 // busy and sleeps on its completion channel; QP async events fail the link they name.
 
