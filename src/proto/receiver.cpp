@@ -41,6 +41,10 @@ void receiver::scan(receiver_events& out) {
       if (switch_if_written(out)) continue;
       return;
     }
+    if (h.seq_again != h.seq) {
+      ++heads_without_tail_;  // the head word landed, the rest of the header not yet
+      return;
+    }
     if (validate_header(h, geometry(), cursor_slot_)) return violation(out);
     const trailer_state tail = check_trailer(frame, h);
     if (!tail.ready) {

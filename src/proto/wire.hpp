@@ -58,7 +58,11 @@ struct frame_header {
   frame_kind kind = frame_kind::data;
   std::uint8_t flags = 0;
   std::uint16_t slots = 0;
-  std::uint32_t reserved = 0;
+  /// The header's last word repeats seq; encode_header() writes it whatever this holds. A
+  /// provider places a write from its first byte to its last (rdma: Soft-RoCE copies front to
+  /// back), so a reader may see seq before the rest of the header: only once this word matches
+  /// is the whole header in place.
+  std::uint32_t seq_again = 0;
 };
 
 std::array<std::byte, header_bytes> encode_header(const frame_header& h) noexcept;
@@ -67,8 +71,8 @@ std::array<std::byte, trailer_bytes> encode_trailer(std::uint32_t seq) noexcept;
 /// Reads the header at `at`: the head flag (seq) with acquire, the rest after it.
 frame_header read_header(const std::byte* at) noexcept;
 
-/// Checks a header whose seq matched at ring slot `cursor_slot`: known kind, zero flags and
-/// reserved bits, slot count consistent with the length, the frame inside the ring and at most
+/// Checks a whole header (seq_again == seq) whose seq matched at ring slot `cursor_slot`: known
+/// kind, zero flags, slot count consistent with the length, the frame inside the ring and at most
 /// half of it (PAD: exactly the rest of the ring), control payloads of their fixed sizes.
 std::error_code validate_header(const frame_header& h, const ring_geometry& ring, std::uint32_t cursor_slot) noexcept;
 

@@ -31,6 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const auto slots =
         std::min<std::uint64_t>(ring.slots_for(load_relaxed<std::uint32_t>(memory.get() + offset + 4)), 0xffff);
     put<std::uint16_t>(memory.get() + offset + 10, static_cast<std::uint16_t>(slots));
+    // A whole header, so that the rest of it is what gets explored.
+    put<std::uint32_t>(memory.get() + offset + 12, load_relaxed<std::uint32_t>(memory.get() + offset));
   }
   const std::byte* frame = memory.get() + offset;
 

@@ -42,7 +42,7 @@ write("receiver", "pressure", b"\x05\x01" + frame(DATA, 8) + POLL + b"\x05\x00" 
 
 # ---- frame: tier, cursor slot, whether the harness fixes the slot count, then the frame's bytes ----
 def header(seq, length, kind, slots):
-    return struct.pack("<IIBBHI", seq, length, kind, 0, slots, 0)
+    return struct.pack("<IIBBHI", seq, length, kind, 0, slots, seq)  # the last word repeats seq
 
 
 def slots_for(length, slot_size):

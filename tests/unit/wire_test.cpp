@@ -16,7 +16,7 @@ const std::error_code violation = make_error_code(error::protocol_violation);
 const ring_geometry ring16{256, 16};  // 4 KiB, frames of at most 8 slots
 
 frame_header data_header(std::uint32_t length) {
-  return frame_header{7, length, frame_kind::data, 0, static_cast<std::uint16_t>(ring16.slots_for(length)), 0};
+  return frame_header{7, length, frame_kind::data, 0, static_cast<std::uint16_t>(ring16.slots_for(length)), 7};
 }
 
 tier_table default_table() { return *tier_table::make(default_tiers()); }
@@ -31,6 +31,7 @@ TEST_CASE("frame header round-trips through its encoding", "[wire]") {
   CHECK(back.length == h.length);
   CHECK(back.kind == h.kind);
   CHECK(back.slots == h.slots);
+  CHECK(back.seq_again == h.seq);  // written whatever the field held: the header's last word
   CHECK(frame_span(0) == 24);
   CHECK(frame_span(1) == 32);
   CHECK(trailer_offset(9) == 32);
@@ -40,9 +41,9 @@ TEST_CASE("frame header round-trips through its encoding", "[wire]") {
 TEST_CASE("a well-formed frame header passes validation", "[wire]") {
   CHECK_FALSE(validate_header(data_header(0), ring16, 0));
   CHECK_FALSE(validate_header(data_header(ring16.max_frame_payload()), ring16, 8));
-  CHECK_FALSE(validate_header({3, 0, frame_kind::pad, 0, 3, 0}, ring16, 13));
-  CHECK_FALSE(validate_header({3, retier_payload_bytes, frame_kind::enlarge_req, 0, 1, 0}, ring16, 2));
-  CHECK_FALSE(validate_header({3, 8, frame_kind::frag_first, 0, 1, 0}, ring16, 2));
+  CHECK_FALSE(validate_header({3, 0, frame_kind::pad, 0, 3, 3}, ring16, 13));
+  CHECK_FALSE(validate_header({3, retier_payload_bytes, frame_kind::enlarge_req, 0, 1, 3}, ring16, 2));
+  CHECK_FALSE(validate_header({3, 8, frame_kind::frag_first, 0, 1, 3}, ring16, 2));
 }
 
 TEST_CASE("every malformed header field is a protocol violation", "[wire]") {
@@ -58,12 +59,12 @@ TEST_CASE("every malformed header field is a protocol violation", "[wire]") {
       CHECK(validate_header(h, ring16, 0) == violation);
     }
   }
-  SECTION("flags or reserved bits set") {
+  SECTION("flags set, or a last word that does not repeat seq") {
     auto h = data_header(10);
     h.flags = 1;
     CHECK(validate_header(h, ring16, 0) == violation);
     h = data_header(10);
-    h.reserved = 0x100;
+    h.seq_again = h.seq + 0x100;
     CHECK(validate_header(h, ring16, 0) == violation);
   }
   SECTION("length past the ring") {
