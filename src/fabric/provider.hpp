@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <vector>
@@ -45,8 +46,19 @@ class provider {
 
   /// Registers `length` zeroed bytes. Fails with error::budget_exhausted past the budget.
   virtual proto::outcome<region> register_region(std::size_t length) = 0;
-  /// Unregisters and frees the memory; a provider backed by shared memory punches it out.
+  /// Unregisters and frees the memory; a provider backed by shared memory punches it out. For a
+  /// lent region: the peer's writes stop landing in it at once (later ones are dropped), and
+  /// the memory stays the application's.
   virtual void release_region(std::uint64_t handle) = 0;
+  /// Whether lend() can succeed: messages too large for the rings' frames are then offered for
+  /// placement straight into the receiver's buffer.
+  virtual bool can_lend() const { return false; }
+  /// Lets the peer write into `memory`, an application's receive buffer (not zeroed, not
+  /// counted against the budget), until release_region(handle). None if this provider cannot.
+  virtual std::optional<region> lend(std::span<std::byte> memory) {
+    (void)memory;
+    return std::nullopt;
+  }
   /// Copies `pieces`, back to back, to `dst` in the peer's memory. Writes issued through one
   /// provider are placed in issue order, each from its first byte to its last, so a flag
   /// written last is seen last. A destination outside what the peer registered is refused.

@@ -58,6 +58,14 @@ struct provision {
   std::uint64_t bytes = 0;
 };
 
+/// Lend `memory`, a posted receive's buffer, to the peer for the message of DIRECT_OFFER
+/// `offer_id`, and answer with channel_core::lent (lent or not). Until the region is released
+/// only that peer's writes for this offer may land in it.
+struct lend_buffer {
+  std::uint64_t offer_id = 0;
+  std::span<std::byte> memory;
+};
+
 /// A provider registration this channel no longer references.
 struct release_region {
   std::uint64_t region = 0;
@@ -108,7 +116,7 @@ struct reached {
 /// Tell the peer we will not write into its memory again; its memory may go.
 struct detach {};
 
-using action = std::variant<place, ring_doorbell, provision, release_region, send_done, receive_done, view_done,
-                            close_done, tier_changed, reached, detach>;
+using action = std::variant<place, ring_doorbell, provision, lend_buffer, release_region, send_done, receive_done,
+                            view_done, close_done, tier_changed, reached, detach>;
 
 }  // namespace bellows::proto

@@ -101,6 +101,8 @@ void channel_core::cancel(std::uint64_t id) {
   }
   auto r = std::find_if(receives_.begin(), receives_.end(), [&](const pending_receive& op) { return op.id == id; });
   if (r != receives_.end()) {
+    // A buffer lent to the peer is being written: the receive completes when the message is in.
+    if (lent_ && lent_->receive_id == id) return;
     // A receive that already took part of a fragmented message leaves the rest to be discarded.
     if (r->started) discarding_ = true;
     if (r->view) {

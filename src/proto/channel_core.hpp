@@ -20,6 +20,13 @@
 
 namespace bellows::proto {
 
+/// A receive buffer the driver lent the peer: where the peer writes it.
+struct lent_region {
+  std::uint64_t region = 0;  ///< provider handle, released when the receive is done with it
+  std::uint64_t key = 0;
+  std::uint64_t address = 0;
+};
+
 /// Where both sides' memory is, as agreed when the channel was opened.
 struct core_setup {
   local_ring ring;                     ///< our first receive ring
@@ -46,8 +53,9 @@ class channel_core {
   void receive_view(std::uint64_t id);
   /// Graceful close of the sending direction; done once the peer consumed everything.
   void close(std::uint64_t id, clock_time now);
-  /// Completes the operation with operation_aborted if it can still be undone: a receive, a
-  /// close wait, or a send that has written nothing.
+  /// Completes the operation with operation_aborted if it can still be undone: a receive (but
+  /// not one whose buffer is lent to the peer: it completes once the message is in), a close
+  /// wait, or a send that has written nothing (and offered nothing).
   void cancel(std::uint64_t id);
   void cancel_all();
   /// Local teardown: pending operations end with channel_closed.
@@ -64,6 +72,9 @@ class channel_core {
   /// `under_pressure`: the budget is short, so a larger ring is granted with a request to
   /// shrink back soon.
   void provisioned(const provision_request& request, std::optional<local_ring> ring, bool under_pressure);
+  /// The answer to a `lend_buffer` action: where the peer may write the offered message, or
+  /// none (the provider cannot lend; the offer is declined and the message comes through the ring).
+  void lent(std::uint64_t offer_id, std::optional<lent_region> region);
   /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
   void set_pressure(bool on);
   /// Tells the peer whether the driver polls this channel on every round, whether or not it is
@@ -123,6 +134,14 @@ class channel_core {
     bool started = false;
   };
 
+  /// The front receive's buffer, lent to the peer for one offered message.
+  struct lending {
+    std::uint64_t offer_id = 0;
+    std::uint64_t receive_id = 0;
+    std::uint64_t length = 0;
+    std::optional<lent_region> region;  ///< empty while the driver is asked
+  };
+
   bool may_write() const noexcept { return !failed_ && !peer_gone_; }
   void take(const sender_events& ev, clock_time now);
   void take(const receiver_events& ev);
@@ -143,6 +162,13 @@ class channel_core {
   void deliver();
   bool deliver_front();
   void release_front();
+  /// A DIRECT_OFFER at the front: lend the front receive's buffer, or decline.
+  bool deliver_offer(const inbound_frame& f);
+  /// A DIRECT_DONE at the front: the lent receive is complete.
+  bool deliver_direct_done(const inbound_frame& f);
+  /// The peer broke the protocol in what delivery found: fail, handing nothing more out.
+  bool refuse_frames();
+  void answer_offer(std::uint64_t offer_id, const std::optional<lent_region>& region, std::uint64_t length);
   /// Completes the front receive and removes it.
   void finish_front(std::error_code ec, std::uint64_t length);
   void end_receives();
@@ -161,6 +187,7 @@ class channel_core {
   fifo<inbound_frame> ready_;
   std::optional<std::uint64_t> close_id_;
   std::optional<std::error_code> close_result_;
+  std::optional<lending> lent_;
   bool discarding_ = false;
   bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
   bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out

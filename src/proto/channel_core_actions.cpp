@@ -29,6 +29,7 @@ std::optional<step> step_after(frame_kind written) {
     case frame_kind::frag_first:
     case frame_kind::frag_more: return step::fragment_written;
     case frame_kind::close: return step::close_written;
+    case frame_kind::direct_offer: return step::direct_offered;
     default: return std::nullopt;
   }
 }
@@ -98,6 +99,14 @@ void channel_core::take(const receiver_events& ev) {
 
 void channel_core::place_frame(const frame_write& w) {
   auto& p = std::get<place>(out_.emplace_back(std::in_place_type<place>));
+  if (w.bare) {
+    p.key = w.ring.key;
+    p.address = w.ring.address;
+    p.prefix_length = 0;
+    p.source = w.source;
+    p.source_length = w.source_length;
+    return;
+  }
   p.key = w.ring.key;
   p.address = w.ring.address + w.offset;
   const auto header = encode_header(w.header);
@@ -126,6 +135,7 @@ void channel_core::send_finished(const send_completion& c) {
   auto it = std::find_if(sends_.begin(), sends_.end(), [&](const pending_send& op) { return op.id == c.id; });
   if (it == sends_.end()) return;
   if (!c.ec) {
+    if (c.direct) ++counters_.direct_messages_sent;
     ++counters_.messages_sent;
     counters_.bytes_sent += c.bytes;
   }

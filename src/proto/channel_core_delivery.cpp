@@ -4,6 +4,7 @@
 // the end of its message, so the next receive gets the next message.
 
 #include "proto/channel_core.hpp"
+#include "proto/shared_access.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -11,7 +12,9 @@
 namespace bellows::proto {
 namespace {
 
-bool ends_message(frame_kind kind) { return kind == frame_kind::data || kind == frame_kind::frag_last; }
+bool ends_message(frame_kind kind) {
+  return kind == frame_kind::data || kind == frame_kind::frag_last || kind == frame_kind::direct_done;
+}
 
 /// Copies `bytes` into the scatter list starting at message offset `at`.
 void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const std::byte> bytes) {
@@ -55,6 +58,11 @@ void channel_core::release_front() {
 
 void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
   pending_receive& op = receives_.front();
+  if (lent_ && lent_->receive_id == op.id) {
+    // Out of the peer's reach before the handler runs and the buffer may go.
+    if (lent_->region) out_.push_back(release_region{lent_->region->region});
+    lent_.reset();
+  }
   if (op.view) {
     complete(view_done{op.id, ec, {}, {}, {}, false});
   } else {
@@ -78,6 +86,10 @@ bool channel_core::deliver_front() {
     return true;
   }
   if (receives_.empty()) return false;
+  if (lent_ && !lent_->region) return false;  // the driver is asked for the buffer
+  if (f.kind == frame_kind::direct_done) return deliver_direct_done(f);
+  if (lent_) return refuse_frames();  // the buffer is lent: only the offer's DIRECT_DONE may come next
+  if (f.kind == frame_kind::direct_offer) return deliver_offer(f);
   pending_receive& op = receives_.front();
 
   if (f.kind == frame_kind::data) {
@@ -126,6 +138,73 @@ bool channel_core::deliver_front() {
     finish_front({}, op.filled);
   }
   return true;
+}
+
+bool channel_core::deliver_offer(const inbound_frame& f) {
+  if (!may_write()) return false;  // no answer can reach the peer: the message never comes
+  const pending_receive& op = receives_.front();
+  // One contiguous buffer that takes the whole message; otherwise the ring carries it (and a
+  // buffer too small gets message_size from there, as for any message).
+  const bool lendable = !op.view && op.into.is_single && op.into.length >= f.message_length;
+  if (!lendable) {
+    answer_offer(f.offer_id, std::nullopt, 0);
+    release_front();
+    return true;
+  }
+  lent_ = lending{f.offer_id, op.id, f.message_length, std::nullopt};
+  out_.push_back(lend_buffer{f.offer_id, op.into.single.first(f.message_length)});
+  release_front();
+  return false;  // on with the driver's answer (lent())
+}
+
+bool channel_core::deliver_direct_done(const inbound_frame& f) {
+  // A DONE for an offer we declined.
+  if (!lent_ || lent_->offer_id != f.offer_id || receives_.front().id != lent_->receive_id) return refuse_frames();
+  release_front();
+  ++counters_.direct_messages_received;
+  finish_front({}, lent_->length);
+  // The sender's send completes on this word, written over the answer's status.
+  std::byte received[4];
+  put(received, static_cast<std::uint32_t>(ack_status::received));
+  place_control(control_block::lend_offset + lend_layout::status, received);
+  doorbell_due_ = true;
+  return true;
+}
+
+bool channel_core::refuse_frames() {
+  // Nothing the peer wrote is handed out after its lie, whole messages included.
+  ready_.clear();
+  fail(make_error_code(error::protocol_violation));
+  return false;
+}
+
+void channel_core::lent(std::uint64_t offer_id, std::optional<lent_region> region) {
+  if (!lent_ || lent_->offer_id != offer_id || lent_->region || failed_) {
+    // Its receive ended meanwhile (cancelled by teardown, or the channel failed).
+    if (region) out_.push_back(release_region{region->region});
+    if (lent_ && lent_->offer_id == offer_id && !lent_->region) lent_.reset();
+    return end_of_input();
+  }
+  if (region) {
+    lent_->region = region;
+  } else {
+    lent_.reset();
+  }
+  answer_offer(offer_id, region, region ? lent_->length : 0);
+  deliver();
+  end_of_input();
+}
+
+void channel_core::answer_offer(std::uint64_t offer_id, const std::optional<lent_region>& region,
+                                std::uint64_t length) {
+  lend_record answer{offer_id, ack_status::denied, 0, 0, 0};
+  if (region) answer = lend_record{offer_id, ack_status::granted, region->address, region->key, length};
+  // As an ack: head and fields, then the tail in a write of its own.
+  const auto bytes = encode_lend(answer);
+  place_control(control_block::lend_offset, std::span(bytes).first(lend_layout::tail));
+  place_control(control_block::lend_offset + lend_layout::tail, std::span(bytes).subspan(lend_layout::tail));
+  if (region && may_write()) out_.push_back(reached{step::buffer_lent});
+  doorbell_due_ = true;
 }
 
 void channel_core::end_receives() {

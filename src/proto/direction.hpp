@@ -26,6 +26,10 @@ struct direction_options {
   std::chrono::nanoseconds retry_after_denial = std::chrono::milliseconds(100);
   /// Largest message either side accepts; a FRAG_FIRST announcing more is a violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 40;
+  /// Messages longer than this are offered for placement straight into the receiver's posted
+  /// buffer (DIRECT_OFFER) before they are fragmented through the ring; 0: never. Set where the
+  /// provider can lend a receive buffer to the peer (tcp).
+  std::uint64_t offer_direct_above = 0;
 };
 
 /// A ring in the peer's memory that this side writes frames into.

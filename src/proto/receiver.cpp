@@ -62,7 +62,7 @@ bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_ev
   const std::byte* payload = frame + header_bytes;
   switch (h.kind) {
     case frame_kind::data: {
-      if (in_message_) return violation(out), false;
+      if (in_message_ || !take_offered(h.length)) return violation(out), false;
       const std::uint64_t ordinal = hold(h.slots, false);
       out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload, h.length}, h.length});
       return true;
@@ -78,8 +78,10 @@ bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_ev
       return true;
     case frame_kind::enlarge_req:
     case frame_kind::shrink_req: return accept_retier(h, payload, out);
+    case frame_kind::direct_offer:
+    case frame_kind::direct_done: return accept_direct(h, payload, out);
     case frame_kind::close:
-      if (in_message_) return violation(out), false;
+      if (in_message_ || offer_open_) return violation(out), false;
       hold(h.slots, true);
       closed_ = true;
       out.peer_closed = true;
@@ -98,7 +100,8 @@ bool receiver::accept_fragment(const frame_header& h, const std::byte* payload, 
     payload += fragment_prefix_bytes;
     data_length -= fragment_prefix_bytes;
     // A message that fits one frame of this ring is never fragmented by a correct sender.
-    if (announced > options_.max_message_size || announced <= data_length) return violation(out), false;
+    if (announced > options_.max_message_size || announced <= data_length || !take_offered(announced))
+      return violation(out), false;
     in_message_ = true;
     message_total_ = announced;
     message_received_ = 0;
@@ -128,6 +131,33 @@ bool receiver::accept_retier(const frame_header& h, const std::byte* payload, re
   out.provision = pending_;
   // Answer first: the ring the answer names decides where the peer's next frames may be.
   return false;
+}
+
+bool receiver::take_offered(std::uint64_t length) {
+  // After a declined offer the offered message comes through the ring: the same length.
+  if (!offer_open_) return true;
+  offer_open_ = false;
+  return length == offered_length_;
+}
+
+bool receiver::accept_direct(const frame_header& h, const std::byte* payload, receiver_events& out) {
+  const auto note = decode_direct(payload);
+  if (!note || in_message_) return violation(out), false;
+  if (h.kind == frame_kind::direct_offer) {
+    if (offer_open_ || note->offer_id <= last_offer_id_ || note->length > options_.max_message_size)
+      return violation(out), false;
+    last_offer_id_ = note->offer_id;
+    offered_length_ = note->length;
+    offer_open_ = true;
+  } else {
+    if (!offer_open_ || note->offer_id != last_offer_id_ || note->length != offered_length_)
+      return violation(out), false;
+    offer_open_ = false;
+  }
+  // Held like a message's frame: delivery decides about the offer, in order with the rest.
+  const std::uint64_t ordinal = hold(h.slots, false);
+  out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {}, note->length, note->offer_id});
+  return true;
 }
 
 bool receiver::switch_if_written(receiver_events& out) {

@@ -21,13 +21,15 @@ struct frame_token {
   std::uint64_t ordinal = 0;
 };
 
-/// A DATA or FRAG_* frame, in order. `message_length` is the whole message's size (for
-/// DATA the payload's, for FRAG_FIRST the announced total, 0 for later fragments).
+/// A DATA, FRAG_* or DIRECT_* frame, in order. `message_length` is the whole message's size
+/// (for DATA the payload's, for FRAG_FIRST the announced total, 0 for later fragments, for
+/// DIRECT_* the offered length); `offer_id` names a DIRECT_* frame's offer.
 struct inbound_frame {
   frame_token token;
   frame_kind kind = frame_kind::data;
   std::span<const std::byte> payload;
   std::uint64_t message_length = 0;
+  std::uint64_t offer_id = 0;
 };
 
 /// The peer asked for a ring of `tier`; answer with receiver::provisioned.
@@ -110,6 +112,9 @@ class receiver {
   bool accept(const frame_header& h, const std::byte* frame, receiver_events& out);
   bool accept_fragment(const frame_header& h, const std::byte* payload, receiver_events& out);
   bool accept_retier(const frame_header& h, const std::byte* payload, receiver_events& out);
+  bool accept_direct(const frame_header& h, const std::byte* payload, receiver_events& out);
+  /// A message of `length` begins in the ring: false if an open offer announced another.
+  bool take_offered(std::uint64_t length);
   /// True (and the granted ring is now current) if the peer's next frame is there.
   bool switch_if_written(receiver_events& out);
   std::uint64_t hold(std::uint16_t slots, bool released);
@@ -134,6 +139,11 @@ class receiver {
   bool in_message_ = false;
   std::uint64_t message_total_ = 0;
   std::uint64_t message_received_ = 0;
+  // The last DIRECT_OFFER, until its message came (DIRECT_DONE, or the ring's frames once the
+  // offer was declined): nothing else may come in between.
+  std::uint64_t last_offer_id_ = 0;
+  std::uint64_t offered_length_ = 0;
+  bool offer_open_ = false;
   bool closed_ = false;
   bool pressure_ = false;
   bool polled_ = false;

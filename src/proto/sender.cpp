@@ -68,7 +68,8 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
 bool sender::cancel(std::uint64_t id) noexcept {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->id != id) continue;
-    if (it->written != 0) return false;
+    // Once offered, the receiver may be lending its buffer for it: it goes, one way or the other.
+    if (it->written != 0 || (offer_ && it == queue_.begin())) return false;
     queue_.erase(it);
     return true;
   }
@@ -92,12 +93,17 @@ void sender::fail(std::error_code ec, sender_events& out) {
     out.closed = ec;
   }
   outstanding_.reset();
+  offer_.reset();
+  awaiting_receipt_.reset();
   out.failure = ec;
 }
 
 void sender::step(const std::byte* control_block, clock_time now, sender_events& out) {
   if (failed_) return;
   read_control(control_block, now, out);
+  if (failed_) return;
+  if (offer_) read_lend_slot(control_block, out);
+  if (awaiting_receipt_ && !failed_) read_receipt(control_block, out);
   if (failed_) return;
   fall_back_if_unanswered(now, out);
   pump(now, out);
@@ -157,6 +163,62 @@ void sender::apply_ack(const ack_record& ack, clock_time now, sender_events& out
     denied_until_ = now + options_.retry_after_denial;
   }
   out.retiers.push_back(event);
+}
+
+void sender::read_lend_slot(const std::byte* control_block, sender_events& out) {
+  const lend_poll answer = poll_lend(control_block + control_block::lend_offset, *offer_, last_answered_offer_);
+  if (answer.ec) return fail(answer.ec, out);
+  if (answer.status == lend_poll::state::complete) apply_lend(answer.record, out);
+}
+
+void sender::offer_direct(queued_send& front, sender_events& out) {
+  // Room for DIRECT_DONE too, so a granted offer never waits for credit in between.
+  if (!reserve(2, out)) return;
+  const direct_note note{++last_offer_id_, front.message.length};
+  frame_write& w = emit(frame_kind::direct_offer, direct_payload_bytes, 1, out);
+  const auto payload = encode_direct(note);
+  static_assert(payload.size() <= std::tuple_size_v<decltype(w.inline_payload)>);
+  std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
+  w.inline_length = direct_payload_bytes;
+  offer_ = note.offer_id;
+}
+
+void sender::apply_lend(const lend_record& answer, sender_events& out) {
+  offer_.reset();
+  last_answered_offer_ = answer.offer_id;
+  queued_send& s = queue_.front();
+  if (answer.status == ack_status::denied) {
+    s.offer_declined = true;
+    return;
+  }
+  const std::uint64_t length = s.message.length;
+  if (answer.length < length) return fail(make_error_code(error::protocol_violation), out);
+  // The message, then DIRECT_DONE behind it in the ring: writes are placed in issue order, so
+  // the receiver finds the bytes in its buffer when it reads the frame.
+  frame_write& bytes = out.writes.emplace_back();
+  bytes.bare = true;
+  bytes.ring = remote_ring{answer.key, answer.address, ring_.tier, ring_.epoch};
+  bytes.source = s.message;
+  bytes.source_length = length;
+  frame_write& done = emit(frame_kind::direct_done, direct_payload_bytes, 1, out);
+  const auto payload = encode_direct({answer.offer_id, length});
+  std::copy(payload.begin(), payload.end(), done.inline_payload.begin());
+  done.inline_length = direct_payload_bytes;
+  // Not complete before the receiver has it: a provider may still hold bytes on their way
+  // (tcp: in its send queue), and they leave only while the application runs the io_context.
+  s.written = length;
+  awaiting_receipt_ = answer.offer_id;
+}
+
+void sender::read_receipt(const std::byte* control_block, sender_events& out) {
+  const std::byte* slot = control_block + control_block::lend_offset;
+  const auto status = static_cast<ack_status>(load_acquire<std::uint32_t>(slot + lend_layout::status));
+  if (status == ack_status::granted) return;
+  if (status != ack_status::received || load_relaxed<std::uint64_t>(slot + lend_layout::head) != *awaiting_receipt_)
+    return fail(make_error_code(error::protocol_violation), out);
+  awaiting_receipt_.reset();
+  out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
+  queue_.pop_front();
 }
 
 void sender::fall_back_if_unanswered(clock_time now, sender_events& out) {
@@ -269,7 +331,12 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   // Behind an unanswered enlarge request, what the current ring can take at once still goes
   // through it; the receiver reads that ring until our next frame shows up in the new one.
   if (held_by_request() && (outstanding_->shrink || !may_go_ahead(s))) return false;
+  if (offer_ || awaiting_receipt_) return false;  // the front waits for the receiver's word
   const std::uint64_t length = s.message.length;
+  if (s.written == 0 && !s.offer_declined && options_.offer_direct_above != 0 && length > options_.offer_direct_above) {
+    offer_direct(s, out);
+    return false;
+  }
   if (length > options_.tiers.max_message(0)) last_large_ = now;
   // Decided afresh until the first fragment is out: a late ack may have moved us to a ring
   // whose frames hold the whole message.

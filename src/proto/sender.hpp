@@ -26,6 +26,9 @@ struct frame_write {
   gather_list source;
   std::uint64_t source_offset = 0;
   std::uint64_t source_length = 0;
+  /// Not a frame: the source bytes alone, to `ring.address` under `ring.key` (a buffer the
+  /// receiver lent for a DIRECT_OFFER); no header, no trailer.
+  bool bare = false;
 
   std::uint64_t trailer_at() const noexcept { return offset + trailer_offset(header.length); }
 };
@@ -34,6 +37,7 @@ struct send_completion {
   std::uint64_t id = 0;
   std::error_code ec;
   std::uint64_t bytes = 0;
+  bool direct = false;  ///< placed straight into the receiver's buffer
 };
 
 /// A tier change of the outgoing direction, for statistics and tracing.
@@ -95,7 +99,7 @@ class sender {
   void fail(std::error_code ec, sender_events& out);
 
   std::uint32_t tier() const noexcept { return ring_.tier; }
-  bool awaiting_ack() const noexcept { return outstanding_.has_value(); }
+  bool awaiting_ack() const noexcept { return outstanding_ || offer_ || awaiting_receipt_; }
   bool stalled_on_credit() const noexcept { return stalled_; }
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   std::size_t queued() const noexcept { return queue_.size(); }
@@ -112,6 +116,7 @@ class sender {
     gather_list message;
     clock_time enqueued;
     std::uint64_t written = 0;
+    bool offer_declined = false;  ///< goes through the ring
   };
   struct pending_request {
     retier_request request;
@@ -143,6 +148,12 @@ class sender {
   /// Asks for the next tier because the sender keeps outrunning its ring (see note_stall).
   void grow_for_throughput(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);
+  /// Writes the front message's DIRECT_OFFER once the ring has room for it and its DONE.
+  void offer_direct(queued_send& front, sender_events& out);
+  void read_lend_slot(const std::byte* control_block, sender_events& out);
+  void apply_lend(const lend_record& answer, sender_events& out);
+  /// Completes the front send once the receiver wrote that its message is in the lent buffer.
+  void read_receipt(const std::byte* control_block, sender_events& out);
   void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);
   /// Makes room for a frame of `slots` at the cursor, writing PAD first if it would wrap.
   bool reserve(std::uint64_t slots, sender_events& out);
@@ -168,6 +179,11 @@ class sender {
   clock_time stall_window_start_{};
   bool outrunning_ring_ = false;
   std::uint64_t partial_acks_seen_ = 0;
+  std::optional<std::uint64_t> offer_;  ///< the DIRECT_OFFER of the queue's front, unanswered
+  std::uint64_t last_offer_id_ = 0;
+  std::uint64_t last_answered_offer_ = 0;
+  // The front's message is written into the lent buffer; it completes on the receiver's word.
+  std::optional<std::uint64_t> awaiting_receipt_;
   bool close_requested_ = false;
   bool close_written_ = false;
   bool close_reported_ = false;

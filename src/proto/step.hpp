@@ -18,12 +18,21 @@ enum class step : std::uint8_t {
   shrink_ring_provisioned,  ///< receiver: the smaller ring is registered, no ack written yet
   close_written,            ///< sender: CLOSE is in the peer's ring
   close_received,           ///< receiver: CLOSE seen, the credit for it not yet returned
+  direct_offered,           ///< sender: a DIRECT_OFFER is in the peer's ring, its doorbell not yet rung
+  buffer_lent,              ///< receiver: a receive's buffer is lent and the answer written, no doorbell yet
 };
 
-inline constexpr step all_steps[] = {
-    step::enlarge_request_due,     step::enlarge_request_written, step::ring_provisioned,
-    step::ack_head_written,        step::fragment_written,        step::shrink_request_written,
-    step::shrink_ring_provisioned, step::close_written,           step::close_received};
+inline constexpr step all_steps[] = {step::enlarge_request_due,
+                                     step::enlarge_request_written,
+                                     step::ring_provisioned,
+                                     step::ack_head_written,
+                                     step::fragment_written,
+                                     step::shrink_request_written,
+                                     step::shrink_ring_provisioned,
+                                     step::close_written,
+                                     step::close_received,
+                                     step::direct_offered,
+                                     step::buffer_lent};
 
 constexpr const char* to_string(step s) noexcept {
   switch (s) {
@@ -36,6 +45,8 @@ constexpr const char* to_string(step s) noexcept {
     case step::shrink_ring_provisioned: return "during SHRINK (smaller ring provisioned)";
     case step::close_written: return "during CLOSE";
     case step::close_received: return "after CLOSE arrived";
+    case step::direct_offered: return "after DIRECT_OFFER";
+    case step::buffer_lent: return "with a receive buffer lent";
   }
   return "?";
 }

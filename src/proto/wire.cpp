@@ -9,7 +9,25 @@ std::error_code violation() noexcept { return make_error_code(error::protocol_vi
 
 bool is_known_kind(frame_kind kind) noexcept {
   auto k = static_cast<std::uint8_t>(kind);
-  return k >= static_cast<std::uint8_t>(frame_kind::data) && k <= static_cast<std::uint8_t>(frame_kind::switched);
+  return k >= static_cast<std::uint8_t>(frame_kind::data) && k <= static_cast<std::uint8_t>(frame_kind::direct_done);
+}
+
+/// The flags of a bracketed slot: nothing new while the head still holds `previous`; the
+/// record is whole once the tail too says `expected`; any other value is a lie.
+template <class Record>
+slot_poll<Record> poll_flags(const std::byte* slot, std::size_t tail_offset, std::uint64_t expected,
+                             std::uint64_t previous) noexcept {
+  slot_poll<Record> result;
+  const auto head = load_acquire<std::uint64_t>(slot);
+  if (head == previous) return result;
+  const auto tail = load_acquire<std::uint64_t>(slot + tail_offset);
+  if (head != expected || (tail != previous && tail != expected)) {
+    result.ec = violation();
+  } else {
+    // Head seen, tail not yet: the peer's write is still being placed.
+    result.status = tail == previous ? slot_poll<Record>::state::in_progress : slot_poll<Record>::state::complete;
+  }
+  return result;
 }
 
 }  // namespace
@@ -25,6 +43,8 @@ const char* to_string(frame_kind kind) noexcept {
     case frame_kind::shrink_req: return "SHRINK_REQ";
     case frame_kind::close: return "CLOSE";
     case frame_kind::switched: return "SWITCHED";
+    case frame_kind::direct_offer: return "DIRECT_OFFER";
+    case frame_kind::direct_done: return "DIRECT_DONE";
   }
   return "UNKNOWN";
 }
@@ -71,6 +91,10 @@ std::error_code validate_header(const frame_header& h, const ring_geometry& ring
     case frame_kind::shrink_req:
       if (h.length != retier_payload_bytes) return violation();
       break;
+    case frame_kind::direct_offer:
+    case frame_kind::direct_done:
+      if (h.length != direct_payload_bytes) return violation();
+      break;
     case frame_kind::close:
     case frame_kind::switched:
       if (h.length != 0) return violation();
@@ -105,6 +129,49 @@ outcome<retier_request> decode_retier(const std::byte* payload) noexcept {
   return r;
 }
 
+std::array<std::byte, direct_payload_bytes> encode_direct(const direct_note& n) noexcept {
+  std::array<std::byte, direct_payload_bytes> out{};
+  put(out.data(), n.offer_id);
+  put(out.data() + 8, n.length);
+  return out;
+}
+
+outcome<direct_note> decode_direct(const std::byte* payload) noexcept {
+  direct_note n;
+  n.offer_id = load_relaxed<std::uint64_t>(payload);
+  n.length = load_relaxed<std::uint64_t>(payload + 8);
+  if (n.offer_id == 0 || n.length == 0) return error::protocol_violation;
+  return n;
+}
+
+std::array<std::byte, lend_layout::size> encode_lend(const lend_record& r) noexcept {
+  std::array<std::byte, lend_layout::size> out{};
+  put(out.data() + lend_layout::head, r.offer_id);
+  put(out.data() + lend_layout::status, static_cast<std::uint32_t>(r.status));
+  put(out.data() + lend_layout::address, r.address);
+  put(out.data() + lend_layout::key, r.key);
+  put(out.data() + lend_layout::length, r.length);
+  put(out.data() + lend_layout::tail, r.offer_id);
+  return out;
+}
+
+lend_poll poll_lend(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept {
+  lend_poll result = poll_flags<lend_record>(slot, lend_layout::tail, expected, previous);
+  if (result.status != lend_poll::state::complete) return result;
+  lend_record& r = result.record;
+  r.offer_id = expected;
+  r.status = static_cast<ack_status>(load_relaxed<std::uint32_t>(slot + lend_layout::status));
+  r.address = load_relaxed<std::uint64_t>(slot + lend_layout::address);
+  r.key = load_relaxed<std::uint64_t>(slot + lend_layout::key);
+  r.length = load_relaxed<std::uint64_t>(slot + lend_layout::length);
+  if (load_relaxed<std::uint32_t>(slot + lend_layout::reserved) != 0 ||
+      (r.status != ack_status::granted && r.status != ack_status::denied)) {
+    result.status = lend_poll::state::absent;
+    result.ec = violation();
+  }
+  return result;
+}
+
 std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept {
   std::array<std::byte, ack_layout::size> out{};
   put(out.data() + ack_layout::head, a.request_id);
@@ -120,25 +187,10 @@ std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept
 }
 
 ack_poll poll_ack(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept {
-  ack_poll result;
-  const auto head = load_acquire<std::uint64_t>(slot + ack_layout::head);
-  if (head == previous) return result;
-  if (head != expected) {
-    result.ec = violation();
-    return result;
-  }
-  const auto tail = load_acquire<std::uint64_t>(slot + ack_layout::tail);
-  if (tail == previous) {
-    // Head seen, tail not yet: the peer's write is still being placed.
-    result.status = ack_poll::state::in_progress;
-    return result;
-  }
-  if (tail != expected) {
-    result.ec = violation();
-    return result;
-  }
+  ack_poll result = poll_flags<ack_record>(slot, ack_layout::tail, expected, previous);
+  if (result.status != ack_poll::state::complete) return result;
   ack_record& a = result.record;
-  a.request_id = head;
+  a.request_id = expected;
   a.status = static_cast<ack_status>(load_relaxed<std::uint32_t>(slot + ack_layout::status));
   a.tier = load_relaxed<std::uint32_t>(slot + ack_layout::tier);
   a.ring_address = load_relaxed<std::uint64_t>(slot + ack_layout::ring_address);
@@ -147,10 +199,9 @@ ack_poll poll_ack(const std::byte* slot, std::uint64_t expected, std::uint64_t p
   a.slot_count = load_relaxed<std::uint32_t>(slot + ack_layout::slot_count);
   a.epoch = load_relaxed<std::uint32_t>(slot + ack_layout::epoch);
   if (load_relaxed<std::uint32_t>(slot + ack_layout::reserved) != 0) {
+    result.status = ack_poll::state::absent;
     result.ec = violation();
-    return result;
   }
-  result.status = ack_poll::state::complete;
   return result;
 }
 

@@ -29,6 +29,13 @@ enum class frame_kind : std::uint8_t {
   /// there: tells the receiver the old ring is done (a receiver leaves a ring only when it
   /// finds the next frame in the new one, since a sender whose ack came late went on in the old).
   switched = 9,
+  /// A message too large for the largest tier's frames, offered for placement straight into
+  /// the receiver's posted buffer (payload: direct_note). The sender waits for the answer in
+  /// its lend slot: granted, it writes the message there and then DIRECT_DONE; declined, it
+  /// sends the message through the ring as usual.
+  direct_offer = 10,
+  /// The offered message is in the buffer the receiver lent (payload: direct_note).
+  direct_done = 11,
 };
 
 const char* to_string(frame_kind kind) noexcept;
@@ -38,6 +45,8 @@ inline constexpr std::size_t trailer_bytes = 8;
 inline constexpr std::size_t frame_overhead = header_bytes + trailer_bytes;
 /// ENLARGE_REQ and SHRINK_REQ payload: request id u64, tier u32, reserved u32.
 inline constexpr std::uint32_t retier_payload_bytes = 16;
+/// DIRECT_OFFER and DIRECT_DONE payload: offer id u64, message length u64.
+inline constexpr std::uint32_t direct_payload_bytes = 16;
 /// FRAG_FIRST starts its payload with the whole message's length as a u64.
 inline constexpr std::uint32_t fragment_prefix_bytes = 8;
 
@@ -92,11 +101,20 @@ std::array<std::byte, retier_payload_bytes> encode_retier(const retier_request& 
 /// Rejects a request id of 0 and nonzero reserved bits; tier bounds are the receiver's to check.
 outcome<retier_request> decode_retier(const std::byte* payload) noexcept;
 
+struct direct_note {
+  std::uint64_t offer_id = 0;
+  std::uint64_t length = 0;
+};
+std::array<std::byte, direct_payload_bytes> encode_direct(const direct_note& n) noexcept;
+/// Rejects an offer id of 0 and an empty message.
+outcome<direct_note> decode_direct(const std::byte* payload) noexcept;
+
 // ---- control block (one per channel per side, written only by the peer) ----
 
 namespace control_block {
 inline constexpr std::size_t credit_offset = 0;
 inline constexpr std::size_t flags_offset = 8;
+inline constexpr std::size_t lend_offset = 16;
 inline constexpr std::size_t ack_offset = 64;
 inline constexpr std::size_t size = 128;
 inline constexpr std::uint64_t pressure_flag = 1;
@@ -113,7 +131,9 @@ constexpr std::uint64_t make_credit_word(std::uint32_t epoch, std::uint64_t cons
   return (std::uint64_t{epoch & 0xffffu} << credit_epoch_shift) | (consumed & credit_count_mask);
 }
 
-enum class ack_status : std::uint32_t { granted = 1, denied = 2 };
+/// `received` is written into a lend slot only, over a granted answer's status: the offered
+/// message is in the lent buffer, and the sender's send completes.
+enum class ack_status : std::uint32_t { granted = 1, denied = 2, received = 3 };
 
 struct ack_record {
   std::uint64_t request_id = 0;
@@ -143,6 +163,43 @@ inline constexpr std::size_t size = 56;
 /// Bytes of an ack slot in the order they must be placed: head first, tail last.
 std::array<std::byte, ack_layout::size> encode_ack(const ack_record& a) noexcept;
 
+/// The receiver's answer to a DIRECT_OFFER, in the sender's lend slot: granted with where the
+/// message goes (a buffer the receiver lent for this one message), or declined.
+struct lend_record {
+  std::uint64_t offer_id = 0;
+  ack_status status = ack_status::denied;
+  std::uint64_t address = 0;
+  std::uint64_t key = 0;
+  std::uint64_t length = 0;
+};
+
+namespace lend_layout {
+inline constexpr std::size_t head = 0;
+inline constexpr std::size_t status = 8;
+inline constexpr std::size_t reserved = 12;
+inline constexpr std::size_t address = 16;
+inline constexpr std::size_t key = 24;
+inline constexpr std::size_t length = 32;
+inline constexpr std::size_t tail = 40;
+inline constexpr std::size_t size = 48;
+}  // namespace lend_layout
+static_assert(control_block::lend_offset + lend_layout::size <= control_block::ack_offset);
+
+/// Bytes of a lend slot in the order they must be placed: head first, tail last.
+std::array<std::byte, lend_layout::size> encode_lend(const lend_record& r) noexcept;
+
+/// What polling a slot bracketed by head and tail flags (an ack, a lend answer) found.
+template <class Record>
+struct slot_poll {
+  enum class state { absent, in_progress, complete } status = state::absent;
+  Record record;
+  std::error_code ec;
+};
+
+/// Polls the lend slot for offer `expected`; `previous` is the last offer answered (0: none).
+using lend_poll = slot_poll<lend_record>;
+lend_poll poll_lend(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept;
+
 /// The region a peer granted us for its rings: shm arena bounds, or an RDMA key and range.
 /// With `any_key` (RDMA, where every ring is a registration with its own key) only the range
 /// is checked here; the peer's device refuses a write outside what the key covers.
@@ -158,11 +215,7 @@ struct remote_window {
 
 /// Polls an ack slot for request `expected`. `previous` is the last request id whose ack was
 /// consumed (0 for none): that is what an unwritten slot still holds.
-struct ack_poll {
-  enum class state { absent, in_progress, complete } status = state::absent;
-  ack_record record;
-  std::error_code ec;
-};
+using ack_poll = slot_poll<ack_record>;
 ack_poll poll_ack(const std::byte* slot, std::uint64_t expected, std::uint64_t previous) noexcept;
 
 /// Validates a complete ack against the request it answers: the tier asked for, its geometry

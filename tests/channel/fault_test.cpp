@@ -49,7 +49,7 @@ struct pending_ops {
   }
 };
 
-enum class kill_moment { idle, mid_send, awaiting_ack, mid_fragment };
+enum class kill_moment { idle, mid_send, awaiting_ack, mid_fragment, offered };
 
 const char* to_string(kill_moment m) {
   switch (m) {
@@ -57,6 +57,7 @@ const char* to_string(kill_moment m) {
     case kill_moment::mid_send: return "mid-send";
     case kill_moment::awaiting_ack: return "awaiting an ack";
     case kill_moment::mid_fragment: return "mid-fragment";
+    case kill_moment::offered: return "with a large message offered or in fragments";
   }
   return "?";
 }
@@ -65,8 +66,8 @@ const char* to_string(kill_moment m) {
 
 TEST_CASE("A peer killed with SIGKILL fails every pending operation within a second", "[channel][fault]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));
-  const auto moment =
-      GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack, kill_moment::mid_fragment);
+  const auto moment = GENERATE(kill_moment::idle, kill_moment::mid_send, kill_moment::awaiting_ack,
+                               kill_moment::mid_fragment, kill_moment::offered);
   INFO("over " << bt::to_string(provider) << ", killed " << to_string(moment));
   const auto name = bt::unique_name("kill");
   const auto uri = bt::uri_for(provider, name);
@@ -84,7 +85,11 @@ TEST_CASE("A peer killed with SIGKILL fails every pending operation within a sec
   std::vector<std::byte> inbox(1 << 20);
   ch.async_receive(asio::buffer(inbox), ops.on_size());
   const auto small = bt::random_bytes(1000, 1);
-  const auto large = bt::random_bytes(1 << 20, 2);
+  // Needs the largest tier, fits its frames: never offered for direct placement.
+  const auto large = bt::random_bytes(256 << 10, 2);
+  // Larger than the largest tier's frames: over tcp offered for direct placement, which the
+  // passive peer never answers (it posts no receive); elsewhere fragmented until its ring is full.
+  const auto huge = bt::random_bytes(4 << 20, 3);
   switch (moment) {
     case kill_moment::idle: break;
     case kill_moment::mid_send:
@@ -98,6 +103,7 @@ TEST_CASE("A peer killed with SIGKILL fails every pending operation within a sec
     case kill_moment::mid_fragment:
       ch.async_send(asio::buffer(large), ops.on_size());  // denied by the budget, so fragmented
       break;
+    case kill_moment::offered: ch.async_send(asio::buffer(huge), ops.on_size()); break;
   }
   io.restart();
   io.run_for(300ms);

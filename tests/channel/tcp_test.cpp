@@ -43,6 +43,7 @@ enum class lie {
   write_under_wrong_key,
   write_outside_every_region,
   write_past_region_end,
+  write_into_a_loan_never_made,
   doorbell_with_payload,
   stream_cut_mid_record,
 };
@@ -57,6 +58,7 @@ const char* to_string(lie l) {
     case lie::write_under_wrong_key: return "a write under a key that is not ours";
     case lie::write_outside_every_region: return "a write into no region";
     case lie::write_past_region_end: return "a write running past its region's end";
+    case lie::write_into_a_loan_never_made: return "a write where a lent receive buffer would be, none lent";
     case lie::doorbell_with_payload: return "a doorbell with a payload";
     case lie::stream_cut_mid_record: return "a write cut short by the connection closing";
   }
@@ -107,6 +109,10 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
     case lie::write_under_wrong_key: append_write(out, their_key ^ 2, first_region, 8, 8); break;
     case lie::write_outside_every_region: append_write(out, their_key, first_region * 900, 8, 8); break;
     case lie::write_past_region_end: append_write(out, their_key, first_region + 64, 1 << 20, 0); break;
+    case lie::write_into_a_loan_never_made:
+      // Writes into buffers taken back are dropped; this one names a loan that never was.
+      append_write(out, their_key, first_region << 23, 8, 8);
+      break;
     case lie::doorbell_with_payload: {
       record_header h;
       h.kind = record_kind::doorbell;
@@ -126,10 +132,10 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
 
 TEST_CASE("A tcp peer that lies in its records is refused with protocol_violation, a cut stream with connection_reset",
           "[tcp][fault]") {
-  const auto how =
-      GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic, lie::control_of_wrong_size,
-               lie::unknown_record_kind, lie::write_under_wrong_key, lie::write_outside_every_region,
-               lie::write_past_region_end, lie::doorbell_with_payload, lie::stream_cut_mid_record);
+  const auto how = GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic,
+                            lie::control_of_wrong_size, lie::unknown_record_kind, lie::write_under_wrong_key,
+                            lie::write_outside_every_region, lie::write_past_region_end,
+                            lie::write_into_a_loan_never_made, lie::doorbell_with_payload, lie::stream_cut_mid_record);
   INFO("the peer sends " << to_string(how));
   std::uint16_t port = 0;
   const int listener = bt::listen_on_loopback(port);

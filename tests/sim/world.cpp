@@ -63,6 +63,8 @@ struct world::executor {
     const auto spread = std::max(f.provision_delay_max - f.provision_delay_min, std::chrono::nanoseconds{0});
     w.schedule(f.provision_delay_min + w.random_delay(spread), [&w = w, s = s, a] { w.provision(s, a); });
   }
+  // The world receives views only, which are never lent: an offer is declined.
+  void operator()(const proto::lend_buffer& a) { e.core->lent(a.offer_id, std::nullopt); }
   void operator()(const proto::release_region& a) {
     w.emit(trace_event::what::ring_released, s, 0, 0, 0);
     e.provider.release_region(a.region);

@@ -3,8 +3,8 @@
 // the actions, which is the contract every driver relies on: a frame's trailer after its body,
 // an ack's tail after its head and fields, the doorbell after everything it announces, each
 // operation completed exactly once, and the named steps where they happen.
-#include "proto/channel_core.hpp"
 #include "proto/shared_access.hpp"
+#include "support/core_pair.hpp"
 #include "support/messages.hpp"
 
 #include <catch2/catch.hpp>
@@ -16,121 +16,8 @@
 using namespace bellows;
 using namespace bellows::proto;
 using namespace std::chrono_literals;
-
-namespace {
-
-template <class... Fn>
-struct overloaded : Fn... {
-  using Fn::operator()...;
-};
-template <class... Fn>
-overloaded(Fn...) -> overloaded<Fn...>;
-
-/// One side's memory: a control block and rings, each a heap block whose address is its key.
-struct memory {
-  std::map<std::uint64_t, std::vector<std::byte>> blocks;
-  std::uint64_t next_region = 1;
-  local_ring add_ring(std::uint64_t bytes) {
-    // Rings are 64-byte aligned, as every provider registers them (the sender checks it).
-    auto& b = blocks[next_region];
-    b.resize(bytes + 64);
-    const auto address = (reinterpret_cast<std::uint64_t>(b.data()) + 63) & ~std::uint64_t{63};
-    return local_ring{next_region++, address, address, reinterpret_cast<std::byte*>(address), 0, 0};
-  }
-};
-
-/// Which kind of action, in order, for compact expectations.
-std::string names(const std::vector<action>& actions) {
-  std::string out;
-  for (const auto& a : actions) {
-    if (!out.empty()) out += ' ';
-    out += std::visit(overloaded{[](const place& p) {
-                                   return "place" + std::to_string(p.prefix_length) + (p.has_trailer ? "+t" : "");
-                                 },
-                                 [](const ring_doorbell&) { return std::string("doorbell"); },
-                                 [](const provision&) { return std::string("provision"); },
-                                 [](const release_region&) { return std::string("release"); },
-                                 [](const send_done&) { return std::string("send_done"); },
-                                 [](const receive_done&) { return std::string("receive_done"); },
-                                 [](const view_done&) { return std::string("view_done"); },
-                                 [](const close_done&) { return std::string("close_done"); },
-                                 [](const tier_changed&) { return std::string("tier"); },
-                                 [](const reached& r) { return std::string("@") + to_string(r.step); },
-                                 [](const detach&) { return std::string("detach"); }},
-                      a);
-  }
-  return out;
-}
-
-struct pair_of_cores {
-  pair_of_cores() {
-    auto table = *tier_table::make(default_tiers());
-    direction_options o{table, 1ms, 1s, 100ms, 1u << 24};
-    local_ring ring[2];
-    for (int s = 0; s < 2; ++s) {
-      control[s].resize(control_block::size);
-      ring[s] = mem[s].add_ring(table[0].ring_bytes());
-    }
-    for (int s = 0; s < 2; ++s) {
-      const int p = 1 - s;
-      core_setup setup{ring[s],
-                       control[s].data(),
-                       control_block::size,
-                       0,
-                       reinterpret_cast<std::uint64_t>(control[p].data()),
-                       remote_ring{ring[p].key, ring[p].address, 0, 0},
-                       remote_window{0, 0, UINT64_MAX, true}};
-      cores[s].emplace(o, setup, clock_time{});
-    }
-  }
-
-  /// Carries out side `s`'s actions and returns them, as a driver would.
-  std::vector<action> run(int s) {
-    std::vector<action> all;
-    std::vector<action> batch;
-    while (cores[s]->next_batch(batch)) {
-      for (auto& a : batch) {
-        if (auto* p = std::get_if<place>(&a)) {
-          auto* at = reinterpret_cast<std::byte*>(p->address);
-          std::memcpy(at, p->prefix().data(), p->prefix_length);
-          at += p->prefix_length;
-          for_each_piece(p->source, p->source_offset, p->source_length, [&](auto piece) {
-            std::memcpy(at, piece.data(), piece.size());
-            at += piece.size();
-          });
-          if (p->has_trailer) std::memcpy(reinterpret_cast<std::byte*>(p->trailer_address), p->trailer_bytes.data(), 8);
-        }
-        if (auto* p = std::get_if<provision>(&a)) {
-          auto ring = mem[s].add_ring(p->bytes);
-          ring.tier = p->request.tier;
-          cores[s]->provisioned(p->request, ring, false);
-        }
-        all.push_back(std::move(a));
-      }
-    }
-    return all;
-  }
-
-  static detail::scatter into(std::vector<std::byte>& buffer) {
-    detail::scatter s;
-    s.single = buffer;
-    s.length = buffer.size();
-    return s;
-  }
-
-  static detail::gather ranges(const std::vector<std::byte>& bytes) {
-    detail::gather g;
-    g.single = bytes;
-    g.length = bytes.size();
-    return g;
-  }
-
-  memory mem[2];
-  std::vector<std::byte> control[2];
-  std::optional<channel_core> cores[2];
-};
-
-}  // namespace
+using bellows::test::names;
+using bellows::test::pair_of_cores;
 
 TEST_CASE("core: a message is placed body then trailer, the doorbell rung, then the send completed", "[core]") {
   pair_of_cores c;

@@ -39,6 +39,10 @@ struct ring_fixture {
     if (with_tail && frame_span(payload.size()) + slot * 256 <= 4096)
       put<std::uint64_t>(at + trailer_offset(payload.size()), seq);  // the trailer: seq, then zero
   }
+  void write_direct(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::uint64_t id, std::uint64_t length) {
+    const auto p = encode_direct({id, length});
+    write(slot, seq, kind, p);
+  }
   void write_retier(std::uint32_t slot, std::uint32_t seq, frame_kind kind, std::uint64_t id, std::uint32_t tier) {
     const auto p = encode_retier({id, tier});
     write(slot, seq, kind, p);
@@ -127,6 +131,39 @@ TEST_CASE("receiver rejects each lie about a frame", "[proto][receiver]") {
   SECTION("shrink below the first tier") { f.write_retier(0, 1, frame_kind::shrink_req, 1, 0); }
   SECTION("request id zero") { f.write_retier(0, 1, frame_kind::enlarge_req, 0, 1); }
   SECTION("PAD that stops short of the ring's end") { f.write(0, 1, frame_kind::pad, {}, 3); }
+  SECTION("DIRECT_OFFER with offer id zero") { f.write_direct(0, 1, frame_kind::direct_offer, 0, 1 << 20); }
+  SECTION("DIRECT_OFFER of more than the maximum message size") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, (1 << 20) + 1);
+  }
+  SECTION("DIRECT_OFFER with a payload of the wrong size") {
+    f.write(0, 1, frame_kind::direct_offer, bytes(24));  // a payload of the wrong size
+  }
+  SECTION("DIRECT_DONE without an offer") { f.write_direct(0, 1, frame_kind::direct_done, 1, 1 << 20); }
+  SECTION("a second DIRECT_OFFER before the first one's message") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+    f.write_direct(1, 2, frame_kind::direct_offer, 2, 1 << 20);
+  }
+  SECTION("DIRECT_DONE naming another offer") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+    f.write_direct(1, 2, frame_kind::direct_done, 2, 1 << 20);
+  }
+  SECTION("DIRECT_DONE with another length than offered") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+    f.write_direct(1, 2, frame_kind::direct_done, 1, 1000);
+  }
+  SECTION("an offer reusing an earlier offer's id") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 3, 1 << 20);
+    f.write_direct(1, 2, frame_kind::direct_done, 3, 1 << 20);
+    f.write_direct(2, 3, frame_kind::direct_offer, 3, 1 << 20);
+  }
+  SECTION("after an offer, a message of another length through the ring") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+    f.write(1, 2, frame_kind::data, bytes(10));
+  }
+  SECTION("CLOSE while an offered message has not come") {
+    f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+    f.write(1, 2, frame_kind::close, {});
+  }
   const auto ev = f.poll();
   CHECK(ev.failure == violation);
   CHECK(f.rx.failed());
@@ -194,6 +231,47 @@ TEST_CASE("sender rejects lies in its control block", "[proto][sender]") {
   REQUIRE(after.completions.size() == 1);
   CHECK(after.completions[0].ec == violation);
   CHECK(after.completions[0].bytes == 0);
+}
+
+TEST_CASE("sender rejects lies in its lend slot", "[proto][sender]") {
+  alignas(64) std::array<std::byte, control_block::size> cb{};
+  auto o = options();
+  o.offer_direct_above = 512 << 10;
+  sender tx(o, remote_ring{9, 4096, 0, 0}, remote_window{9, 0, 1 << 20}, clock_time{});
+  const auto payload = bytes(600 << 10);
+  const std::span<const std::byte> parts[] = {payload};
+  sender_events ev;
+  tx.submit(1, {parts, payload.size(), {}}, clock_time{}, ev);
+  tx.step(cb.data(), clock_time{}, ev);
+  REQUIRE(ev.writes.size() == 1);
+  REQUIRE(ev.writes[0].header.kind == frame_kind::direct_offer);
+  REQUIRE(tx.awaiting_ack());
+  std::byte* slot = cb.data() + control_block::lend_offset;
+
+  SECTION("a buffer shorter than the message") {
+    const auto lie = encode_lend({1, ack_status::granted, std::uint64_t{1} << 40, 9, payload.size() - 1});
+    std::memcpy(slot, lie.data(), lie.size());
+  }
+  SECTION("an answer to an offer never made") {
+    const auto lie = encode_lend({2, ack_status::granted, std::uint64_t{1} << 40, 9, payload.size()});
+    std::memcpy(slot, lie.data(), lie.size());
+  }
+  SECTION("an unknown status") {
+    auto lie = encode_lend({1, ack_status::granted, std::uint64_t{1} << 40, 9, payload.size()});
+    put<std::uint32_t>(lie.data() + lend_layout::status, 7);
+    std::memcpy(slot, lie.data(), lie.size());
+  }
+  SECTION("a tail that names another offer") {
+    auto lie = encode_lend({1, ack_status::granted, std::uint64_t{1} << 40, 9, payload.size()});
+    put<std::uint64_t>(lie.data() + lend_layout::tail, 5);
+    std::memcpy(slot, lie.data(), lie.size());
+  }
+  sender_events after;
+  tx.step(cb.data(), clock_time{}, after);
+  CHECK(after.failure == violation);
+  REQUIRE(after.completions.size() == 1);
+  CHECK(after.completions[0].ec == violation);
+  CHECK(after.writes.empty());  // nothing went to the place the lie named
 }
 
 TEST_CASE("sender accepts a valid ack and moves to the new ring", "[proto][sender]") {

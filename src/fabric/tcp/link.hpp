@@ -46,7 +46,9 @@ class link final : public fabric::multiplexed_link {
   void woke_up() override {}
 
   proto::outcome<fabric::region> register_region(std::size_t length) override { return regions_.allocate(length); }
-  void release_region(std::uint64_t handle) override { regions_.release(handle); }
+  void release_region(std::uint64_t handle) override;
+  bool can_lend() const override { return true; }
+  std::optional<fabric::region> lend(std::span<std::byte> memory) override;
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
   std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
                               std::span<const std::byte> trailer) override;
@@ -60,6 +62,7 @@ class link final : public fabric::multiplexed_link {
     std::byte* to = nullptr;
     std::uint64_t received = 0;
     std::byte first_word[8] = {};  ///< placed last, so that a reader never sees a partial write
+    bool dropped = false;          ///< for a lent buffer taken back: read and thrown away
   };
 
   link(const fabric::host& h, asio::ip::tcp::socket socket, bool client_side, std::uint64_t key,

@@ -123,6 +123,23 @@ void link::ring_doorbell(std::uint32_t peer_channel) {
   flush();
 }
 
+// ---- lending ----
+
+std::optional<fabric::region> link::lend(std::span<std::byte> memory) {
+  auto region = regions_.lend(memory);
+  if (!region) return std::nullopt;
+  return *region;
+}
+
+void link::release_region(std::uint64_t handle) {
+  // A write into a lent buffer may be half received: the rest of it is dropped, not placed.
+  const auto lent = regions_.lent_memory(handle);
+  if (current_ && !current_->dropped && !lent.empty() && current_->to >= lent.data() &&
+      current_->to < lent.data() + lent.size())
+    current_->dropped = true;
+  regions_.release(handle);
+}
+
 // ---- receiving ----
 
 std::size_t link::poll() {
@@ -163,7 +180,8 @@ std::size_t link::take_records() {
 
 bool link::receive_direct(std::size_t& found, bool& drained) {
   // Only the body of a large write, once the buffer is empty and its first word is held.
-  if (!current_ || current_->header.kind != record_kind::write || in_begin_ != in_end_ || current_->received < 8)
+  if (!current_ || current_->header.kind != record_kind::write || current_->dropped || in_begin_ != in_end_ ||
+      current_->received < 8)
     return false;
   const std::uint64_t left = current_->header.length - current_->received;
   if (left < 4096) return false;
@@ -248,7 +266,8 @@ bool link::begin_record(const record_header& h) {
     case record_kind::doorbell: valid = h.length == 0 && ready(); break;
     case record_kind::write:
       in.to = ready() ? regions_.find(h.key, h.address, h.length) : nullptr;
-      valid = in.to != nullptr && h.length != 0;
+      in.dropped = in.to == nullptr && ready() && regions_.taken_back(h.key, h.address);
+      valid = (in.to != nullptr || in.dropped) && h.length != 0;
       break;
   }
   if (!valid) {
@@ -261,6 +280,10 @@ bool link::begin_record(const record_header& h) {
 
 void link::place(const std::byte* bytes, std::size_t n) {
   incoming& in = *current_;
+  if (in.dropped) {
+    in.received += n;
+    return;
+  }
   std::size_t at = 0;
   if (in.header.length >= 8 && in.received < 8) {
     const std::size_t held = std::min<std::size_t>(8 - in.received, n);
@@ -274,7 +297,7 @@ void link::place(const std::byte* bytes, std::size_t n) {
 
 void link::finish_write() {
   incoming& in = *current_;
-  if (in.header.length >= 8) std::memcpy(in.to, in.first_word, 8);
+  if (in.header.length >= 8 && !in.dropped) std::memcpy(in.to, in.first_word, 8);
   current_.reset();
 }
 

@@ -2,7 +2,10 @@
 // The memory a tcp link lets its peer write: zeroed heap blocks, counted against the context's
 // budget. Nothing is registered with a device: the link itself places what arrives, after
 // checking that every byte of a write lies in one live region under this link's key. Region i
-// sits at address (i + 1) << 40, so an address names its region without a search.
+// sits at address (i + 1) << 40, so an address names its region without a search. A lent region
+// is an application's receive buffer the peer may write one message into; its handles come from
+// a range of their own and are never reused, so a write that arrives after the buffer was taken
+// back is known for one and dropped rather than landing in memory lent later.
 
 #include "fabric/memory_budget.hpp"
 #include "fabric/provider.hpp"
@@ -10,6 +13,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <span>
 #include <vector>
 
 namespace bellows::tcp {
@@ -26,9 +31,15 @@ class regions {
   /// `length` zeroed bytes; error::budget_exhausted past the budget.
   proto::outcome<fabric::region> allocate(std::size_t length);
   void release(std::uint64_t handle);
+  /// The peer may write into `memory` until release(handle).
+  proto::outcome<fabric::region> lend(std::span<std::byte> memory);
   /// Where the `length` bytes at `address` are, if they all lie in one live region and the key
   /// is ours; null otherwise.
   std::byte* find(std::uint64_t key, std::uint64_t address, std::uint64_t length) const;
+  /// A live loan's memory; empty for any other handle.
+  std::span<std::byte> lent_memory(std::uint64_t handle) const;
+  /// Whether `address` lies in a lent region taken back since: a write there is dropped.
+  bool taken_back(std::uint64_t key, std::uint64_t address) const;
   std::size_t registered_bytes() const noexcept { return registered_; }
   /// The budget goes away before this memory does (the reactor shuts down first).
   void leave_budget() noexcept;
@@ -38,11 +49,23 @@ class regions {
     std::byte* data = nullptr;
     std::size_t length = 0;
   };
+  struct loan {
+    std::uint64_t handle = 0;
+    block memory;  ///< data null once taken back
+  };
+  static constexpr std::uint64_t first_lent_handle = std::uint64_t{1} << 23;
+  /// Loans taken back are remembered this many at most (writes still in flight to them).
+  static constexpr std::size_t remembered_loans = 1024;
+
+  const loan* loan_of(std::uint64_t handle) const;
 
   fabric::memory_budget* budget_;
   std::uint64_t key_;
   std::vector<block> blocks_;  // index = handle - 1
   std::vector<std::uint64_t> free_handles_;
+  std::deque<loan> loans_;  // in handle order
+  std::size_t loans_taken_back_ = 0;
+  std::uint64_t next_lent_handle_ = first_lent_handle;
   std::size_t registered_ = 0;
 };
 
