@@ -100,6 +100,10 @@ class channel {
   /// A slow peer never fails a send: without an answer within ack_timeout the send goes on in
   /// fragments through the current ring, like a TCP sender on a full window, and the channel
   /// moves to the larger ring whenever the answer comes.
+  /// Over tcp, a message larger than the largest tier's frames is first offered to the peer:
+  /// if the receive that takes it has one buffer large enough, the message is written straight
+  /// into that buffer and the send completes when the peer has it; otherwise it is fragmented
+  /// as above. Such a send waits for the peer's receive, as a rendezvous does.
   ///
   /// Errors: error::message_size (0 bytes; larger than the channel's max_message_size, the
   /// smaller of both sides'; the channel stays open), error::connection_reset (the peer died or went away),
@@ -107,7 +111,7 @@ class channel {
   ///
   /// Cancellation: any type (terminal, partial, total) completes a send that has written
   /// nothing yet with asio::error::operation_aborted and 0 bytes; a send that began writing
-  /// completes normally.
+  /// (or, over tcp, offered its message) completes normally.
   template <class ConstBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send(const ConstBufferSequence& buffers, CompletionToken&& token = {}) {
@@ -158,7 +162,9 @@ class channel {
   ///
   /// Cancellation: any type completes the receive with asio::error::operation_aborted. If it
   /// had already taken the first fragments of a fragmented message, the rest of that message
-  /// is discarded.
+  /// is discarded. Over tcp, a receive whose buffer is lent to the peer for a large message
+  /// (see async_send) is not cancelled: it completes with that message once it is in; abort()
+  /// still ends it at once (channel_closed), and the rest of the peer's write is dropped.
   template <class MutableBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive(const MutableBufferSequence& buffers, CompletionToken&& token = {}) {

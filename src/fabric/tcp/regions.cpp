@@ -35,37 +35,39 @@ proto::outcome<fabric::region> regions::allocate(std::size_t length) {
 
 proto::outcome<fabric::region> regions::lend(std::span<std::byte> memory) {
   if (memory.empty() || memory.size() >= (std::uint64_t{1} << address_shift)) return error::invalid_argument;
-  if (next_lent_handle_ >= (std::uint64_t{1} << (64 - address_shift))) return error::invalid_argument;
-  const std::uint64_t handle = next_lent_handle_++;
-  loans_.push_back({handle, {memory.data(), memory.size()}});
+  std::uint64_t handle;
+  do {  // skips the few loans still live or remembered
+    handle = next_lent_handle_;
+    next_lent_handle_ = next_lent_handle_ + 1 == lent_handle_end ? first_lent_handle : next_lent_handle_ + 1;
+  } while (loans_.contains(handle));
+  loans_[handle] = {memory.data(), memory.size()};
   return fabric::region{handle, key_, handle << address_shift, memory.data(), memory.size()};
 }
 
-const regions::loan* regions::loan_of(std::uint64_t handle) const {
-  auto it = std::lower_bound(loans_.begin(), loans_.end(), handle,
-                             [](const loan& l, std::uint64_t h) { return l.handle < h; });
-  return it != loans_.end() && it->handle == handle ? &*it : nullptr;
+const regions::block* regions::loan_of(std::uint64_t handle) const {
+  const auto it = loans_.find(handle);
+  return it != loans_.end() ? &it->second : nullptr;
 }
 
 std::span<std::byte> regions::lent_memory(std::uint64_t handle) const {
-  const loan* l = handle >= first_lent_handle ? loan_of(handle) : nullptr;
-  return l != nullptr ? std::span<std::byte>(l->memory.data, l->memory.length) : std::span<std::byte>();
+  const block* l = loan_of(handle);
+  return l != nullptr ? std::span<std::byte>(l->data, l->length) : std::span<std::byte>();
 }
 
 bool regions::taken_back(std::uint64_t key, std::uint64_t address) const {
-  const loan* l = key == key_ ? loan_of(address >> address_shift) : nullptr;
-  return l != nullptr && l->memory.data == nullptr;
+  const block* l = key == key_ ? loan_of(address >> address_shift) : nullptr;
+  return l != nullptr && l->data == nullptr;
 }
 
 void regions::release(std::uint64_t handle) {
   if (handle >= first_lent_handle) {
-    auto* l = const_cast<loan*>(loan_of(handle));
-    if (l == nullptr || l->memory.data == nullptr) return;
-    l->memory = {};
-    ++loans_taken_back_;
-    while (loans_taken_back_ > remembered_loans && loans_.front().memory.data == nullptr) {
-      loans_.pop_front();
-      --loans_taken_back_;
+    const auto it = loans_.find(handle);
+    if (it == loans_.end() || it->second.data == nullptr) return;
+    it->second = {};
+    taken_back_.push_back(handle);
+    if (taken_back_.size() > remembered_loans) {
+      loans_.erase(taken_back_.front());
+      taken_back_.pop_front();
     }
     return;
   }
@@ -81,9 +83,9 @@ void regions::release(std::uint64_t handle) {
 std::byte* regions::find(std::uint64_t key, std::uint64_t address, std::uint64_t length) const {
   const std::uint64_t handle = address >> address_shift;
   if (key != key_ || handle == 0) return nullptr;
-  const loan* lent = handle >= first_lent_handle ? loan_of(handle) : nullptr;
+  const block* lent = handle >= first_lent_handle ? loan_of(handle) : nullptr;
   if (lent == nullptr && handle > blocks_.size()) return nullptr;
-  const block& b = lent != nullptr ? lent->memory : blocks_[handle - 1];
+  const block& b = lent != nullptr ? *lent : blocks_[handle - 1];
   const std::uint64_t offset = address & ((std::uint64_t{1} << address_shift) - 1);
   if (b.data == nullptr || offset > b.length || length > b.length - offset) return nullptr;
   return b.data + offset;

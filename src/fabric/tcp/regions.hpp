@@ -4,8 +4,10 @@
 // checking that every byte of a write lies in one live region under this link's key. Region i
 // sits at address (i + 1) << 40, so an address names its region without a search. A lent region
 // is an application's receive buffer the peer may write one message into; its handles come from
-// a range of their own and are never reused, so a write that arrives after the buffer was taken
-// back is known for one and dropped rather than landing in memory lent later.
+// a range of their own, used in turn, so a write that arrives after the buffer was taken back is
+// known for one and dropped rather than landing in memory lent later. (The stream is ordered: a
+// stale write comes before anything the peer writes after a later grant, long before a handle
+// comes round again.)
 
 #include "fabric/memory_budget.hpp"
 #include "fabric/provider.hpp"
@@ -14,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -49,22 +52,20 @@ class regions {
     std::byte* data = nullptr;
     std::size_t length = 0;
   };
-  struct loan {
-    std::uint64_t handle = 0;
-    block memory;  ///< data null once taken back
-  };
   static constexpr std::uint64_t first_lent_handle = std::uint64_t{1} << 23;
+  static constexpr std::uint64_t lent_handle_end = std::uint64_t{1} << (64 - address_shift);
   /// Loans taken back are remembered this many at most (writes still in flight to them).
   static constexpr std::size_t remembered_loans = 1024;
 
-  const loan* loan_of(std::uint64_t handle) const;
+  /// A loan's memory, null once taken back; none for a handle never lent or forgotten.
+  const block* loan_of(std::uint64_t handle) const;
 
   fabric::memory_budget* budget_;
   std::uint64_t key_;
   std::vector<block> blocks_;  // index = handle - 1
   std::vector<std::uint64_t> free_handles_;
-  std::deque<loan> loans_;  // in handle order
-  std::size_t loans_taken_back_ = 0;
+  std::map<std::uint64_t, block> loans_;
+  std::deque<std::uint64_t> taken_back_;  // oldest first
   std::uint64_t next_lent_handle_ = first_lent_handle;
   std::size_t registered_ = 0;
 };
