@@ -70,6 +70,7 @@ struct result {
 
 TEST_CASE("tcp: messages above the largest tier's frames go straight into the receive's buffer, both ways",
           "[tcp][direct]") {
+  if (!bt::chosen(bt::provider::tcp)) return bt::skip_case("tcp is not among BELLOWS_TEST_PROVIDERS");
   tcp_pair p(bt::unique_name("direct"));
   auto& client = p.connected[0];
   auto& server = p.accepted[0];
@@ -105,6 +106,7 @@ TEST_CASE("tcp: messages above the largest tier's frames go straight into the re
 
 TEST_CASE("tcp: a channel torn down while the peer writes into its lent buffer drops the rest, and the link carries on",
           "[tcp][direct]") {
+  if (!bt::chosen(bt::provider::tcp)) return bt::skip_case("tcp is not among BELLOWS_TEST_PROVIDERS");
   tcp_pair p(bt::unique_name("direct-abort"), 2);
   // 64 MiB: far more than the sockets hold, so most of it is still on its way when its first
   // MiB is seen in the buffer.
