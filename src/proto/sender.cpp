@@ -68,8 +68,9 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
 bool sender::cancel(std::uint64_t id) noexcept {
   for (auto it = queue_.begin(); it != queue_.end(); ++it) {
     if (it->id != id) continue;
-    // Once offered, the receiver may be lending its buffer for it: it goes, one way or the other.
-    if (it->written != 0 || (offer_ && it == queue_.begin())) return false;
+    // Once offered, it goes one way or the other: the receiver may be lending its buffer for
+    // it, or, having declined, expects it through the ring next.
+    if (it->written != 0 || it->offer_declined || (offer_ && it == queue_.begin())) return false;
     queue_.erase(it);
     return true;
   }

@@ -152,6 +152,28 @@ TEST_CASE("core: a lent receive is not cancelled: it completes with the message"
   CHECK(std::equal(message.begin(), message.end(), inbox.begin()));
 }
 
+TEST_CASE("core: a send whose offer was declined is not cancelled: the receiver expects it through the ring",
+          "[core][direct]") {
+  pair_of_cores c(true);
+  const auto message = test::random_bytes(above_largest_frame, 10);
+  c.cores[1]->receive_view(9);  // declines
+  c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+  c.run(0);
+  c.cores[1]->poll(clock_time{});
+  c.run(1);
+  c.cores[0]->poll(clock_time{});
+  c.run(0);  // the answer read: the message is on its way through the ring
+  c.cores[0]->cancel(7);
+  std::vector<action> seen[2];
+  REQUIRE(exchange(
+      c, [&] { return find_done<view_done>(seen[1]) != nullptr; }, seen));
+  const auto& v = *find_done<view_done>(seen[1]);
+  CHECK(!v.ec);
+  CHECK(std::equal(message.begin(), message.end(), v.assembled.begin(), v.assembled.end()));
+  REQUIRE(find_done<send_done>(seen[0]) != nullptr);
+  CHECK(!find_done<send_done>(seen[0])->ec);
+}
+
 TEST_CASE("core: a channel torn down with a buffer lent takes it back before the receive completes", "[core][direct]") {
   pair_of_cores c(true);
   const auto message = test::random_bytes(above_largest_frame, 8);
