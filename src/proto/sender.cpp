@@ -114,6 +114,8 @@ void sender::step(const std::byte* control_block, clock_time now, sender_events&
 void sender::settle(const std::byte* control_block, clock_time now, sender_events& out) {
   if (failed_) return;
   read_control(control_block, now, out);
+  // A receipt that came before the peer went still completes its send: the message is there.
+  if (awaiting_receipt_ && !failed_) read_receipt(control_block, out);
   if (!failed_) report_close_if_done(out);
 }
 
