@@ -216,3 +216,25 @@ TEST_CASE("core: a DONE for an offer the receiver declined is a protocol violati
   CHECK(v->ec == error::protocol_violation);
   CHECK(c.cores[1]->closed_reason() == error::protocol_violation);
 }
+
+TEST_CASE("core: a receipt written just before the peer detached still completes the send", "[core][direct]") {
+  pair_of_cores c(true);
+  const auto message = test::random_bytes(above_largest_frame, 11);
+  std::vector<std::byte> inbox(above_largest_frame);
+  c.cores[1]->receive(9, pair_of_cores::into(inbox));
+  c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+  c.run(0);
+  c.cores[1]->poll(clock_time{});
+  c.run(1);  // lent
+  c.cores[0]->poll(clock_time{});
+  c.run(0);  // written, DONE behind it
+  c.cores[1]->poll(clock_time{});
+  REQUIRE(find_done<receive_done>(c.run(1)) != nullptr);  // the receipt is in the sender's slot
+  // The sender hears of the detach before it polls again, as when both come in one read.
+  c.cores[0]->peer_detached(clock_time{});
+  const auto settled = c.run(0);
+  const auto* s = find_done<send_done>(settled);
+  REQUIRE(s != nullptr);
+  CHECK(!s->ec);
+  CHECK(s->bytes == message.size());
+}
