@@ -26,7 +26,8 @@ namespace {
 
 constexpr const char* usage =
     R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-                    [--active N] [--fixed-large] [--budget BYTES] [--cpus A,B|none] [--json]
+                    [--active N] [--outstanding N] [--fixed-large] [--budget BYTES]
+                    [--cpus A,B|none] [--json]
                     [--uri URI | --serve URI | --connect URI]
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
           streaming through try_send), enlarge (first message on a fresh channel: with the
@@ -35,6 +36,7 @@ constexpr const char* usage =
   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
+  --outstanding  bw: sends in flight at once (default 1, as ucx_perftest's -O)
   --cpus  the CPUs the measuring process and its forked peer are pinned to (default 0,1)
   --json  one JSON object per figure, for scripts (bench/compare.sh, ab-perf)
   --uri   where the forked peer listens (default shm://perf-PID)
@@ -86,6 +88,8 @@ command_line parse(int argc, char** argv) {
       s.channel_counts = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
     } else if (flag == "--budget") {
       s.peer_budget = perf::parse_quantity(value);
+    } else if (flag == "--outstanding") {
+      s.outstanding = std::max<std::uint64_t>(1, perf::parse_quantity(value));
     } else if (flag == "--active") {
       s.active = std::max<std::uint64_t>(1, perf::parse_quantity(value));
     } else if (flag == "--uri") {

@@ -14,7 +14,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
+#include <span>
 #include <sstream>
 #include <stdexcept>
 
@@ -81,8 +83,42 @@ asio::awaitable<void> latency(const std::string& uri, const settings& s, reporte
   co_await ch.async_close(use_awaitable);
 }
 
+/// What the senders of one streaming run share: they take turns until `count` are sent.
+struct stream_turns {
+  bellows::channel& ch;
+  std::span<const std::byte> block;
+  std::uint64_t count;
+  std::uint64_t taken = 0;
+  std::uint64_t senders_left = 0;
+  std::exception_ptr failure;
+  asio::steady_timer all_sent;
+};
+
+asio::awaitable<void> send_turns(stream_turns* t) {
+  while (t->taken < t->count && !t->failure) {
+    ++t->taken;
+    co_await t->ch.async_send(asio::buffer(t->block.data(), t->block.size()), use_awaitable);
+  }
+}
+
+/// `count` sends of `block` with `outstanding` of them in flight at once; throws the first
+/// failure.
+asio::awaitable<void> send_outstanding(bellows::channel& ch, std::span<const std::byte> block, std::uint64_t count,
+                                       std::uint64_t outstanding) {
+  auto ex = co_await asio::this_coro::executor;
+  stream_turns turns{ch, block, count, 0, outstanding, nullptr, asio::steady_timer(ex, clock_type::time_point::max())};
+  for (std::uint64_t i = 0; i < outstanding; ++i)
+    asio::co_spawn(ex, send_turns(&turns), [t = &turns](std::exception_ptr e) {
+      if (e && !t->failure) t->failure = e;
+      if (--t->senders_left == 0) t->all_sent.cancel();
+    });
+  co_await turns.all_sent.async_wait(as_tuple(use_awaitable));
+  if (turns.failure) std::rethrow_exception(turns.failure);
+}
+
 /// One streaming run: `count` messages of `size`, then the peer's one-byte answer. With
-/// `try_first`, each message is first offered to try_send (the progress-engine path).
+/// `try_first`, each message is first offered to try_send (the progress-engine path); with
+/// s.outstanding above 1, that many sends are in flight at once.
 asio::awaitable<void> stream(const std::string& uri, const settings& s, const std::string& mode, std::uint64_t size,
                              bool try_first, reporter& out) {
   const auto count = iterations_for(s, mode, size);
@@ -93,10 +129,14 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   for (std::uint64_t i = 0; i < warmup; ++i) co_await ch.async_send(asio::buffer(block), use_awaitable);
   const auto t0 = clock_type::now();
   std::error_code ec;
-  for (std::uint64_t i = 0; i < count; ++i) {
-    if (try_first && ch.try_send(asio::buffer(block), ec) == bellows::send_status::sent) continue;
-    if (ec) throw std::system_error(ec, "try_send");
-    co_await ch.async_send(asio::buffer(block), use_awaitable);
+  if (s.outstanding > 1 && !try_first) {
+    co_await send_outstanding(ch, block, count, s.outstanding);
+  } else {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      if (try_first && ch.try_send(asio::buffer(block), ec) == bellows::send_status::sent) continue;
+      if (ec) throw std::system_error(ec, "try_send");
+      co_await ch.async_send(asio::buffer(block), use_awaitable);
+    }
   }
   std::byte done[1];
   co_await ch.async_receive(asio::buffer(done), use_awaitable);
@@ -106,6 +146,7 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   r.mb_per_s = static_cast<double>(size * count) / us;
   r.msg_per_s = static_cast<double>(count) / us * 1e6;
   r.extra = {{"send_tier", ch.stats().send_tier}};
+  if (s.outstanding > 1) r.extra.push_back({"outstanding", s.outstanding});
   out.add(r);
   co_await ch.async_close(use_awaitable);
 }

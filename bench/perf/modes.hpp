@@ -22,6 +22,7 @@ struct settings {
   std::uint64_t warmup = 1000;
   std::vector<std::uint64_t> channel_counts{0, 1000};  ///< scale: idle channels beside the active ones
   std::uint64_t active = 1;                            ///< scale: channels measuring 8 B latency
+  std::uint64_t outstanding = 1;                       ///< bw: sends in flight at once
   /// Start every channel at 256 KiB, as rsocket and eager-RDMA MPI do, to compare against.
   bool fixed_large = false;
   bool json = false;
