@@ -1,8 +1,9 @@
 // The sender state machine fed whatever a lying peer may write into its control block: credit
 // words, flags and ack slots of arbitrary bytes, mixed with honest acks and credits so that the
 // fuzzer reaches the states behind them. Whatever the script, every frame the sender places lies
-// inside the window the peer granted, every send completes at most once, and the only way the
-// direction fails is protocol_violation.
+// inside the window the peer granted, every send completes at most once, a message placed
+// straight into a lent buffer completes only once the receiver said it is in (a receipt, or an
+// answer to a later offer), and the only way the direction fails is protocol_violation.
 #include "fuzz/script.hpp"
 #include "proto/sender.hpp"
 #include "proto/shared_access.hpp"
@@ -19,6 +20,10 @@ namespace {
 
 constexpr std::uint64_t window_key = 7;
 constexpr std::uint64_t window_end = std::uint64_t{16} << 20;
+// Messages above this are offered for direct placement (the bytes the harness cuts them from
+// end at 256 KiB); lent buffers have their own key.
+constexpr std::uint64_t offer_above = 128 << 10;
+constexpr std::uint64_t lent_key = 99;
 
 class harness {
  public:
@@ -29,7 +34,7 @@ class harness {
   void run(bellows::fuzz::script& in) {
     for (int step = 0; step < 2048 && !in.empty(); ++step) {
       sender_events ev;
-      switch (in.take<std::uint8_t>() % 8) {
+      switch (in.take<std::uint8_t>() % 10) {
         case 0: submit(static_cast<std::uint32_t>(in.take<std::uint32_t>() % message_.size()), ev); break;
         case 1: scribble(in); break;
         case 2: honest_ack(in); break;
@@ -38,6 +43,8 @@ class harness {
         case 5: cancel(in.take<std::uint8_t>() % (next_id_ + 1)); break;
         case 6: tx_.close(now_, ev); break;
         case 7: set_flags(in.take<std::uint8_t>()); break;
+        case 8: answer_offer(in); break;
+        case 9: write_receipt(); break;
       }
       check(ev);
       sender_events stepped;
@@ -50,6 +57,7 @@ class harness {
   static direction_options options() {
     direction_options o{*tier_table::make(bellows::default_tiers())};
     o.max_message_size = 1 << 24;
+    o.offer_direct_above = offer_above;
     return o;
   }
 
@@ -70,6 +78,8 @@ class harness {
     const std::size_t offset = in.take<std::uint8_t>() % sizeof control_;
     const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>() % 16 + 1, sizeof control_ - offset);
     for (std::size_t i = 0; i < length; ++i) control_[offset + i] = static_cast<std::byte>(in.take<std::uint8_t>());
+    if (offset < control_block::lend_offset + lend_layout::size && offset + length > control_block::lend_offset)
+      lend_slot_scribbled_ = true;
   }
 
   // What an honest receiver writes for the last request, with one field the fuzzer may bend.
@@ -97,6 +107,35 @@ class harness {
     std::memcpy(control_ + control_block::ack_offset, bytes.data(), bytes.size());
   }
 
+  // What an honest receiver writes into the lend slot for the last offer: its buffer, or no;
+  // the length or the address may be bent.
+  void answer_offer(bellows::fuzz::script& in) {
+    if (!offered_) return;
+    const bool grant = in.take<std::uint8_t>() % 4 != 0;
+    lend_record r{offered_->offer_id, grant ? ack_status::granted : ack_status::denied,
+                  grant ? std::uint64_t{1} << 40 : 0, grant ? lent_key : 0, grant ? offered_->length : 0};
+    switch (in.take<std::uint8_t>() % 8) {
+      case 0: r.length = in.take<std::uint32_t>(); break;
+      case 1: r.offer_id = in.take<std::uint8_t>(); break;
+      default: break;
+    }
+    const auto bytes = encode_lend(r);
+    std::memcpy(control_ + control_block::lend_offset, bytes.data(), bytes.size());
+    if (grant) lent_ = r;
+    done_.reset();  // an honest receiver writes no receipt after a later answer
+    // Answered only after the previous DONE was taken: the message before is in.
+    said_in_below_ = std::max(said_in_below_, offered_->offer_id);
+    offered_.reset();
+  }
+
+  void write_receipt() {
+    if (!done_) return;
+    put<std::uint32_t>(control_ + control_block::lend_offset + lend_layout::status,
+                       static_cast<std::uint32_t>(ack_status::received));
+    said_in_below_ = std::max(said_in_below_, *done_ + 1);
+    done_.reset();
+  }
+
   void honest_credit() {
     put<std::uint64_t>(control_ + control_block::credit_offset, make_credit_word(epoch_, produced_[epoch_]));
   }
@@ -105,6 +144,21 @@ class harness {
 
   void check(const sender_events& ev) {
     for (const auto& w : ev.writes) {
+      if (w.bare) {
+        if (!lent_ || w.ring.key != lent_key || w.ring.address != lent_->address || w.source_length > lent_->length)
+          throw std::logic_error("a direct write outside the lent buffer");
+        continue;
+      }
+      if (w.header.kind == frame_kind::direct_offer || w.header.kind == frame_kind::direct_done) {
+        const auto note = decode_direct(w.inline_payload.data());
+        if (!note) throw std::logic_error("an offer or DONE the receiver could not read");
+        if (w.header.kind == frame_kind::direct_offer) offered_ = *note;
+        if (w.header.kind == frame_kind::direct_done) {
+          done_ = note->offer_id;
+          placed_.push_back(note->offer_id);
+          lent_.reset();
+        }
+      }
       const std::uint64_t span = w.header.kind == frame_kind::pad ? 0 : frame_span(w.header.length);
       if (w.ring.key != window_key || w.ring.address + w.offset + span > window_end)
         throw std::logic_error("a frame outside the granted window");
@@ -115,6 +169,13 @@ class harness {
       const auto it = open_.find(c.id);
       if (it == open_.end() || !it->second) throw std::logic_error("a send completed twice or never started");
       it->second = false;
+      if (c.direct && !c.ec) {
+        // Direct sends complete in the order of their DONEs.
+        if (placed_.empty()) throw std::logic_error("a direct send completed without its DONE");
+        if (placed_.front() >= said_in_below_ && !lend_slot_scribbled_)
+          throw std::logic_error("a direct send completed before the receiver said it is in");
+        placed_.pop_front();
+      }
     }
     for (const auto& r : ev.retiers) {
       if (r.kind == retier_event::what::requested) asked_ = r;
@@ -139,6 +200,12 @@ class harness {
   std::optional<retier_event> asked_;
   std::uint64_t next_id_ = 0;
   std::uint32_t epoch_ = 0;
+  std::optional<direct_note> offered_;  ///< the last DIRECT_OFFER, unanswered
+  std::optional<lend_record> lent_;     ///< the buffer granted, until its DONE
+  std::optional<std::uint64_t> done_;   ///< the offer of the last DONE, no receipt yet
+  std::uint64_t said_in_below_ = 1;     ///< the receiver said so of every offer below this
+  std::deque<std::uint64_t> placed_;    ///< offers whose message and DONE went, not completed
+  bool lend_slot_scribbled_ = false;    ///< then a receipt may be forged: only the peer's loss
 };
 
 }  // namespace

@@ -6,7 +6,7 @@ import os
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DATA, FRAG_FIRST, FRAG_MORE, FRAG_LAST, PAD, ENLARGE, SHRINK, CLOSE = range(1, 9)
+DATA, FRAG_FIRST, FRAG_MORE, FRAG_LAST, PAD, ENLARGE, SHRINK, CLOSE, SWITCHED, DIRECT_OFFER, DIRECT_DONE = range(1, 12)
 
 
 def write(target, name, data):
@@ -17,10 +17,12 @@ def write(target, name, data):
 
 
 # ---- receiver: op 0 frame, 1 raw bytes, 2 poll, 3 release, 4 provision, 5 pressure ----
-def frame(kind, length=0, request=None, total=None):
+def frame(kind, length=0, request=None, total=None, note=None):
     out = struct.pack("<BBH", 0, kind - 1, length)
     if kind in (ENLARGE, SHRINK):
         out += struct.pack("<QB", request[0], request[1])
+    if kind in (DIRECT_OFFER, DIRECT_DONE):
+        out += struct.pack("<BI", note[0], note[1])  # offer id, message length
     out += struct.pack("<B", 1)  # honest sequence number
     if kind == FRAG_FIRST:
         out += struct.pack("<I", total)
@@ -37,6 +39,12 @@ write("receiver", "fragments", frame(FRAG_FIRST, 2000, total=4984) + frame(FRAG_
 write("receiver", "close", frame(DATA, 64) + frame(CLOSE) + POLL)
 write("receiver", "wrap", (frame(DATA, 1000) + POLL + RELEASE0) * 5 + frame(PAD) + frame(DATA, 8) + POLL)
 write("receiver", "scribble", frame(DATA, 100) + b"\x01" + struct.pack("<IB", 8, 4) + b"\xff\x00\x00\x00" + POLL)
+write("receiver", "direct", frame(DIRECT_OFFER, note=(1, 600000)) + POLL + RELEASE0
+      + frame(DIRECT_DONE, note=(1, 600000)) + POLL + RELEASE0 + frame(DIRECT_OFFER, note=(2, 700000)) + POLL
+      + frame(DIRECT_DONE, note=(2, 700000)) + frame(DATA, 8) + POLL + RELEASE0 + RELEASE0 + RELEASE0)
+write("receiver", "direct-declined", frame(DIRECT_OFFER, note=(1, 2984)) + POLL + RELEASE0
+      + frame(FRAG_FIRST, 1000, total=2984) + frame(FRAG_MORE, 992) + POLL + RELEASE0 + frame(FRAG_LAST, 1000)
+      + POLL + RELEASE0 + RELEASE0)
 write("receiver", "pressure", b"\x05\x01" + frame(DATA, 8) + POLL + b"\x05\x00" + POLL)
 
 
@@ -64,7 +72,8 @@ write("frame", "frag-first", struct.pack("<BBB", 0, 0, 1) + header(1, 1000, FRAG
 write("frame", "close", struct.pack("<BBB", 0, 7, 1) + header(3, 0, CLOSE, 1) + struct.pack("<II", 3, 0))
 
 
-# ---- control: op 0 submit, 1 scribble, 2 honest ack, 3 honest credit, 4 time, 5 cancel, 6 close, 7 flags ----
+# ---- control: op 0 submit, 1 scribble, 2 honest ack, 3 honest credit, 4 time, 5 cancel, 6 close, 7 flags,
+# 8 answer the last offer, 9 receipt for the last DONE ----
 def submit(n):
     return struct.pack("<BI", 0, n)
 
@@ -78,3 +87,11 @@ write("control", "lying-ack", submit(10000) + b"\x02\x01\x01\x00" + struct.pack(
 write("control", "shrink", submit(10000) + ACK_GRANTED + CREDIT + b"\x04\xff\xff" * 30 + b"\x02\x01\x00\x07" + CREDIT)
 write("control", "pressure", submit(10000) + ACK_GRANTED + CREDIT + b"\x07\x01" + b"\x04\xff\xff" + b"\x02\x01\x00\x07")
 write("control", "cancel", submit(10000) + submit(5) + b"\x05\x02" + ACK_DENIED + CREDIT)
+# Messages above 128 KiB are offered for direct placement.
+GRANT, DECLINE, RECEIPT = b"\x08\x01\x02", b"\x08\x00\x02", b"\x09"
+write("control", "direct", submit(200000) + CREDIT + GRANT + CREDIT + RECEIPT + CREDIT + b"\x06" + CREDIT)
+write("control", "direct-declined", submit(200000) + CREDIT + DECLINE + CREDIT + ACK_GRANTED + CREDIT * 4)
+write("control", "direct-pipelined", submit(200000) + submit(150000) + submit(100) + CREDIT + GRANT + CREDIT + GRANT
+      + CREDIT + RECEIPT + CREDIT)
+write("control", "direct-cancel", submit(200000) + submit(5) + b"\x05\x01" + GRANT + CREDIT + b"\x05\x02" + RECEIPT
+      + CREDIT)

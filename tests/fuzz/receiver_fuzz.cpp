@@ -70,7 +70,7 @@ class harness {
 
   // A frame where an honest sender would place it next: header, payload, trailer.
   void write_frame(bellows::fuzz::script& in) {
-    const auto kind = static_cast<frame_kind>(1 + in.take<std::uint8_t>() % 9);
+    const auto kind = static_cast<frame_kind>(1 + in.take<std::uint8_t>() % 11);
     const auto& g = geometry();
     std::uint32_t length = in.take<std::uint16_t>() % (g.max_frame_payload() + 1);
     std::array<std::byte, retier_payload_bytes> control{};
@@ -79,6 +79,10 @@ class harness {
       length = retier_payload_bytes;
     } else if (kind == frame_kind::close || kind == frame_kind::switched) {
       length = 0;
+    } else if (kind == frame_kind::direct_offer || kind == frame_kind::direct_done) {
+      const auto note = encode_direct({in.take<std::uint8_t>() % 8u, in.take<std::uint32_t>()});
+      std::copy(note.begin(), note.end(), control.begin());
+      length = direct_payload_bytes;
     }
     const std::uint32_t slots_left = g.slot_count - write_slot_;
     auto slots = static_cast<std::uint32_t>(g.slots_for(length));
@@ -91,8 +95,9 @@ class harness {
     const std::uint32_t seq = honest_seq ? next_seq_ : in.take<std::uint32_t>();
     std::byte* at = writing().bytes.get() + std::uint64_t{write_slot_} * g.slot_size;
     const auto header = encode_header({seq, length, kind, 0, static_cast<std::uint16_t>(slots), 0});
-    if (kind == frame_kind::enlarge_req || kind == frame_kind::shrink_req) {
-      std::memcpy(at + header_bytes, control.data(), control.size());
+    if (kind == frame_kind::enlarge_req || kind == frame_kind::shrink_req || kind == frame_kind::direct_offer ||
+        kind == frame_kind::direct_done) {
+      std::memcpy(at + header_bytes, control.data(), length);
     } else if (kind == frame_kind::frag_first && length >= fragment_prefix_bytes) {
       put<std::uint64_t>(at + header_bytes, in.take<std::uint32_t>());
     }
