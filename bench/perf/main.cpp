@@ -89,7 +89,8 @@ command_line parse(int argc, char** argv) {
     } else if (flag == "--budget") {
       s.peer_budget = perf::parse_quantity(value);
     } else if (flag == "--outstanding") {
-      s.outstanding = std::max<std::uint64_t>(1, perf::parse_quantity(value));
+      s.outstanding = perf::parse_quantity(value);
+      if (s.outstanding == 0) throw std::invalid_argument("--outstanding takes 1 or more sends");
     } else if (flag == "--active") {
       s.active = std::max<std::uint64_t>(1, perf::parse_quantity(value));
     } else if (flag == "--uri") {

@@ -48,6 +48,10 @@ large=$(timeout 60 "$perf" -t scale --fixed-large --channels 4 -n 100 --json)
 [[ $(field() { grep -o "\"$2\":[^,}]*" <<<"$large" | cut -d: -f2; }; field scale 'reg_B/ch') == 262272 ]] ||
   fail "a fixed-large idle channel should register 256 KiB + 128 B: $large"
 
+# bw with several sends in flight: the peer counts every message before it answers.
+outstanding=$(timeout 60 "$perf" -t bw -s 8,1M -n 200 -w 10 --outstanding 4 --json)
+[[ $(grep -c '"outstanding":4' <<<"$outstanding") -eq 2 ]] || fail "bw --outstanding 4 did not run: $outstanding"
+
 # The table: a header, then one row per size.
 table=$(timeout 60 "$perf" -t lat -s 8,64 -n 100)
 echo "$table"
@@ -59,4 +63,6 @@ if out=$("$perf" -t nonsense -n 10 2>&1); then fail "an unknown mode was accepte
 grep -q "unknown mode nonsense" <<<"$out" || fail "unclear message for an unknown mode: $out"
 if out=$("$perf" -s 0 2>&1); then fail "a zero size was accepted"; fi
 grep -q "sizes go from" <<<"$out" || fail "unclear message for a bad size: $out"
+if out=$("$perf" -t bw --outstanding 0 2>&1); then fail "zero sends in flight were accepted"; fi
+grep -q "outstanding takes 1 or more" <<<"$out" || fail "unclear message for --outstanding 0: $out"
 echo "perf_smoke: all modes ran and parsed"
