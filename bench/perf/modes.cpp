@@ -232,7 +232,9 @@ asio::awaitable<void> enlarge(const std::string& uri, const settings& s, reporte
       warm_delivery.push_back(warm_us);
     }
     if (tier == 0) {
-      std::fprintf(stderr, "bellows-perf: enlarge: %llu B fits the first ring, nothing to enlarge; skipped\n",
+      std::fprintf(stderr,
+                   "bellows-perf: enlarge: %llu B grew no ring (it fits the first one, or went straight into the "
+                   "receive's buffer); skipped\n",
                    static_cast<unsigned long long>(size));
       continue;
     }

@@ -24,8 +24,9 @@ struct channel_stats {
   std::uint64_t bytes_sent = 0;         ///< their bytes
   std::uint64_t messages_received = 0;  ///< messages delivered to a receive
   std::uint64_t bytes_received = 0;     ///< their bytes
-  /// Sends whose bytes went straight into the peer's posted receive buffer (tcp, messages
-  /// larger than the largest tier's frames) rather than through its ring.
+  /// Sends whose bytes went straight into the peer's posted receive buffer (tcp, and shm
+  /// where the peer may read our memory; messages larger than the largest tier's frames)
+  /// rather than through its ring.
   std::uint64_t direct_messages_sent = 0;
   /// Messages that arrived that way, straight into a receive's buffer.
   std::uint64_t direct_messages_received = 0;

@@ -27,6 +27,9 @@ enum class message_kind : std::uint32_t {
 
 /// A hello's `second`: this side holds a pre-shared key and will send, and demand, a proof.
 inline constexpr std::uint32_t hello_demands_proof = 1;
+/// A hello's `second` (shm): this side may read the peer's memory (process_vm_readv), so the
+/// peer may offer it large messages to fetch.
+inline constexpr std::uint32_t hello_reads_peer_memory = 2;
 
 /// A refusal's `second`: the code is a bellows::error; otherwise it is a system error.
 inline constexpr std::uint32_t refusal_in_bellows_category = 1;

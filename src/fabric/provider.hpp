@@ -59,6 +59,19 @@ class provider {
     (void)memory;
     return std::nullopt;
   }
+  /// Whether the peer can read this process's memory (shm: process_vm_readv is allowed to it):
+  /// messages too large for the rings' frames are then offered with their address, and the
+  /// peer reads them from the sender's buffer in one copy.
+  virtual bool peer_fetches() const { return false; }
+  /// Reads `into.size()` bytes at `source` in the peer's process into `into`, then the peer's
+  /// word at `guard`: success only if everything was read and the word still holds
+  /// `guard_value` (see proto::fetch_note). Anything else (not allowed, memory gone, the guard
+  /// moved) is an error, and the bytes in `into` are to be ignored.
+  virtual std::error_code fetch(std::uint64_t source, std::uint64_t guard, std::uint64_t guard_value,
+                                std::span<std::byte> into) {
+    (void)source, (void)guard, (void)guard_value, (void)into;
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
   /// Copies `pieces`, back to back, to `dst` in the peer's memory. Writes issued through one
   /// provider are placed in issue order, each from its first byte to its last, so a flag
   /// written last is seen last. A destination outside what the peer registered is refused.

@@ -30,7 +30,8 @@ struct place {
 
   std::uint64_t key = 0;
   std::uint64_t address = 0;
-  std::array<std::byte, 48> prefix_bytes;  ///< a frame's header and inline payload, or an ack's body
+  /// A frame's header and inline payload (a fetched DIRECT_OFFER's is the longest), or an ack's body.
+  std::array<std::byte, header_bytes + fetch_payload_bytes> prefix_bytes;
   std::uint32_t prefix_length = 0;
   gather_list source;
   std::uint64_t source_offset = 0;
@@ -64,6 +65,17 @@ struct provision {
 struct lend_buffer {
   std::uint64_t offer_id = 0;
   std::span<std::byte> memory;
+};
+
+/// Read the message of DIRECT_OFFER `offer_id` from the peer's memory into `into`, a posted
+/// receive's buffer, and answer with channel_core::fetched: whether the read succeeded and the
+/// peer's guard word still held `guard_value` after it (fetch_note).
+struct fetch_message {
+  std::uint64_t offer_id = 0;
+  std::uint64_t source = 0;
+  std::uint64_t guard_address = 0;
+  std::uint64_t guard_value = 0;
+  std::span<std::byte> into;
 };
 
 /// A provider registration this channel no longer references.
@@ -116,7 +128,7 @@ struct reached {
 /// Tell the peer we will not write into its memory again; its memory may go.
 struct detach {};
 
-using action = std::variant<place, ring_doorbell, provision, lend_buffer, release_region, send_done, receive_done,
-                            view_done, close_done, tier_changed, reached, detach>;
+using action = std::variant<place, ring_doorbell, provision, lend_buffer, fetch_message, release_region, send_done,
+                            receive_done, view_done, close_done, tier_changed, reached, detach>;
 
 }  // namespace bellows::proto

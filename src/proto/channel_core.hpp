@@ -75,6 +75,10 @@ class channel_core {
   /// The answer to a `lend_buffer` action: where the peer may write the offered message, or
   /// none (the provider cannot lend; the offer is declined and the message comes through the ring).
   void lent(std::uint64_t offer_id, std::optional<lent_region> region);
+  /// The answer to a `fetch_message` action: true if the message is in the receive's buffer
+  /// (read whole, guard unchanged); false declines the offer, and the message comes through the
+  /// ring.
+  void fetched(std::uint64_t offer_id, bool whole);
   /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
   void set_pressure(bool on);
   /// Tells the peer whether the driver polls this channel on every round, whether or not it is
@@ -134,7 +138,8 @@ class channel_core {
     bool started = false;
   };
 
-  /// The front receive's buffer, lent to the peer for one offered message.
+  /// The front receive's buffer, lent to the peer for one offered message (or being filled
+  /// from the peer's memory by the driver, for a fetched offer).
   struct lending {
     std::uint64_t offer_id = 0;
     std::uint64_t receive_id = 0;

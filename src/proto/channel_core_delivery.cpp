@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 namespace bellows::proto {
 namespace {
@@ -152,9 +153,14 @@ bool channel_core::deliver_offer(const inbound_frame& f) {
     return true;
   }
   lent_ = lending{f.offer_id, op.id, f.message_length, std::nullopt};
-  out_.push_back(lend_buffer{f.offer_id, op.into.single.first(f.message_length)});
+  const auto memory = op.into.single.first(f.message_length);
+  if (f.fetch_source != 0) {
+    out_.push_back(fetch_message{f.offer_id, f.fetch_source, f.guard_address, f.guard_value, memory});
+  } else {
+    out_.push_back(lend_buffer{f.offer_id, memory});
+  }
   release_front();
-  return false;  // on with the driver's answer (lent())
+  return false;  // on with the driver's answer (lent() or fetched())
 }
 
 bool channel_core::deliver_direct_done(const inbound_frame& f) {
@@ -191,6 +197,28 @@ void channel_core::lent(std::uint64_t offer_id, std::optional<lent_region> regio
     lent_.reset();
   }
   answer_offer(offer_id, region, region ? lent_->length : 0);
+  deliver();
+  end_of_input();
+}
+
+void channel_core::fetched(std::uint64_t offer_id, bool whole) {
+  if (!lent_ || lent_->offer_id != offer_id || lent_->region || failed_) {
+    if (lent_ && lent_->offer_id == offer_id && !lent_->region) lent_.reset();
+    return end_of_input();
+  }
+  const std::uint64_t length = std::exchange(lent_, std::nullopt)->length;
+  if (!whole) {
+    answer_offer(offer_id, std::nullopt, 0);
+  } else {
+    rx_.offer_fetched();
+    ++counters_.direct_messages_received;
+    finish_front({}, length);
+    // The whole answer at once: the sender's send completes on it, nothing more is written.
+    const auto bytes = encode_lend({offer_id, ack_status::received, 0, 0, length});
+    place_control(control_block::lend_offset, std::span(bytes).first(lend_layout::tail));
+    place_control(control_block::lend_offset + lend_layout::tail, std::span(bytes).subspan(lend_layout::tail));
+    doorbell_due_ = true;
+  }
   deliver();
   end_of_input();
 }

@@ -30,6 +30,10 @@ struct direction_options {
   /// buffer (DIRECT_OFFER) before they are fragmented through the ring; 0: never. Set where the
   /// provider can lend a receive buffer to the peer (tcp).
   std::uint64_t offer_direct_above = 0;
+  /// Offers name the sender's buffer and the receiver reads the message from there itself
+  /// (fetch_note) instead of lending its own buffer. Set where the peer can read this process's
+  /// memory (shm, process_vm_readv); only a message in one contiguous range is offered then.
+  bool offers_are_fetched = false;
 };
 
 /// A ring in the peer's memory that this side writes frames into.

@@ -141,6 +141,13 @@ bool receiver::take_offered(std::uint64_t length) {
 }
 
 bool receiver::accept_direct(const frame_header& h, const std::byte* payload, receiver_events& out) {
+  const bool fetched = h.length == fetch_payload_bytes;
+  fetch_note fetch;
+  if (fetched) {
+    const auto decoded = decode_fetch(payload);
+    if (!decoded) return violation(out), false;
+    fetch = *decoded;
+  }
   const auto note = decode_direct(payload);
   if (!note || in_message_) return violation(out), false;
   if (h.kind == frame_kind::direct_offer) {
@@ -156,7 +163,14 @@ bool receiver::accept_direct(const frame_header& h, const std::byte* payload, re
   }
   // Held like a message's frame: delivery decides about the offer, in order with the rest.
   const std::uint64_t ordinal = hold(h.slots, false);
-  out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {}, note->length, note->offer_id});
+  out.frames.push_back({{current_.ring.epoch, ordinal},
+                        h.kind,
+                        {},
+                        note->length,
+                        note->offer_id,
+                        fetch.source,
+                        fetch.guard_address,
+                        fetch.guard_value});
   return true;
 }
 

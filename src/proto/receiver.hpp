@@ -30,6 +30,11 @@ struct inbound_frame {
   std::span<const std::byte> payload;
   std::uint64_t message_length = 0;
   std::uint64_t offer_id = 0;
+  /// A DIRECT_OFFER to fetch (fetch_note): the message's address in the sender's memory, and
+  /// the guard word there with the value it must still hold after the read. 0: lend instead.
+  std::uint64_t fetch_source = 0;
+  std::uint64_t guard_address = 0;
+  std::uint64_t guard_value = 0;
 };
 
 /// The peer asked for a ring of `tier`; answer with receiver::provisioned.
@@ -80,6 +85,9 @@ class receiver {
   /// Tells the peer that our reactor polls this channel on every round (a doorbell for it may
   /// be skipped), or that it no longer does.
   void set_polled(bool on, receiver_events& out);
+  /// The open offer's message was fetched from the sender's memory: it has come, and the
+  /// sender's next frame is a new message.
+  void offer_fetched() noexcept { offer_open_ = false; }
   void fail(std::error_code ec, receiver_events& out);
 
   std::uint32_t tier() const noexcept { return current_.ring.tier; }
@@ -139,8 +147,8 @@ class receiver {
   bool in_message_ = false;
   std::uint64_t message_total_ = 0;
   std::uint64_t message_received_ = 0;
-  // The last DIRECT_OFFER, until its message came (DIRECT_DONE, or the ring's frames once the
-  // offer was declined): nothing else may come in between.
+  // The last DIRECT_OFFER, until its message came (DIRECT_DONE, a fetch, or the ring's frames
+  // once the offer was declined): nothing else may come in between.
   std::uint64_t last_offer_id_ = 0;
   std::uint64_t offered_length_ = 0;
   bool offer_open_ = false;

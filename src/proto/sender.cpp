@@ -1,8 +1,10 @@
 #include "proto/sender.hpp"
 
+#include "proto/fetch_guard.hpp"
 #include "proto/shared_access.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace bellows::proto {
 
@@ -88,6 +90,9 @@ void sender::close(clock_time, sender_events& out) {
 void sender::fail(std::error_code ec, sender_events& out) {
   if (failed_) return;
   failed_ = ec;
+  // The receiver may be reading the offered message from our buffer right now; once the send
+  // completes the buffer is the application's again, and what was read must not count.
+  if (offer_ && offer_fetched_) fetch_guard::withdraw();
   while (!queue_.empty()) complete_front(ec, 0, out);
   if (close_requested_ && !close_reported_) {
     close_reported_ = true;
@@ -116,6 +121,7 @@ void sender::settle(const std::byte* control_block, clock_time now, sender_event
   read_control(control_block, now, out);
   // A receipt that came before the peer went still completes its send: the message is there.
   if (awaiting_receipt_ && !failed_) read_receipt(control_block, out);
+  if (offer_ && offer_fetched_ && !failed_) read_lend_slot(control_block, out);
   if (!failed_) report_close_if_done(out);
 }
 
@@ -174,20 +180,39 @@ void sender::read_lend_slot(const std::byte* control_block, sender_events& out) 
   if (answer.status == lend_poll::state::complete) apply_lend(answer.record, out);
 }
 
+bool sender::offered_direct(const queued_send& s) const noexcept {
+  if (s.written != 0 || s.offer_declined || options_.offer_direct_above == 0) return false;
+  if (s.message.length <= options_.offer_direct_above) return false;
+  // A fetched offer names one range of our memory, and a file's bytes are in none.
+  return !options_.offers_are_fetched || (s.message.parts.size() == 1 && s.message.file.descriptor < 0);
+}
+
 void sender::offer_direct(queued_send& front, sender_events& out) {
+  const bool fetched = options_.offers_are_fetched;
+  const std::uint32_t payload_bytes = fetched ? fetch_payload_bytes : direct_payload_bytes;
+  const auto slots = geometry().slots_for(payload_bytes);
   // Room for DIRECT_DONE too, so a granted offer never waits for credit in between.
-  if (!reserve(2, out)) return;
+  if (!reserve(fetched ? slots : slots + 1, out)) return;
   const direct_note note{++last_offer_id_, front.message.length};
-  frame_write& w = emit(frame_kind::direct_offer, direct_payload_bytes, 1, out);
-  const auto payload = encode_direct(note);
-  static_assert(payload.size() <= std::tuple_size_v<decltype(w.inline_payload)>);
-  std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
-  w.inline_length = direct_payload_bytes;
+  frame_write& w = emit(frame_kind::direct_offer, payload_bytes, slots, out);
+  if (fetched) {
+    const auto guard = fetch_guard::current();
+    const auto source = reinterpret_cast<std::uint64_t>(front.message.parts.front().data());
+    const auto payload = encode_fetch({note, source, guard.address, guard.value});
+    static_assert(payload.size() <= std::tuple_size_v<decltype(w.inline_payload)>);
+    std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
+  } else {
+    const auto payload = encode_direct(note);
+    std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
+  }
+  w.inline_length = payload_bytes;
   offer_ = note.offer_id;
+  offer_fetched_ = fetched;
 }
 
 void sender::apply_lend(const lend_record& answer, sender_events& out) {
   offer_.reset();
+  const bool fetched = std::exchange(offer_fetched_, false);
   last_answered_offer_ = answer.offer_id;
   queued_send& s = queue_.front();
   if (answer.status == ack_status::denied) {
@@ -195,7 +220,16 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
     return;
   }
   const std::uint64_t length = s.message.length;
-  if (answer.length < length) return fail(make_error_code(error::protocol_violation), out);
+  if (fetched) {
+    // The receiver has read the message: nothing more to write.
+    if (answer.status != ack_status::received || answer.length != length)
+      return fail(make_error_code(error::protocol_violation), out);
+    out.completions.push_back({s.id, {}, length, true});
+    queue_.pop_front();
+    return;
+  }
+  if (answer.status != ack_status::granted || answer.length < length)
+    return fail(make_error_code(error::protocol_violation), out);
   // The message, then DIRECT_DONE behind it in the ring: writes are placed in issue order, so
   // the receiver finds the bytes in its buffer when it reads the frame.
   frame_write& bytes = out.writes.emplace_back();
@@ -336,7 +370,7 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   if (held_by_request() && (outstanding_->shrink || !may_go_ahead(s))) return false;
   if (offer_ || awaiting_receipt_) return false;  // the front waits for the receiver's word
   const std::uint64_t length = s.message.length;
-  if (s.written == 0 && !s.offer_declined && options_.offer_direct_above != 0 && length > options_.offer_direct_above) {
+  if (offered_direct(s)) {
     offer_direct(s, out);
     return false;
   }
@@ -396,7 +430,8 @@ void sender::start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, 
   if (!reserve(1, out)) return;
   retier_request request{++last_request_id_, to};
   frame_write& w = emit(shrink ? frame_kind::shrink_req : frame_kind::enlarge_req, retier_payload_bytes, 1, out);
-  w.inline_payload = encode_retier(request);
+  const auto payload = encode_retier(request);
+  std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
   w.inline_length = retier_payload_bytes;
   outstanding_ = pending_request{request, shrink, now};
   out.retiers.push_back({retier_event::what::requested, request.request_id, ring_.tier, to, trigger, shrink});

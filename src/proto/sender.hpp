@@ -21,7 +21,7 @@ struct frame_write {
   remote_ring ring;
   std::uint64_t offset = 0;  ///< of the frame within the ring
   frame_header header;
-  std::array<std::byte, retier_payload_bytes> inline_payload{};
+  std::array<std::byte, fetch_payload_bytes> inline_payload{};
   std::uint32_t inline_length = 0;
   gather_list source;
   std::uint64_t source_offset = 0;
@@ -148,7 +148,10 @@ class sender {
   /// Asks for the next tier because the sender keeps outrunning its ring (see note_stall).
   void grow_for_throughput(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);
-  /// Writes the front message's DIRECT_OFFER once the ring has room for it and its DONE.
+  /// Whether a message goes to the receiver as a DIRECT_OFFER before anything else.
+  bool offered_direct(const queued_send& s) const noexcept;
+  /// Writes the front message's DIRECT_OFFER once the ring has room for it (and for the DONE
+  /// of a lent buffer).
   void offer_direct(queued_send& front, sender_events& out);
   void read_lend_slot(const std::byte* control_block, sender_events& out);
   void apply_lend(const lend_record& answer, sender_events& out);
@@ -180,6 +183,7 @@ class sender {
   bool outrunning_ring_ = false;
   std::uint64_t partial_acks_seen_ = 0;
   std::optional<std::uint64_t> offer_;  ///< the DIRECT_OFFER of the queue's front, unanswered
+  bool offer_fetched_ = false;          ///< the receiver may be reading that message from our memory
   std::uint64_t last_offer_id_ = 0;
   std::uint64_t last_answered_offer_ = 0;
   // The front's message is written into the lent buffer; it completes on the receiver's word.

@@ -2,6 +2,8 @@
 
 #include "proto/shared_access.hpp"
 
+#include <algorithm>
+
 namespace bellows::proto {
 namespace {
 
@@ -92,6 +94,8 @@ std::error_code validate_header(const frame_header& h, const ring_geometry& ring
       if (h.length != retier_payload_bytes) return violation();
       break;
     case frame_kind::direct_offer:
+      if (h.length != direct_payload_bytes && h.length != fetch_payload_bytes) return violation();
+      break;
     case frame_kind::direct_done:
       if (h.length != direct_payload_bytes) return violation();
       break;
@@ -144,6 +148,25 @@ outcome<direct_note> decode_direct(const std::byte* payload) noexcept {
   return n;
 }
 
+std::array<std::byte, fetch_payload_bytes> encode_fetch(const fetch_note& n) noexcept {
+  std::array<std::byte, fetch_payload_bytes> out{};
+  const auto offer = encode_direct(n.offer);
+  std::copy(offer.begin(), offer.end(), out.begin());
+  put(out.data() + 16, n.source);
+  put(out.data() + 24, n.guard_address);
+  put(out.data() + 32, n.guard_value);
+  return out;
+}
+
+outcome<fetch_note> decode_fetch(const std::byte* payload) noexcept {
+  const auto offer = decode_direct(payload);
+  if (!offer) return offer.failure();
+  fetch_note n{*offer, load_relaxed<std::uint64_t>(payload + 16), load_relaxed<std::uint64_t>(payload + 24),
+               load_relaxed<std::uint64_t>(payload + 32)};
+  if (n.source == 0 || n.guard_address == 0) return error::protocol_violation;
+  return n;
+}
+
 std::array<std::byte, lend_layout::size> encode_lend(const lend_record& r) noexcept {
   std::array<std::byte, lend_layout::size> out{};
   put(out.data() + lend_layout::head, r.offer_id);
@@ -165,7 +188,7 @@ lend_poll poll_lend(const std::byte* slot, std::uint64_t expected, std::uint64_t
   r.key = load_relaxed<std::uint64_t>(slot + lend_layout::key);
   r.length = load_relaxed<std::uint64_t>(slot + lend_layout::length);
   if (load_relaxed<std::uint32_t>(slot + lend_layout::reserved) != 0 ||
-      (r.status != ack_status::granted && r.status != ack_status::denied)) {
+      (r.status != ack_status::granted && r.status != ack_status::denied && r.status != ack_status::received)) {
     result.status = lend_poll::state::absent;
     result.ec = violation();
   }

@@ -32,7 +32,9 @@ enum class frame_kind : std::uint8_t {
   /// A message too large for the largest tier's frames, offered for placement straight into
   /// the receiver's posted buffer (payload: direct_note). The sender waits for the answer in
   /// its lend slot: granted, it writes the message there and then DIRECT_DONE; declined, it
-  /// sends the message through the ring as usual.
+  /// sends the message through the ring as usual. Where the receiver can read the sender's
+  /// memory (shm), the payload is a fetch_note instead: the receiver reads the message from the
+  /// sender's buffer itself and answers `received`, or declines.
   direct_offer = 10,
   /// The offered message is in the buffer the receiver lent (payload: direct_note).
   direct_done = 11,
@@ -47,6 +49,9 @@ inline constexpr std::size_t frame_overhead = header_bytes + trailer_bytes;
 inline constexpr std::uint32_t retier_payload_bytes = 16;
 /// DIRECT_OFFER and DIRECT_DONE payload: offer id u64, message length u64.
 inline constexpr std::uint32_t direct_payload_bytes = 16;
+/// DIRECT_OFFER payload of a message the receiver fetches: a direct_note, then source address
+/// u64, guard address u64, guard value u64 (see fetch_note).
+inline constexpr std::uint32_t fetch_payload_bytes = 40;
 /// FRAG_FIRST starts its payload with the whole message's length as a u64.
 inline constexpr std::uint32_t fragment_prefix_bytes = 8;
 
@@ -109,6 +114,20 @@ std::array<std::byte, direct_payload_bytes> encode_direct(const direct_note& n) 
 /// Rejects an offer id of 0 and an empty message.
 outcome<direct_note> decode_direct(const std::byte* payload) noexcept;
 
+/// A message the receiver may read straight from the sender's memory. The read counts only if
+/// the sender's word at `guard_address` still holds `guard_value` after it: a sender bumps
+/// that word before it lets go of an offered buffer, so bytes read after the buffer went back
+/// to its application are never delivered (a seqlock's check, with the sender as writer).
+struct fetch_note {
+  direct_note offer;
+  std::uint64_t source = 0;
+  std::uint64_t guard_address = 0;
+  std::uint64_t guard_value = 0;
+};
+std::array<std::byte, fetch_payload_bytes> encode_fetch(const fetch_note& n) noexcept;
+/// As decode_direct, and rejects a null source or guard.
+outcome<fetch_note> decode_fetch(const std::byte* payload) noexcept;
+
 // ---- control block (one per channel per side, written only by the peer) ----
 
 namespace control_block {
@@ -131,8 +150,9 @@ constexpr std::uint64_t make_credit_word(std::uint32_t epoch, std::uint64_t cons
   return (std::uint64_t{epoch & 0xffffu} << credit_epoch_shift) | (consumed & credit_count_mask);
 }
 
-/// `received` is written into a lend slot only, over a granted answer's status: the offered
-/// message is in the lent buffer, and the sender's send completes.
+/// `received` is written into a lend slot only: over a granted answer's status once the offered
+/// message is in the lent buffer, or as the whole answer to a fetched offer once the receiver
+/// has read it. Either way the sender's send completes.
 enum class ack_status : std::uint32_t { granted = 1, denied = 2, received = 3 };
 
 struct ack_record {

@@ -17,7 +17,8 @@ proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, a
   if (!table) return table.failure();
   proto::direction_options options{*table, local.ack_timeout, local.idle_shrink_after, local.retry_after_denial,
                                    std::min(local.max_message_size, setup.max_message_size)};
-  if (link->can_lend()) options.offer_direct_above = table->max_message(table->largest());
+  if (link->can_lend() || link->peer_fetches()) options.offer_direct_above = table->max_message(table->largest());
+  options.offers_are_fetched = link->peer_fetches();
   // The reactor may be polling the channel on another thread while its last owner lets go:
   // the whole destruction, members included, happens under the lock.
   return std::shared_ptr<channel_state>(
@@ -296,6 +297,10 @@ void channel_state::carry_out(const proto::lend_buffer& a) {
   std::optional<proto::lent_region> lent;
   if (auto region = link_->lend(a.memory)) lent = proto::lent_region{region->handle, region->key, region->address};
   core_.lent(a.offer_id, lent);
+}
+
+void channel_state::carry_out(const proto::fetch_message& a) {
+  core_.fetched(a.offer_id, !link_->fetch(a.source, a.guard_address, a.guard_value, a.into));
 }
 
 void channel_state::carry_out(const proto::release_region& a) { link_->release_region(a.region); }

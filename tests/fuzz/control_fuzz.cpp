@@ -3,8 +3,12 @@
 // fuzzer reaches the states behind them. Whatever the script, every frame the sender places lies
 // inside the window the peer granted, every send completes at most once, a message placed
 // straight into a lent buffer completes only once the receiver said it is in (a receipt, or an
-// answer to a later offer), and the only way the direction fails is protocol_violation.
+// answer to a later offer), and the only way the direction fails is protocol_violation. Every
+// input is played twice: with lent buffers (tcp) and with fetched offers (shm), where a send
+// completes directly only on a `received` answer, and a send whose offer may still be being
+// read ends otherwise only after the fetch guard moved.
 #include "fuzz/script.hpp"
+#include "proto/fetch_guard.hpp"
 #include "proto/sender.hpp"
 #include "proto/shared_access.hpp"
 
@@ -27,7 +31,9 @@ constexpr std::uint64_t lent_key = 99;
 
 class harness {
  public:
-  harness() : tx_(options(), remote_ring{window_key, 0, 0, 0}, remote_window{window_key, 0, window_end, false}, now_) {
+  explicit harness(bool fetched = false)
+      : fetched_(fetched),
+        tx_(options(fetched), remote_ring{window_key, 0, 0, 0}, remote_window{window_key, 0, window_end, false}, now_) {
     std::memset(control_, 0, sizeof control_);
   }
 
@@ -54,10 +60,11 @@ class harness {
   }
 
  private:
-  static direction_options options() {
+  static direction_options options(bool fetched) {
     direction_options o{*tier_table::make(bellows::default_tiers())};
     o.max_message_size = 1 << 24;
     o.offer_direct_above = offer_above;
+    o.offers_are_fetched = fetched;
     return o;
   }
 
@@ -71,7 +78,16 @@ class harness {
 
   // A cancelled send is completed by the caller, so the sender must never complete it as well.
   void cancel(std::uint64_t id) {
-    if (tx_.cancel(id)) open_[id] = false;
+    if (!tx_.cancel(id)) return;
+    if (offered_ && id == front_send())
+      throw std::logic_error("an offered send was cancelled while the receiver may be reading it");
+    open_[id] = false;
+  }
+
+  std::uint64_t front_send() const {
+    for (const auto& [id, open] : open_)
+      if (open) return id;
+    return 0;
   }
 
   void scribble(bellows::fuzz::script& in) {
@@ -112,6 +128,7 @@ class harness {
   void answer_offer(bellows::fuzz::script& in) {
     if (!offered_) return;
     const bool grant = in.take<std::uint8_t>() % 4 != 0;
+    if (fetched_) return answer_fetch(grant, in);
     lend_record r{offered_->offer_id, grant ? ack_status::granted : ack_status::denied,
                   grant ? std::uint64_t{1} << 40 : 0, grant ? lent_key : 0, grant ? offered_->length : 0};
     switch (in.take<std::uint8_t>() % 8) {
@@ -125,6 +142,24 @@ class harness {
     done_.reset();  // an honest receiver writes no receipt after a later answer
     // Answered only after the previous DONE was taken: the message before is in.
     said_in_below_ = std::max(said_in_below_, offered_->offer_id);
+    offered_.reset();
+  }
+
+  // What an honest receiver writes for a fetched offer: read, or no; length or id may be bent.
+  void answer_fetch(bool read, bellows::fuzz::script& in) {
+    lend_record r{offered_->offer_id, read ? ack_status::received : ack_status::denied, 0, 0,
+                  read ? offered_->length : 0};
+    const auto bend = in.take<std::uint8_t>() % 8;
+    switch (bend) {
+      case 0: r.length = in.take<std::uint32_t>(); break;
+      case 1: r.offer_id = in.take<std::uint8_t>(); break;
+      case 2: r.status = ack_status::granted; break;
+      default: break;
+    }
+    const auto bytes = encode_lend(r);
+    std::memcpy(control_ + control_block::lend_offset, bytes.data(), bytes.size());
+    if (read && bend > 2) placed_.push_back(offered_->offer_id);
+    said_in_below_ = std::max(said_in_below_, offered_->offer_id + (read ? 1 : 0));
     offered_.reset();
   }
 
@@ -149,8 +184,19 @@ class harness {
           throw std::logic_error("a direct write outside the lent buffer");
         continue;
       }
-      if (w.header.kind == frame_kind::direct_offer || w.header.kind == frame_kind::direct_done) {
+      if (fetched_ && w.header.kind == frame_kind::direct_offer) {
+        const auto note = decode_fetch(w.inline_payload.data());
+        if (w.header.length != fetch_payload_bytes || !note) throw std::logic_error("a fetch offer unreadable");
+        if (note->source < reinterpret_cast<std::uint64_t>(message_.data()) ||
+            note->source >= reinterpret_cast<std::uint64_t>(message_.data() + message_.size()))
+          throw std::logic_error("a fetch offer naming memory the message is not in");
+        if (note->guard_address != fetch_guard::current().address)
+          throw std::logic_error("a fetch offer naming another guard");
+        offered_ = note->offer;
+        offered_guard_ = note->guard_value;
+      } else if (w.header.kind == frame_kind::direct_offer || w.header.kind == frame_kind::direct_done) {
         const auto note = decode_direct(w.inline_payload.data());
+        if (fetched_) throw std::logic_error("a DONE after a fetched offer");
         if (!note) throw std::logic_error("an offer or DONE the receiver could not read");
         if (w.header.kind == frame_kind::direct_offer) offered_ = *note;
         if (w.header.kind == frame_kind::direct_done) {
@@ -171,6 +217,7 @@ class harness {
       it->second = false;
       if (c.direct && !c.ec) {
         // Direct sends complete in the order of their DONEs.
+        if (placed_.empty() && fetched_ && lend_slot_scribbled_) continue;  // a forged `received`
         if (placed_.empty()) throw std::logic_error("a direct send completed without its DONE");
         if (placed_.front() >= said_in_below_ && !lend_slot_scribbled_)
           throw std::logic_error("a direct send completed before the receiver said it is in");
@@ -183,8 +230,13 @@ class harness {
     }
     if (ev.failure && *ev.failure != bellows::error::protocol_violation)
       throw std::logic_error("a failure other than protocol_violation: " + ev.failure->message());
+    // The receiver may still be reading an unanswered fetched offer: its send ends only after
+    // the guard moved, so that the read does not count.
+    if (ev.failure && fetched_ && offered_ && fetch_guard::current().value == offered_guard_)
+      throw std::logic_error("a send ended while its offer could be read, guard unmoved");
   }
 
+  bool fetched_;
   clock_time now_{std::chrono::seconds(1)};
   sender tx_;
   alignas(64) std::byte control_[control_block::size];
@@ -201,6 +253,7 @@ class harness {
   std::uint64_t next_id_ = 0;
   std::uint32_t epoch_ = 0;
   std::optional<direct_note> offered_;  ///< the last DIRECT_OFFER, unanswered
+  std::uint64_t offered_guard_ = 0;     ///< the guard value a fetched offer named
   std::optional<lend_record> lent_;     ///< the buffer granted, until its DONE
   std::optional<std::uint64_t> done_;   ///< the offer of the last DONE, no receipt yet
   std::uint64_t said_in_below_ = 1;     ///< the receiver said so of every offer below this
@@ -208,8 +261,13 @@ class harness {
   bool lend_slot_scribbled_ = false;    ///< then a receipt may be forged: only the peer's loss
 };
 
+struct fetching_harness : harness {
+  fetching_harness() : harness(true) {}
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  return bellows::fuzz::play<harness>(data, size);
+  bellows::fuzz::play<harness>(data, size);
+  return bellows::fuzz::play<fetching_harness>(data, size);
 }

@@ -7,6 +7,7 @@
 #include "proto/receiver.hpp"
 #include "proto/shared_access.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -73,16 +74,24 @@ class harness {
     const auto kind = static_cast<frame_kind>(1 + in.take<std::uint8_t>() % 11);
     const auto& g = geometry();
     std::uint32_t length = in.take<std::uint16_t>() % (g.max_frame_payload() + 1);
-    std::array<std::byte, retier_payload_bytes> control{};
+    std::array<std::byte, fetch_payload_bytes> control{};
     if (kind == frame_kind::enlarge_req || kind == frame_kind::shrink_req) {
-      control = encode_retier({in.take<std::uint64_t>() % 8, in.take<std::uint8_t>() % 6u});
+      const auto request = encode_retier({in.take<std::uint64_t>() % 8, in.take<std::uint8_t>() % 6u});
+      std::copy(request.begin(), request.end(), control.begin());
       length = retier_payload_bytes;
     } else if (kind == frame_kind::close || kind == frame_kind::switched) {
       length = 0;
     } else if (kind == frame_kind::direct_offer || kind == frame_kind::direct_done) {
-      const auto note = encode_direct({in.take<std::uint8_t>() % 8u, in.take<std::uint32_t>()});
+      const direct_note offer{in.take<std::uint8_t>() % 8u, in.take<std::uint32_t>()};
+      const auto note = encode_direct(offer);
       std::copy(note.begin(), note.end(), control.begin());
       length = direct_payload_bytes;
+      if (kind == frame_kind::direct_offer && in.take<std::uint8_t>() % 2 == 0) {
+        // An offer to fetch; a null source or guard is a lie the receiver must refuse.
+        const auto fetch = encode_fetch({offer, in.take<std::uint8_t>() % 2u, in.take<std::uint8_t>() % 2u * 8, 0});
+        std::copy(fetch.begin(), fetch.end(), control.begin());
+        length = fetch_payload_bytes;
+      }
     }
     const std::uint32_t slots_left = g.slot_count - write_slot_;
     auto slots = static_cast<std::uint32_t>(g.slots_for(length));

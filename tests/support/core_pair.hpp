@@ -3,7 +3,10 @@
 // `place` is a memcpy to the address it names), for tests of the core's contract with its driver.
 #include "proto/channel_core.hpp"
 
+#include <atomic>
 #include <cstring>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <string>
@@ -45,6 +48,7 @@ inline std::string names(const std::vector<action>& actions) {
                                  [](const ring_doorbell&) { return std::string("doorbell"); },
                                  [](const provision&) { return std::string("provision"); },
                                  [](const lend_buffer&) { return std::string("lend"); },
+                                 [](const fetch_message&) { return std::string("fetch"); },
                                  [](const release_region&) { return std::string("release"); },
                                  [](const send_done&) { return std::string("send_done"); },
                                  [](const receive_done&) { return std::string("receive_done"); },
@@ -61,11 +65,12 @@ inline std::string names(const std::vector<action>& actions) {
 struct pair_of_cores {
   /// `lending`: the drivers lend receive buffers, so messages above the largest tier's frames
   /// are offered for direct placement.
-  explicit pair_of_cores(bool lends = false) : lending(lends) {
+  explicit pair_of_cores(bool lends = false, bool fetches = false) : lending(lends), fetching(fetches) {
     using namespace std::chrono_literals;
     auto table = *tier_table::make(default_tiers());
     direction_options o{table, 1ms, 1s, 100ms, 1u << 24};
-    if (lends) o.offer_direct_above = table.max_message(table.largest());
+    if (lends || fetches) o.offer_direct_above = table.max_message(table.largest());
+    o.offers_are_fetched = fetches;
     local_ring ring[2];
     for (int s = 0; s < 2; ++s) {
       control[s].resize(control_block::size);
@@ -106,6 +111,13 @@ struct pair_of_cores {
           if (lending) region = lent_region{next_loan++, 0, reinterpret_cast<std::uint64_t>(l->memory.data())};
           cores[s]->lent(l->offer_id, region);
         }
+        if (auto* f = std::get_if<fetch_message>(&a)) {
+          // The peer's memory is ours here: the read is a memcpy, the guard a plain load.
+          std::memcpy(f->into.data(), reinterpret_cast<const std::byte*>(f->source), f->into.size());
+          if (before_guard_check) before_guard_check();
+          const auto* guard = reinterpret_cast<const std::atomic<std::uint64_t>*>(f->guard_address);
+          cores[s]->fetched(f->offer_id, fetching && guard->load() == f->guard_value);
+        }
         if (auto* p = std::get_if<provision>(&a)) {
           auto ring = mem[s].add_ring(p->bytes);
           ring.tier = p->request.tier;
@@ -132,10 +144,36 @@ struct pair_of_cores {
   }
 
   bool lending = false;
+  /// Offers are fetched: the driver reads the sender's buffer, then checks the guard word (a
+  /// false `fetching` makes every read fail, as a peer that may not read ours).
+  bool fetching = false;
+  /// Runs between a fetch's read and its guard check: where a test lets the sender withdraw.
+  std::function<void()> before_guard_check;
   std::uint64_t next_loan = 1000;
   memory mem[2];
   std::vector<std::byte> control[2];
   std::optional<channel_core> cores[2];
 };
+
+/// Polls both sides until `done` holds, at most `rounds` times; `seen` gets each side's actions.
+template <class Done>
+bool exchange(pair_of_cores& c, Done done, std::vector<action>* seen = nullptr, int rounds = 200) {
+  for (int i = 0; i < rounds && !done(); ++i) {
+    for (int s : {1, 0}) {
+      c.cores[s]->poll(clock_time{});
+      auto actions = c.run(s);
+      if (seen) std::move(actions.begin(), actions.end(), std::back_inserter(seen[s]));
+    }
+  }
+  return done();
+}
+
+/// The first action of type `Done` in `actions`, or null.
+template <class Done>
+const Done* find_done(const std::vector<action>& actions) {
+  for (const auto& a : actions)
+    if (auto* d = std::get_if<Done>(&a)) return d;
+  return nullptr;
+}
 
 }  // namespace bellows::test

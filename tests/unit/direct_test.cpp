@@ -13,30 +13,12 @@
 
 using namespace bellows;
 using namespace bellows::proto;
+using bellows::test::exchange;
+using bellows::test::find_done;
 using bellows::test::names;
 using bellows::test::pair_of_cores;
 
 namespace {
-
-/// Polls both sides until `done` holds, at most `rounds` times; returns each side's actions.
-template <class Done>
-bool exchange(pair_of_cores& c, Done done, std::vector<action>* seen = nullptr, int rounds = 200) {
-  for (int i = 0; i < rounds && !done(); ++i) {
-    for (int s : {1, 0}) {
-      c.cores[s]->poll(clock_time{});
-      auto actions = c.run(s);
-      if (seen) std::move(actions.begin(), actions.end(), std::back_inserter(seen[s]));
-    }
-  }
-  return done();
-}
-
-template <class Done>
-const Done* find_done(const std::vector<action>& actions) {
-  for (const auto& a : actions)
-    if (auto* d = std::get_if<Done>(&a)) return d;
-  return nullptr;
-}
 
 constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <algorithm>
@@ -45,6 +46,17 @@ proto::outcome<bellows::endpoint> check_peer(int fd, const link_options& options
   who.pid = cred.pid;
   who.uid = cred.uid;
   return who;
+}
+
+/// Whether this process may read `pid`'s memory with process_vm_readv. The kernel checks the
+/// permission (same credentials, Yama's ptrace scope, the peer being dumpable) before it looks
+/// at the addresses, so a one-byte read at address 0 fails with EFAULT when allowed.
+bool may_read_memory_of(std::int64_t pid) {
+  if (pid <= 0) return false;  // in a pid namespace we cannot see
+  std::byte probe{};
+  iovec local{&probe, 1};
+  iovec remote{nullptr, 1};
+  return ::process_vm_readv(static_cast<pid_t>(pid), &local, 1, &remote, 1, 0) < 0 && errno == EFAULT;
 }
 
 std::uint64_t random_key() {
@@ -116,6 +128,10 @@ void link::start_handshake() {
   hello.kind = fabric::message_kind::hello;
   hello.value = arena_.memory().size();
   hello.key = local_key_;
+  if (peer_endpoint_.pid && may_read_memory_of(*peer_endpoint_.pid)) {
+    readable_peer_pid_ = static_cast<int>(*peer_endpoint_.pid);
+    hello.second |= fabric::hello_reads_peer_memory;
+  }
   std::vector<int> fds{::dup(arena_.memory().fd()), ::dup(options_.wake_fd)};
   if (fds[0] < 0 || fds[1] < 0) {
     const std::error_code ec(errno, std::system_category());
@@ -277,6 +293,7 @@ void link::on_hello(const fabric::link_message& m) {
   if (!mapped) return fail(mapped.failure());
   peer_ = std::move(*mapped);
   peer_key_ = m.key;
+  peer_fetches_ = (m.second & fabric::hello_reads_peer_memory) != 0;
   peer_window_begin_ = arena::header_bytes;
   peer_window_end_ = peer_.size();
   peer_wake_fd_ = std::exchange(hello_fds_[1], -1);

@@ -73,6 +73,9 @@ class link final : public fabric::multiplexed_link {
   void ring_doorbell(std::uint32_t peer_channel) override;
   bool ring_doorbell_unless_polled(std::uint32_t peer_channel, fabric::polled_hint hint) override;
   bool may_skip_doorbells() const override { return true; }
+  bool peer_fetches() const override { return peer_fetches_; }
+  std::error_code fetch(std::uint64_t source, std::uint64_t guard, std::uint64_t guard_value,
+                        std::span<std::byte> into) override;
   std::size_t registered_bytes() const override { return arena_.registered_bytes(); }
 
  private:
@@ -100,6 +103,9 @@ class link final : public fabric::multiplexed_link {
   arena arena_;
   mapping peer_;
   std::uint64_t local_key_ = 0;
+  /// The peer's process, when this side may read its memory (probed before our hello); else 0.
+  int readable_peer_pid_ = 0;
+  bool peer_fetches_ = false;  ///< the peer's hello said it may read ours
   int peer_wake_fd_ = -1;
   /// The descriptors that came with the peer's hello (arena memfd, eventfd), until it is taken.
   std::vector<int> hello_fds_;

@@ -6,8 +6,11 @@
 
 #include <bellows/error.hpp>
 
+#include <sys/uio.h>
 #include <unistd.h>
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <cstring>
 
 namespace bellows::shm {
@@ -122,6 +125,35 @@ void link::ring_doorbell(std::uint32_t peer_channel) {
     const std::uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(peer_wake_fd_, &one, sizeof one);
   }
+}
+
+namespace {
+
+/// Reads `length` bytes at `address` in process `pid` into `into`, all or an error.
+std::error_code read_peer(int pid, std::uint64_t address, void* into, std::size_t length) {
+  iovec local{into, length};
+  iovec remote{reinterpret_cast<void*>(address), length};
+  const ssize_t n = ::process_vm_readv(pid, &local, 1, &remote, 1, 0);
+  if (n < 0) return {errno, std::system_category()};
+  // Short only when the peer's memory ends partway: its buffer is gone.
+  if (static_cast<std::size_t>(n) != length) return std::make_error_code(std::errc::bad_address);
+  return {};
+}
+
+}  // namespace
+
+std::error_code link::fetch(std::uint64_t source, std::uint64_t guard, std::uint64_t guard_value,
+                            std::span<std::byte> into) {
+  if (readable_peer_pid_ == 0 || state_ != state::ready)
+    return std::make_error_code(std::errc::operation_not_permitted);
+  if (auto ec = read_peer(readable_peer_pid_, source, into.data(), into.size())) return ec;
+  // The guard is read after the bytes (a seqlock's reader): if it still holds the offer's value,
+  // the sender had not let go of its buffer when we finished reading it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  std::uint64_t word = 0;
+  if (auto ec = read_peer(readable_peer_pid_, guard, &word, sizeof word)) return ec;
+  if (word != guard_value) return std::make_error_code(std::errc::operation_canceled);
+  return {};
 }
 
 }  // namespace bellows::shm
