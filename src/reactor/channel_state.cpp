@@ -1,5 +1,6 @@
 #include "reactor/channel_state.hpp"
 
+#include "proto/fetch_guard.hpp"
 #include "reactor/reactor.hpp"
 
 #include <bellows/error.hpp>
@@ -213,6 +214,9 @@ channel_stats channel_state::stats() const {
 
 void channel_state::shutdown() {
   // The io_context is going away: handlers are destroyed without being called, as Asio does.
+  // A destroyed send handler may free the buffer of an offer the peer is reading: the guard
+  // moves first, so that the peer's read does not count (see proto::fetch_note).
+  if (core_.options().offers_are_fetched && core_.outgoing().awaiting_ack()) proto::fetch_guard::withdraw();
   reactor_gone_.store(true, std::memory_order_release);
   sized_.clear();
   views_.clear();

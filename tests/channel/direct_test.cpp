@@ -6,6 +6,7 @@
 // the rest of the write is dropped (ASan would see a write into the freed buffer) and the
 // link's other channels carry on.
 
+#include "proto/fetch_guard.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -25,6 +26,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -147,6 +149,44 @@ TEST_CASE("shm: a message between two processes is read once, from the sender's 
   REQUIRE(bt::run_until(
       io, [&] { return closed.ec.has_value(); }, 10s));
   CHECK(peer.wait() == 0);
+}
+
+namespace {
+
+/// A send handler that is never meant to run: its destruction notes the fetch guard's value.
+struct guard_witness {
+  explicit guard_witness(std::optional<std::uint64_t>& at_destruction) : seen(&at_destruction) {}
+  guard_witness(guard_witness&& other) noexcept : seen(std::exchange(other.seen, nullptr)) {}
+  guard_witness& operator=(guard_witness&&) = delete;
+  ~guard_witness() {
+    if (seen) *seen = bellows::proto::fetch_guard::current().value;
+  }
+  void operator()(std::error_code, std::size_t) {}
+  std::optional<std::uint64_t>* seen;
+};
+
+}  // namespace
+
+TEST_CASE("shm: an io_context destroyed with an offer unanswered moves the guard before its send handler goes",
+          "[shm][direct]") {
+  if (!bt::chosen(bt::provider::shm)) return bt::skip_case("shm is not among BELLOWS_TEST_PROVIDERS");
+  const auto message = bt::random_bytes(std::size_t{1} << 20, 31);
+  std::optional<std::uint64_t> guard_at_destruction;
+  std::uint64_t guard_at_offer = 0;
+  std::vector<bellows::channel> outliving;  // channels may outlive their io_context, as sockets may
+  {
+    linked_pair p(bt::unique_name("direct-shutdown"), 1, bt::provider::shm);
+    guard_at_offer = bellows::proto::fetch_guard::current().value;
+    // Offered at once; the peer posts no receive, so nobody answers.
+    p.connected[0].async_send(asio::buffer(message), guard_witness(guard_at_destruction));
+    p.io.poll();
+    CHECK(!guard_at_destruction);
+    outliving.push_back(std::move(p.connected[0]));
+    outliving.push_back(std::move(p.accepted[0]));
+  }  // the io_context goes: its handlers are destroyed without being called, as Asio does
+  // The buffer may go with the handler (a coroutine's frame): the guard must have moved by then.
+  REQUIRE(guard_at_destruction);
+  CHECK(*guard_at_destruction != guard_at_offer);
 }
 
 TEST_CASE("messages above the largest tier's frames go straight into the receive's buffer, both ways",
