@@ -146,7 +146,8 @@ TEST_CASE("core: bytes read after the sender let go of its buffer are not delive
   // The sender's detach then ends the receive without a message.
   c.before_guard_check = nullptr;
   c.cores[1]->peer_detached(clock_time{});
-  const auto* r = find_done<receive_done>(c.run(1));
+  const auto ended = c.run(1);
+  const auto* r = find_done<receive_done>(ended);
   REQUIRE(r != nullptr);
   CHECK(r->ec == error::connection_reset);
   CHECK(r->bytes == 0);
@@ -167,7 +168,8 @@ TEST_CASE("core: an answer of the wrong kind for the offer made is a protocol vi
   const auto lie = encode_lend({1, status, reinterpret_cast<std::uint64_t>(elsewhere.data()), 0, length});
   std::memcpy(c.control[0].data() + control_block::lend_offset, lie.data(), lie.size());
   c.cores[0]->poll(clock_time{});
-  const auto* s = find_done<send_done>(c.run(0));
+  const auto refused = c.run(0);
+  const auto* s = find_done<send_done>(refused);
   REQUIRE(s != nullptr);
   CHECK(s->ec == error::protocol_violation);
   CHECK(c.cores[0]->closed_reason() == error::protocol_violation);
@@ -193,7 +195,8 @@ TEST_CASE("core: a DONE after a fetched offer is a protocol violation", "[core][
   put(frame + trailer_offset(h.length), std::uint64_t{h.seq});
   c.cores[1]->receive(10, pair_of_cores::into(f.inbox));
   c.cores[1]->poll(clock_time{});
-  const auto* r = find_done<receive_done>(c.run(1));
+  const auto ended = c.run(1);
+  const auto* r = find_done<receive_done>(ended);
   REQUIRE(r != nullptr);
   CHECK(r->ec == error::protocol_violation);
 }
