@@ -77,7 +77,9 @@ struct context_options {
   ///    of it (at least 67 ms and at most 2.1 s a try). A dead peer or link is noticed within
   ///    this time (below 0.7 s: within a third of it plus 0.47 s). Zero sends no probes and
   ///    keeps rdma_cm's timeout (2.1 s a try on RoCE): a peer that dies while this side only
-  ///    waits for a message is never noticed.
+  ///    waits for a message is never noticed. A peer on this host (rdma_cm routed it to one
+  ///    of this host's own addresses) is never probed: its kernel disconnects the queue pair
+  ///    as soon as its process ends, and the host cannot die under this process.
   std::chrono::milliseconds peer_timeout = std::chrono::seconds(15);
 };
 

@@ -37,6 +37,18 @@ bellows::endpoint endpoint_of(const sockaddr* peer) {
   return who;
 }
 
+/// Both ends on this host: rdma_cm routed the peer to one of our own addresses.
+bool same_address(const sockaddr* local, const sockaddr* peer) {
+  if (local == nullptr || peer == nullptr || local->sa_family != peer->sa_family) return false;
+  if (local->sa_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(local)->sin_addr.s_addr ==
+           reinterpret_cast<const sockaddr_in*>(peer)->sin_addr.s_addr;
+  if (local->sa_family == AF_INET6)
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(local)->sin6_addr,
+                       &reinterpret_cast<const sockaddr_in6*>(peer)->sin6_addr, sizeof(in6_addr)) == 0;
+  return false;
+}
+
 }  // namespace
 
 qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, rdma_cm_id* id, std::uint32_t local_id,
@@ -49,6 +61,7 @@ qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, r
       max_inline_(max_inline) {
   inline_copy_.reserve(max_inline_);
   peer_endpoint_ = endpoint_of(rdma_get_peer_addr(id));
+  peer_on_this_host_ = same_address(rdma_get_local_addr(id), rdma_get_peer_addr(id));
 }
 
 qp_link::~qp_link() {
@@ -376,6 +389,10 @@ void qp_link::post_immediate(std::uint32_t immediate, bool must_signal) {
 void qp_link::probe_if_quiet() {
   // A peer that detached has nothing more to say; its disconnect ends the queue pair.
   if (state_ != state::open || closing_ || peer_detached_) return;
+  // A peer on this host cannot vanish while this process lives unless its process ends, and
+  // then its kernel's connection manager disconnects the queue pair at once: a probe would
+  // only cost a post (a system call per write on Soft-RoCE) and learn nothing more.
+  if (!probes_peer()) return;
   if (std::exchange(posted_at_last_probe_, posted_) != posted_) return;  // its own writes will fail
   // Never waits for room: a full queue has writes in flight, which fail on their own.
   const bool queue_room = posted_ - completed_ + 2 <= transport::send_queue_depth;

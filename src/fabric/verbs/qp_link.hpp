@@ -66,8 +66,10 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   /// The io_context is going away: let go of the queue pair without touching its services.
   void shutdown();
   /// Called every probe interval: a link that posted nothing since the last call posts a
-  /// zero-byte write, so that a dead peer fails it even while nothing else is in flight.
+  /// zero-byte write, so that a dead peer fails it even while nothing else is in flight. A peer
+  /// on this host is not probed: its kernel disconnects the queue pair when its process ends.
   void probe_if_quiet();
+  bool probes_peer() const noexcept { return !peer_on_this_host_; }
 
   // fabric::link
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
@@ -116,6 +118,7 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   bool failure_told_ = false;
   bool doorbell_waiting_ = false;
   bool peer_detached_ = false;
+  bool peer_on_this_host_ = false;
   bool detach_sent_ = false;
   bool retired_ = false;
   bool closing_ = false;

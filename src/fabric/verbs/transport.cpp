@@ -72,7 +72,10 @@ proto::outcome<std::uint32_t> transport::create_queue_pair(rdma_cm_id* id) {
   return last_error(ENOMEM);
 }
 
-void transport::add(const std::shared_ptr<qp_link>& link) { links_[link->qp_num()] = link; }
+void transport::add(const std::shared_ptr<qp_link>& link) {
+  links_[link->qp_num()] = link;
+  if (link->probes_peer()) schedule_probes();
+}
 
 void transport::remove(std::uint32_t qp_num, std::size_t signalled_outstanding) {
   sends_completed(qp_num, UINT64_MAX);
@@ -278,6 +281,8 @@ void transport::watch_async_events() {
 
 void transport::schedule_probes() {
   if (probes_scheduled_ || !armed_ || !probe_timer_ || probe_interval_.count() == 0) return;
+  // Links to peers on this host are not probed; with only those, no timer wakes this process.
+  if (std::none_of(links_.begin(), links_.end(), [](const auto& entry) { return entry.second->probes_peer(); })) return;
   probes_scheduled_ = true;
   probe_timer_->expires_after(probe_interval_);
   // Weak: a cancelled wait may sit in the io_context after the reactor let go of this transport.

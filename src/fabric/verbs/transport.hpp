@@ -39,7 +39,8 @@ class transport final : public std::enable_shared_from_this<transport> {
   static constexpr std::size_t first_staging_bytes = std::size_t{1} << 20;
 
   /// `wake_fd` is the reactor's eventfd, written when a completion ends its sleep. While armed,
-  /// every `probe_interval` (zero: never) each quiet link probes its peer (liveness.hpp).
+  /// every `probe_interval` (zero: never) each quiet link to another host probes its peer
+  /// (liveness.hpp); with no such link, no timer runs.
   static proto::outcome<std::shared_ptr<transport>> create(const asio::any_io_executor& io, ibv_context* context,
                                                            fabric::memory_budget& budget, int wake_fd,
                                                            std::chrono::milliseconds probe_interval);
