@@ -63,12 +63,12 @@ asio::awaitable<void> ping_pong(bellows::channel& ch, std::uint64_t size, std::u
     co_await ch.async_send(asio::buffer(message), use_awaitable);
     const std::size_t n = co_await ch.async_receive(asio::buffer(reply), use_awaitable);
     if (i >= warmup) half_trips_us.push_back(micros_since(t0) / 2);
-    if (n != size) throw std::runtime_error("echo came back with another size");
+    if (n != size) throw std::runtime_error("the answer came back with another size");
   }
 }
 
 asio::awaitable<void> latency(const std::string& uri, const settings& s, reporter& out) {
-  bellows::channel ch = co_await open(uri, channel_options_for(s), "echo");
+  bellows::channel ch = co_await open(uri, channel_options_for(s), "pong");
   for (const auto size : s.sizes.empty() ? default_sizes("lat") : s.sizes) {
     const auto iterations = iterations_for(s, "lat", size);
     std::vector<double> half_trips;
@@ -189,7 +189,7 @@ asio::awaitable<first_message> time_first_message(const std::string& uri, const 
 asio::awaitable<void> enlarge(const std::string& uri, const settings& s, reporter& out) {
   double answer_us = 0;
   {
-    bellows::channel ch = co_await open(uri, channel_options_for(s), "echo");
+    bellows::channel ch = co_await open(uri, channel_options_for(s), "pong");
     std::vector<double> half_trips;
     co_await ping_pong(ch, 8, 1000, 2000, half_trips);
     answer_us = summarize(half_trips).p50;
@@ -312,7 +312,7 @@ asio::awaitable<void> scale(const std::string& uri, const settings& s, reporter&
       asio::co_spawn(
           ex,
           [&]() -> asio::awaitable<void> {
-            bellows::channel ch = co_await open(uri, channel_options_for(s), "echo");
+            bellows::channel ch = co_await open(uri, channel_options_for(s), "pong");
             co_await ping_pong(ch, 8, warmup_for(s, iterations), iterations, half_trips);
             co_await ch.async_close(use_awaitable);
           },

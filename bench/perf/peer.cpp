@@ -58,14 +58,14 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
     std::istringstream command(text);
     std::string role;
     command >> role;
-    if (role == "echo") {
-      std::vector<std::byte> buffer(state->max_message);
+    if (role == "pong") {
+      std::vector<std::byte> buffer(state->max_message), answer(state->max_message, std::byte{2});
       for (;;) {
         auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
-        say_if_unexpected("echo", receive_ec);
+        say_if_unexpected("pong", receive_ec);
         if (receive_ec) break;
-        auto [send_ec, sent] = co_await ch.async_send(asio::buffer(buffer.data(), size), as_tuple(use_awaitable));
-        say_if_unexpected("echo", send_ec);
+        auto [send_ec, sent] = co_await ch.async_send(asio::buffer(answer.data(), size), as_tuple(use_awaitable));
+        say_if_unexpected("pong", send_ec);
         if (send_ec) break;
       }
     } else if (role == "sink") {

@@ -2,7 +2,11 @@
 // The side of bellows-perf that answers. Every channel a client opens begins with one text
 // message naming its role, so one listening peer serves every mode, in any order, without
 // being told the client's settings:
-//   "echo"     sends every message back (lat, and the active channels of scale)
+//   "pong"     answers every message with one of its size, from a buffer this side never
+//              writes, as ucx_perftest's ping-pong does (lat, and the active channels of
+//              scale). Sending back the bytes just received would time something else: at
+//              1 MiB their cache lines are dirty in this core, and the other side's copy
+//              pulls them across, 1.7x the half round trip on the development VM.
 //   "sink N"   receives N messages into a buffer, then answers one byte (bw, rate)
 //   "enlarge"  receives one message, answers the nanoseconds this side spent provisioning
 //              the ring it needed (enlarge)
