@@ -7,6 +7,7 @@
 // link's other channels carry on.
 
 #include "proto/fetch_guard.hpp"
+#include "support/buffer_echo.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -14,11 +15,7 @@
 
 #include <bellows/bellows.hpp>
 
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
-#include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
-#include <asio/use_awaitable.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -75,34 +72,8 @@ struct result {
   }
 };
 
-/// Runs in the child: accepts one channel on URI and sends back every message it receives,
-/// each from the buffer it was received into (so both directions can be fetched), until the
-/// peer closes. ARGS: role URI.
-int run_buffer_echo(const std::vector<std::string>& args) {
-  asio::io_context io;
-  bellows::acceptor acc(io.get_executor(), args.at(1));
-  bt::child_process::signal_ready();
-  int status = 1;
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        using asio::experimental::as_tuple;
-        auto ch = co_await acc.async_accept(asio::use_awaitable);
-        std::vector<std::byte> buffer(std::size_t{4} << 20);
-        for (;;) {
-          auto [ec, n] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(asio::use_awaitable));
-          if (ec == bellows::error::end_of_stream) break;
-          if (ec) co_return;
-          auto [send_ec, sent] = co_await ch.async_send(asio::buffer(buffer.data(), n), as_tuple(asio::use_awaitable));
-          if (send_ec) co_return;
-        }
-        auto [close_ec] = co_await ch.async_close(as_tuple(asio::use_awaitable));
-        status = close_ec ? 2 : 0;
-      },
-      asio::detached);
-  io.run_for(60s);
-  return status;
-}
+/// Runs in the child: echoes one channel on URI. ARGS: role URI.
+int run_buffer_echo(const std::vector<std::string>& args) { return bt::serve_buffer_echo(args.at(1)); }
 const bt::child_role buffer_echo("buffer-echo", run_buffer_echo);
 
 }  // namespace
