@@ -26,7 +26,7 @@ namespace {
 
 constexpr const char* usage =
     R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-                    [--active N] [--outstanding N] [--fixed-large] [--budget BYTES]
+                    [--active N] [--outstanding N] [--fixed-large] [--view] [--budget BYTES]
                     [--cpus A,B|none] [--json]
                     [--uri URI | --serve URI | --connect URI]
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
@@ -37,6 +37,8 @@ constexpr const char* usage =
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
   --outstanding  bw: sends in flight at once (default 1, as ucx_perftest's -O)
+  --view  bw: the peer receives with async_receive_view (the bytes stay in the ring, or in
+          memory the view owns) instead of into a buffer of its own
   --cpus  the CPUs the measuring process and its forked peer are pinned to (default 0,1)
   --json  one JSON object per figure, for scripts (bench/compare.sh, ab-perf)
   --uri   where the forked peer listens (default shm://perf-PID)
@@ -68,6 +70,10 @@ command_line parse(int argc, char** argv) {
     }
     if (flag == "--fixed-large") {
       s.fixed_large = true;
+      continue;
+    }
+    if (flag == "--view") {
+      s.view = true;
       continue;
     }
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");

@@ -25,6 +25,8 @@ struct settings {
   std::uint64_t outstanding = 1;                       ///< bw: sends in flight at once
   /// Start every channel at 256 KiB, as rsocket and eager-RDMA MPI do, to compare against.
   bool fixed_large = false;
+  /// bw: the peer takes each message with async_receive_view instead of into its buffer.
+  bool view = false;
   bool json = false;
   std::size_t max_message = std::size_t{4} << 20;  ///< the peer's receive buffer
   /// The forked (or --serve) peer's registered_memory_budget; herd uses it to force denials.

@@ -80,6 +80,17 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
       const char done = 1;
       if (intact) co_await ch.async_send(asio::buffer(&done, 1), as_tuple(use_awaitable));
       co_await until_closed(ch);
+    } else if (role == "view-sink") {
+      std::uint64_t count = 0;
+      command >> count;
+      bool intact = true;
+      for (std::uint64_t i = 0; i < count && intact; ++i) {
+        auto [receive_ec, view] = co_await ch.async_receive_view(as_tuple(use_awaitable));
+        intact = !receive_ec;
+      }
+      const char done = 1;
+      if (intact) co_await ch.async_send(asio::buffer(&done, 1), as_tuple(use_awaitable));
+      co_await until_closed(ch);
     } else if (role == "enlarge") {
       // Every message is answered with the time this side last spent provisioning a ring. The
       // buffer is left uninitialised: zeroing 4 MiB per channel would be timed as the message.

@@ -8,6 +8,7 @@
 //              1 MiB their cache lines are dirty in this core, and the other side's copy
 //              pulls them across, 1.7x the half round trip on the development VM.
 //   "sink N"   receives N messages into a buffer, then answers one byte (bw, rate)
+//   "view-sink N"  the same with async_receive_view (bw --view)
 //   "enlarge"  receives one message, answers the nanoseconds this side spent provisioning
 //              the ring it needed (enlarge)
 //   "herd N"   receives one message of N bytes, answers 8 bytes (herd)
