@@ -141,24 +141,28 @@ bool receiver::take_offered(std::uint64_t length) {
 }
 
 bool receiver::accept_direct(const frame_header& h, const std::byte* payload, receiver_events& out) {
-  const bool fetched = h.length == fetch_payload_bytes;
+  // A fetched offer's payload is a direct note followed by where to read: one decode takes
+  // whichever the length says.
   fetch_note fetch;
-  if (fetched) {
+  if (h.length == fetch_payload_bytes) {
     const auto decoded = decode_fetch(payload);
     if (!decoded) return violation(out), false;
     fetch = *decoded;
+  } else {
+    const auto decoded = decode_direct(payload);
+    if (!decoded) return violation(out), false;
+    fetch.offer = *decoded;
   }
-  const auto note = decode_direct(payload);
-  if (!note || in_message_) return violation(out), false;
+  const direct_note& note = fetch.offer;
+  if (in_message_) return violation(out), false;
   if (h.kind == frame_kind::direct_offer) {
-    if (offer_open_ || note->offer_id <= last_offer_id_ || note->length > options_.max_message_size)
+    if (offer_open_ || note.offer_id <= last_offer_id_ || note.length > options_.max_message_size)
       return violation(out), false;
-    last_offer_id_ = note->offer_id;
-    offered_length_ = note->length;
+    last_offer_id_ = note.offer_id;
+    offered_length_ = note.length;
     offer_open_ = true;
   } else {
-    if (!offer_open_ || note->offer_id != last_offer_id_ || note->length != offered_length_)
-      return violation(out), false;
+    if (!offer_open_ || note.offer_id != last_offer_id_ || note.length != offered_length_) return violation(out), false;
     offer_open_ = false;
   }
   // Held like a message's frame: delivery decides about the offer, in order with the rest.
@@ -166,8 +170,8 @@ bool receiver::accept_direct(const frame_header& h, const std::byte* payload, re
   out.frames.push_back({{current_.ring.epoch, ordinal},
                         h.kind,
                         {},
-                        note->length,
-                        note->offer_id,
+                        note.length,
+                        note.offer_id,
                         fetch.source,
                         fetch.guard_address,
                         fetch.guard_value});
