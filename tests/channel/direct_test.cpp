@@ -8,6 +8,7 @@
 
 #include "proto/fetch_guard.hpp"
 #include "support/buffer_echo.hpp"
+#include "support/graceful_close.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -115,10 +116,9 @@ TEST_CASE("shm: a message between two processes is read once, from the sender's 
   } else {
     WARN("Yama's ptrace scope keeps these processes from reading each other: the ring carried them");
   }
-  result closed;
-  ch->async_close([&](std::error_code ec) { closed.ec = ec; });
-  REQUIRE(bt::run_until(
-      io, [&] { return closed.ec.has_value(); }, 10s));
+  const auto close = bt::close_and_await_end(io, *ch);
+  CHECK(close.closed == std::error_code{});
+  CHECK(close.ended == bellows::error::end_of_stream);
   CHECK(peer.wait() == 0);
 }
 

@@ -7,6 +7,7 @@
 // and the sender falls back to the ring).
 
 #include "support/buffer_echo.hpp"
+#include "support/graceful_close.hpp"
 #include "support/memory_reads.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
@@ -91,11 +92,9 @@ struct echo_peer {
   }
 
   void close() {
-    std::optional<std::error_code> closed;
-    ch->async_close([&](std::error_code ec) { closed = ec; });
-    REQUIRE(bt::run_until(
-        io, [&] { return closed.has_value(); }, 10s));
-    CHECK(!*closed);
+    const auto close = bt::close_and_await_end(io, *ch);
+    CHECK(close.closed == std::error_code{});
+    CHECK(close.ended == bellows::error::end_of_stream);
     CHECK(child.wait() == 0);
   }
 
