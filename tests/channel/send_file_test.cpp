@@ -168,6 +168,57 @@ TEST_CASE("async_send_file refuses a closed descriptor, a pipe and a range past 
   CHECK(pair.near->is_open());
 }
 
+TEST_CASE("A file larger than the largest tier's frames goes straight into a receive's buffer where the link lends it",
+          "[channel][send_file][direct]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  channel_pair pair(provider, "send-file-direct");
+  scratch_file file(file_size, 19);
+  const std::size_t offset = 12345;  // the file's bytes need not start on any boundary
+  const std::size_t length = file_size - offset;
+  send_result from_file;
+  std::optional<std::error_code> received;
+  std::size_t received_bytes = 0;
+  std::vector<std::byte> inbox(file_size);
+  pair.far->async_receive(asio::buffer(inbox), [&](std::error_code ec, std::size_t n) {
+    received = ec;
+    received_bytes = n;
+  });
+  pair.near->async_send_file(file.descriptor(), offset, length, from_file.record());
+  REQUIRE(bt::run_until(
+      pair.io, [&] { return received && from_file.ec; }, 30s));
+  CHECK(!*from_file.ec);
+  CHECK(!*received);
+  REQUIRE(received_bytes == length);
+  CHECK(std::vector<std::byte>(inbox.begin(), inbox.begin() + static_cast<std::ptrdiff_t>(length)) ==
+        file.slice(offset, length));
+  // tcp and rdma lend the buffer; over shm the receiver would have to read a file's bytes
+  // from the sender's memory, where they are not, so the ring carries them.
+  const auto stats = pair.far->stats();
+  CHECK(stats.direct_messages_received == (provider == bt::provider::shm ? 0u : 1u));
+}
+
+TEST_CASE(
+    "A file that shrinks before its bytes go into a lent buffer fails the send, and the receive gets no part of it",
+    "[channel][send_file][direct]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  channel_pair pair(provider, "send-file-direct-truncated");
+  scratch_file file(file_size, 23);
+  send_result from_file;
+  pair.near->async_send_file(file.descriptor(), 0, file_size, from_file.record());
+  pair.io.poll();  // offered (tcp, rdma) or its first fragments placed (shm): the size was checked
+  REQUIRE(::truncate(file.path().c_str(), 1 << 20) == 0);
+  std::optional<std::error_code> received;
+  std::vector<std::byte> inbox(file_size);
+  pair.far->async_receive(asio::buffer(inbox), [&](std::error_code ec, std::size_t) { received = ec; });
+  REQUIRE(bt::run_until(
+      pair.io, [&] { return received && from_file.ec; }, 30s));
+  CHECK(*from_file.ec == bellows::error::file_truncated);
+  CHECK(*received == bellows::error::connection_reset);
+  CHECK(!pair.near->is_open());
+}
+
 TEST_CASE("A file that shrinks during its send closes the channel with file_truncated, earlier messages arrive",
           "[channel][send_file]") {
   const auto provider = GENERATE(from_range(bt::providers_here()));

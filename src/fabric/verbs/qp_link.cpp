@@ -66,7 +66,7 @@ qp_link::qp_link(std::shared_ptr<transport> t, std::shared_ptr<cm_channel> cm, r
 
 qp_link::~qp_link() {
   // Normally destroy() ran already; this is the io_context going away under an open link.
-  windows_.clear();  // before the queue pair: a window bound to it holds it
+  drop_windows();  // before the queue pair: a window bound to it holds it
   if (id_ != nullptr) {
     if (id_->qp != nullptr) ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
@@ -86,25 +86,40 @@ void qp_link::established(std::uint32_t peer_id, fabric::remote_address peer_con
 }
 
 proto::outcome<fabric::region> qp_link::grant(const fabric::region& block) {
+  window_ptr window;
+  std::uint32_t key = 0;
+  if (auto ec = bind_window(transport_->pool().memory_region(block.handle), block.address, block.length, window, key))
+    return ec;
+  fabric::region granted = block;
+  granted.key = key;
+  windows_[block.handle] = std::move(window);
+  return granted;
+}
+
+std::error_code qp_link::bind_window(ibv_mr* mr, std::uint64_t address, std::size_t length, window_ptr& window,
+                                     std::uint32_t& key) {
   if (state_ != state::handshaking && state_ != state::open)
     return failure_ ? failure_ : make_error_code(error::connection_reset);
-  std::unique_ptr<ibv_mw, window_release> window(::ibv_alloc_mw(transport_->protection_domain(), IBV_MW_TYPE_2));
+  window.reset(::ibv_alloc_mw(transport_->protection_domain(), IBV_MW_TYPE_2));
   if (!window) return std::error_code(errno != 0 ? errno : ENOMEM, std::system_category());
   if (auto ec = wait_for_room(false)) return ec;
   ibv_send_wr wr{};
   wr.opcode = IBV_WR_BIND_MW;
   wr.bind_mw.mw = window.get();
   wr.bind_mw.rkey = ::ibv_inc_rkey(window->rkey);
-  wr.bind_mw.bind_info.mr = transport_->pool().memory_region(block.handle);
-  wr.bind_mw.bind_info.addr = block.address;
-  wr.bind_mw.bind_info.length = block.length;
+  wr.bind_mw.bind_info.mr = mr;
+  wr.bind_mw.bind_info.addr = address;
+  wr.bind_mw.bind_info.length = length;
   wr.bind_mw.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_WRITE;
   // Placed before any later request of this queue pair, so before the message that names it.
   if (auto ec = post(wr, false)) return ec;
-  fabric::region granted = block;
-  granted.key = wr.bind_mw.rkey;
-  windows_[block.handle] = std::move(window);
-  return granted;
+  key = wr.bind_mw.rkey;
+  return {};
+}
+
+void qp_link::drop_windows() noexcept {
+  windows_.clear();
+  lent_.clear();
 }
 
 void qp_link::take_memory(const fabric::region& control, const fabric::region& ring) {
@@ -114,7 +129,11 @@ void qp_link::take_memory(const fabric::region& control, const fabric::region& r
 
 void qp_link::take_back(std::uint64_t handle) {
   // Deallocating invalidates the window at once: the block is out of the peer's reach before
-  // the pool may hand it to another channel.
+  // the pool may hand it to another channel, or the application has its buffer back.
+  if ((handle & lent_handle_bit) != 0) {
+    lent_.erase(handle);
+    return;
+  }
   windows_.erase(handle);
   transport_->pool().release(handle);
 }
@@ -123,7 +142,7 @@ void qp_link::take_back_all() {
   for (auto handle : graveyard_)
     if (handle != 0) take_back(handle);
   graveyard_.clear();
-  windows_.clear();
+  drop_windows();
 }
 
 void qp_link::on_message(std::span<const std::byte> bytes) {
@@ -238,7 +257,7 @@ void qp_link::destroy() {
     ::rdma_disconnect(id_);
     // Windows first: one bound to the queue pair holds it, and Soft-RoCE then takes most of a
     // minute to give the queue pair up.
-    windows_.clear();
+    drop_windows();
     ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
     id_ = nullptr;
@@ -251,7 +270,7 @@ void qp_link::destroy() {
 
 void qp_link::shutdown() {
   // The io_context is going away: verbs objects go now, nothing touches its services again.
-  windows_.clear();  // before the queue pair they are bound to
+  drop_windows();  // before the queue pair they are bound to
   if (id_ != nullptr) {
     if (id_->qp != nullptr) ::rdma_destroy_qp(id_);
     ::rdma_destroy_id(id_);
@@ -320,6 +339,9 @@ std::error_code qp_link::write(fabric::remote_address dst, fabric::byte_pieces p
   if (state_ != state::open) return failure_ ? failure_ : make_error_code(error::connection_reset);
   // An rkey is 32 bits; anything wider is not one this peer could have granted.
   if (dst.key > UINT32_MAX || dst.address % 8 != 0) return make_error_code(error::protocol_violation);
+  std::size_t total = 0;
+  for (auto p : pieces) total += p.size();
+  if (total > largest_request) return write_in_requests(dst, pieces);
   return post_bytes(IBV_WR_RDMA_WRITE, dst, pieces, false);
 }
 

@@ -9,7 +9,10 @@
 //
 // Every block the peer may write into is reached through a type-2 memory window bound to this
 // queue pair (grant()): its key is worthless on any other queue pair, and the window is
-// deallocated before the block returns to the pool. While the channel opens, the link carries
+// deallocated before the block returns to the pool. So is a receive buffer lent for a message
+// above the rings' frames (lend()): it is registered while lent, and the peer RDMA-WRITEs the
+// message straight into it. Taken back early (the channel torn down), a later write of the
+// peer's fails its queue pair, which only that channel used. While the channel opens, the link carries
 // the handshake's few SENT messages (handshake.hpp) to whoever listens for them.
 
 #include "fabric/link.hpp"
@@ -80,14 +83,44 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
 
   proto::outcome<fabric::region> register_region(std::size_t length) override;
   void release_region(std::uint64_t handle) override;
+  bool can_lend() const override { return true; }
+  std::optional<fabric::region> lend(std::span<std::byte> memory) override;
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
+                                  fabric::file_piece piece) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
   std::size_t registered_bytes() const override { return transport_->pool().bytes_in_use(); }
 
  private:
   enum class state { connecting, handshaking, open, failed, closed };
 
+  struct window_release {
+    void operator()(ibv_mw* mw) const noexcept { ::ibv_dealloc_mw(mw); }
+  };
+  using window_ptr = std::unique_ptr<ibv_mw, window_release>;
+  struct registration_release {
+    void operator()(ibv_mr* mr) const noexcept { ::ibv_dereg_mr(mr); }
+  };
+  /// An application's receive buffer lent to the peer: registered for as long as it is lent.
+  /// The window is declared last so that it goes first.
+  struct lent_buffer {
+    std::unique_ptr<ibv_mr, registration_release> registration;
+    window_ptr window;
+  };
+  /// Handles of lent buffers carry this bit; the pool's never do.
+  static constexpr std::uint64_t lent_handle_bit = std::uint64_t{1} << 63;
+  /// A write above this goes out as several staged requests, so that one large message never
+  /// needs a staging ring of its own size.
+  static constexpr std::size_t largest_request = std::size_t{256} << 10;
+
   bool can_post() const noexcept { return state_ == state::open || state_ == state::handshaking; }
+  /// A type-2 window over `length` bytes of `mr` at `address`, bound to this queue pair, its
+  /// key in `key`.
+  std::error_code bind_window(ibv_mr* mr, std::uint64_t address, std::size_t length, window_ptr& window,
+                              std::uint32_t& key);
+  std::error_code write_in_requests(fabric::remote_address dst, fabric::byte_pieces pieces);
+  /// Every window goes (lent buffers with theirs), before the queue pair they are bound to.
+  void drop_windows() noexcept;
   std::error_code post_bytes(ibv_wr_opcode opcode, fabric::remote_address dst, fabric::byte_pieces pieces,
                              bool must_signal);
   /// Deallocates the window over `handle` (the peer can no longer reach it) and releases it.
@@ -131,10 +164,11 @@ class qp_link final : public fabric::link, public std::enable_shared_from_this<q
   std::vector<std::uint64_t> graveyard_;
   std::vector<std::byte> inline_copy_;
   message_handler on_message_;
-  struct window_release {
-    void operator()(ibv_mw* mw) const noexcept { ::ibv_dealloc_mw(mw); }
-  };
-  std::unordered_map<std::uint64_t, std::unique_ptr<ibv_mw, window_release>> windows_;  // by block handle
+  std::unordered_map<std::uint64_t, window_ptr> windows_;  // by block handle
+  std::unordered_map<std::uint64_t, lent_buffer> lent_;    // by lent handle
+  std::uint64_t lent_count_ = 0;
+  std::vector<std::span<const std::byte>> request_pieces_;
+  std::vector<std::byte> file_chunk_;
 };
 
 }  // namespace bellows::verbs
