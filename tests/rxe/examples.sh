@@ -15,6 +15,7 @@ $build/examples/bellows_echo_client rdma://192.0.2.1:7471 || exit 3
 $build/bench/bellows-perf --serve rdma://0.0.0.0:7472 &
 sleep 1
 $build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t lat,bw,rate,scale -s 8,64K -n 500 --channels 0,20 || exit 4
+$build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t lat,bw -s 4M -n 20 -w 2 || exit 4
 $build/bench/bellows-perf --connect rdma://192.0.2.1:7472 -t enlarge -n 5 || exit 5
 mkdir -p /tmp
 /bin/busybox dd if=/dev/urandom of=/tmp/ft-source bs=1048576 count=16 2>/dev/null
