@@ -9,6 +9,8 @@
 #include "peer.hpp"
 #include "process.hpp"
 
+#include <bellows/describe_problem.hpp>
+
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 
@@ -26,7 +28,7 @@ namespace {
 
 constexpr const char* usage =
     R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-                    [--active N] [--outstanding N] [--fixed-large] [--view] [--budget BYTES]
+                    [--active N] [--outstanding N] [--fixed-large] [--tiers T] [--view] [--budget BYTES]
                     [--cpus A,B|none] [--json]
                     [--uri URI | --serve URI | --connect URI]
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
@@ -37,6 +39,8 @@ constexpr const char* usage =
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
   --outstanding  bw: sends in flight at once (default 1, as ucx_perftest's -O)
+  T       a tier table, SLOTSxBYTES,... ascending (default 16x256,16x4096,16x65536); a
+          table the library refuses fails the connect with invalid_argument
   --view  bw: the peer receives with async_receive_view (the bytes stay in the ring, or in
           memory the view owns) instead of into a buffer of its own
   --cpus  the CPUs the measuring process and its forked peer are pinned to (default 0,1)
@@ -92,6 +96,14 @@ command_line parse(int argc, char** argv) {
       s.warmup = perf::parse_quantity(value);
     } else if (flag == "--channels") {
       s.channel_counts = perf::parse_list<std::uint64_t>(value, perf::parse_quantity);
+    } else if (flag == "--tiers") {
+      s.tiers = perf::parse_list<bellows::tier>(value, [](const std::string& t) {
+        unsigned slots = 0, bytes = 0;
+        char x = 0;
+        if (std::sscanf(t.c_str(), "%u%c%u", &slots, &x, &bytes) != 3 || x != 'x')
+          throw std::invalid_argument("--tiers takes SLOTSxBYTES,...: " + t);
+        return bellows::tier{bytes, slots};
+      });
     } else if (flag == "--budget") {
       s.peer_budget = perf::parse_quantity(value);
     } else if (flag == "--outstanding") {
@@ -116,6 +128,12 @@ command_line parse(int argc, char** argv) {
   }
   for (const auto size : s.sizes)
     if (size == 0 || size > s.max_message) throw std::invalid_argument("sizes go from 1 B to 4 MiB");
+  if (!s.tiers.empty()) {
+    bellows::channel_options options;
+    options.tiers = s.tiers;
+    if (auto problem = bellows::describe_problem("shm://tiers", options); !problem.empty())
+      throw std::invalid_argument("--tiers: " + problem);
+  }
   return c;
 }
 

@@ -367,6 +367,7 @@ asio::awaitable<process_report> peer_report(const std::string& uri, const settin
 bellows::channel_options channel_options_for(const settings& s) {
   bellows::channel_options options;
   if (s.fixed_large) options.tiers = {{16384, 16}, {65536, 16}};  // 256 KiB from the start, then 1 MiB
+  if (!s.tiers.empty()) options.tiers = s.tiers;
   // A benchmark must not time a shrink and its re-growth in the middle of a sweep.
   options.idle_shrink_after = std::chrono::hours(1);
   return options;

@@ -25,6 +25,8 @@ struct settings {
   std::uint64_t outstanding = 1;                       ///< bw: sends in flight at once
   /// Start every channel at 256 KiB, as rsocket and eager-RDMA MPI do, to compare against.
   bool fixed_large = false;
+  /// A tier table of the measuring side's own (it governs both directions); empty: the default.
+  std::vector<bellows::tier> tiers;
   /// bw: the peer takes each message with async_receive_view instead of into its buffer.
   bool view = false;
   bool json = false;
