@@ -162,12 +162,8 @@ TEST_CASE("shm: an io_context destroyed with an offer unanswered moves the guard
 
 TEST_CASE("messages above the largest tier's frames go straight into the receive's buffer, both ways",
           "[tcp][shm][verbs][direct]") {
-  const auto over = GENERATE(bt::provider::shm, bt::provider::tcp, bt::provider::rdma);
+  const auto over = GENERATE(from_range(bt::providers_here()));
   INFO("over " << bt::to_string(over));
-  if (!bt::chosen(over))
-    return bt::skip_case(std::string(bt::to_string(over)) + " is not among BELLOWS_TEST_PROVIDERS");
-  if (over == bt::provider::rdma && !bt::rdma_here())
-    return bt::skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
   linked_pair p(bt::unique_name("direct"), 1, over);
   auto& client = p.connected[0];
   auto& server = p.accepted[0];
