@@ -224,8 +224,15 @@ void channel_core::peer_detached(clock_time now) {
 void channel_core::link_failed(std::error_code ec, clock_time now) {
   detached_ = true;  // no socket left to say it on
   settle(now);
-  fail(ec == error::protocol_violation ? ec : make_error_code(error::connection_reset));
+  fail(as_channel_failure(ec));
   end_of_input();
+}
+
+std::error_code channel_core::as_channel_failure(std::error_code ec) const {
+  // A write refused by the peer's memory breaks the protocol, unless it went into a buffer
+  // the peer lent: a peer that tears its channel down takes that buffer back mid-write (rdma).
+  if (ec == error::protocol_violation && !tx_.writing_into_lent_buffer()) return ec;
+  return make_error_code(error::connection_reset);
 }
 
 void channel_core::settle(clock_time now) {
@@ -243,7 +250,9 @@ void channel_core::settle(clock_time now) {
 }
 
 void channel_core::write_failed(std::error_code ec) {
-  fail(ec);
+  // What the file said stands; the link's own failures read as the channel's.
+  const bool link_failure = ec == error::protocol_violation || ec == error::connection_reset;
+  fail(link_failure ? as_channel_failure(ec) : ec);
   end_of_input();
 }
 

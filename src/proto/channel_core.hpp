@@ -89,7 +89,8 @@ class channel_core {
   void peer_detached(clock_time now);
   /// The link died (no socket left to say anything on): take what the peer wrote and fail.
   void link_failed(std::error_code ec, clock_time now);
-  /// A `place` or doorbell could not be carried out; the channel fails with `ec`.
+  /// A `place` or doorbell could not be carried out; the channel fails with `ec` (a link's
+  /// failure, as link_failed's).
   void write_failed(std::error_code ec);
 
   /// Moves the next batch of actions, oldest first, into `batch` (cleared first); false when
@@ -161,6 +162,8 @@ class channel_core {
   }
   void end_of_input();
   void fail(std::error_code ec);
+  /// How a failure of the link, or of a write through it, fails this channel.
+  std::error_code as_channel_failure(std::error_code ec) const;
   void send_finished(const send_completion& c);
 
   // Delivery (channel_core_delivery.cpp): frames to pending receives, in order.

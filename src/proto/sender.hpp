@@ -100,6 +100,9 @@ class sender {
 
   std::uint32_t tier() const noexcept { return ring_.tier; }
   bool awaiting_ack() const noexcept { return outstanding_ || offer_ || awaiting_receipt_; }
+  /// A message is being written into a buffer the peer lent, which it may take back by
+  /// tearing its channel down.
+  bool writing_into_lent_buffer() const noexcept { return awaiting_receipt_.has_value(); }
   bool stalled_on_credit() const noexcept { return stalled_; }
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   std::size_t queued() const noexcept { return queue_.size(); }

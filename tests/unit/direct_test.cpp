@@ -220,3 +220,50 @@ TEST_CASE("core: a receipt written just before the peer detached still completes
   CHECK(!s->ec);
   CHECK(s->bytes == message.size());
 }
+
+TEST_CASE("core: a write refused by the peer's memory is a violation, unless it went into a lent buffer",
+          "[core][direct]") {
+  const bool how_told_by_link = GENERATE(false, true);
+  INFO((how_told_by_link ? "the link failed" : "the write failed"));
+  const auto refused = [&](channel_core& core) {
+    const auto ec = make_error_code(error::protocol_violation);
+    if (how_told_by_link) {
+      core.link_failed(ec, clock_time{});
+    } else {
+      core.write_failed(ec);
+    }
+  };
+  {
+    INFO("an ordinary send: a peer that named memory it does not have broke the protocol");
+    pair_of_cores c(true);
+    const auto message = test::random_bytes(100, 1);
+    std::vector<std::byte> inbox(100);
+    c.cores[1]->receive(9, pair_of_cores::into(inbox));
+    c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+    c.cores[0]->receive(8, pair_of_cores::into(inbox));
+    c.run(0);
+    refused(*c.cores[0]);
+    const auto failed = c.run(0);
+    const auto* ended = find_done<receive_done>(failed);
+    REQUIRE(ended != nullptr);
+    CHECK(ended->ec == error::protocol_violation);
+  }
+  {
+    INFO("a message into a lent buffer: the peer took it back, tearing its channel down");
+    pair_of_cores c(true);
+    const auto message = test::random_bytes(above_largest_frame, 2);
+    std::vector<std::byte> inbox(above_largest_frame);
+    c.cores[1]->receive(9, pair_of_cores::into(inbox));
+    c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+    c.run(0);
+    c.cores[1]->poll(clock_time{});
+    c.run(1);
+    c.cores[0]->poll(clock_time{});
+    REQUIRE(names(c.run(0)) == "place0 place32+t doorbell");  // being written into the lent buffer
+    refused(*c.cores[0]);
+    const auto failed = c.run(0);
+    const auto* sent = find_done<send_done>(failed);
+    REQUIRE(sent != nullptr);
+    CHECK(sent->ec == error::connection_reset);
+  }
+}

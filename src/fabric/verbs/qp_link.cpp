@@ -336,13 +336,18 @@ std::error_code qp_link::post(ibv_send_wr& wr, bool must_signal) {
 }
 
 std::error_code qp_link::write(fabric::remote_address dst, fabric::byte_pieces pieces) {
-  if (state_ != state::open) return failure_ ? failure_ : make_error_code(error::connection_reset);
+  // A write fails its channel with the error the channel reports: a queue pair that broke
+  // (a completion's or the device's own errno) is the peer's connection reset.
+  const auto as_channel_error = [](std::error_code ec) {
+    return !ec || ec == error::protocol_violation ? ec : make_error_code(error::connection_reset);
+  };
+  if (state_ != state::open) return as_channel_error(failure_ ? failure_ : make_error_code(error::connection_reset));
   // An rkey is 32 bits; anything wider is not one this peer could have granted.
   if (dst.key > UINT32_MAX || dst.address % 8 != 0) return make_error_code(error::protocol_violation);
   std::size_t total = 0;
   for (auto p : pieces) total += p.size();
-  if (total > largest_request) return write_in_requests(dst, pieces);
-  return post_bytes(IBV_WR_RDMA_WRITE, dst, pieces, false);
+  if (total > largest_request) return as_channel_error(write_in_requests(dst, pieces));
+  return as_channel_error(post_bytes(IBV_WR_RDMA_WRITE, dst, pieces, false));
 }
 
 std::error_code qp_link::post_bytes(ibv_wr_opcode opcode, fabric::remote_address dst, fabric::byte_pieces pieces,
