@@ -163,7 +163,8 @@ std::size_t link::take_records() {
       in_end_ -= in_begin_;
       in_begin_ = 0;
     }
-    const ssize_t n = ::recv(socket_->native_handle(), in_.data() + in_end_, in_.size() - in_end_, MSG_DONTWAIT);
+    const std::size_t room = in_.size() - in_end_;
+    const ssize_t n = ::recv(socket_->native_handle(), in_.data() + in_end_, room, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n <= 0) {
@@ -173,6 +174,9 @@ std::size_t link::take_records() {
     }
     in_end_ += static_cast<std::size_t>(n);
     if (!take_buffered(found, controls)) return found + 1;
+    // A short read emptied the socket: asking again now would only cost a system call that
+    // says so, on the way between a ping and its reply. The next poll looks again.
+    if (static_cast<std::size_t>(n) < room) break;
   }
   if (!controls.empty() && !failed()) handle_batch(controls);
   return found;
