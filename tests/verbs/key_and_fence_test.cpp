@@ -1,9 +1,11 @@
 // rdma:// peers proving their key and fenced off from each other, against raw-verbs openers
 // (support/raw_opener.hpp): a grant recorded from a genuine handshake and replayed on a new
 // connection is refused, and a peer that writes through its own queue pair with another
-// channel's key and address lands nothing there and fails only its own channel. (Right, wrong
+// channel's key and address lands nothing there and fails only its own channel, as does one that
+// writes again with the key of a buffer lent for a message that already arrived. (Right, wrong
 // and missing keys over rdma: tests/channel/key_test.cpp, run over rdma in the guest.)
 
+#include "proto/tier_table.hpp"
 #include "proto/wire.hpp"
 #include "support/raw_opener.hpp"
 #include "support/run_until.hpp"
@@ -47,6 +49,31 @@ bellows::channel open_and_accept(asio::io_context& io, verbs::cm_channel& cm, be
 
 bool all_zero(const std::byte* at, std::size_t length) {
   return std::all_of(at, at + length, [](std::byte b) { return b == std::byte{0}; });
+}
+
+/// Writes a frame carrying `payload` into slot `slot` of the ring `peer` was granted, and rings
+/// the channel's doorbell, as a bellows sender on the first tier would.
+void write_frame(raw_opener& peer, std::uint32_t slot, std::uint32_t seq, proto::frame_kind kind,
+                 std::span<const std::byte> payload) {
+  const auto first_tier = (*proto::tier_table::make(bellows::default_tiers()))[0];
+  proto::frame_header h{seq,
+                        static_cast<std::uint32_t>(payload.size()),
+                        kind,
+                        0,
+                        static_cast<std::uint16_t>(first_tier.slots_for(payload.size())),
+                        seq};
+  std::vector<std::byte> frame(proto::frame_span(payload.size()));
+  const auto header = proto::encode_header(h);
+  const auto trailer = proto::encode_trailer(seq);
+  std::copy(header.begin(), header.end(), frame.begin());
+  std::copy(payload.begin(), payload.end(), frame.begin() + proto::header_bytes);
+  std::copy(trailer.begin(), trailer.end(),
+            frame.begin() + static_cast<std::ptrdiff_t>(proto::trailer_offset(h.length)));
+  const auto& ring = peer.their_grant->ring;
+  REQUIRE(post_write(peer.qp(), frame.data(), frame.size(), ring.address + std::uint64_t{slot} * first_tier.slot_size,
+                     ring.key));
+  REQUIRE(post_doorbell(peer.qp(), peer.acceptance->channel_id, peer.their_grant->control.address,
+                        peer.their_grant->control.key));
 }
 
 }  // namespace
@@ -154,6 +181,97 @@ TEST_CASE("rdma: a write through one queue pair with another channel's key lands
     (*cm)->forget(other.conn.id);
     { auto closing = std::move(others_channel); }
     { auto closing = std::move(attackers_channel); }
+    acc.close();
+    run_until(
+        io, [] { return false; }, 200ms);
+  }
+  ::ibv_dealloc_pd(pd);
+}
+
+TEST_CASE(
+    "rdma: a write with the key of a buffer lent for a message that arrived lands nothing and fails only that channel",
+    "[verbs][fence][direct]") {
+  if (!rdma_here()) return skip_case("no RDMA device here; tests/rxe runs this on Soft-RoCE");
+  asio::io_context io;
+  const auto port = random_port();
+  bellows::acceptor acc(io.get_executor(), rdma_uri(port));
+  auto cm = verbs::cm_channel::create(io.get_executor());
+  REQUIRE(cm);
+  ibv_pd* pd = raw_protection_domain();
+  {
+    raw_opener sender(pd), bystander(pd);
+    auto senders_channel = open_and_accept(io, **cm, acc, sender, port);
+    auto bystanders_channel = open_and_accept(io, **cm, acc, bystander, port);
+
+    // The sender offers a message; the receive takes it whole, so its buffer is lent.
+    constexpr std::size_t length = 64;
+    std::vector<std::uint64_t> inbox(length / 8 + 8);  // 8-aligned, as a lent buffer must be
+    const auto* inbox_bytes = reinterpret_cast<const std::byte*>(inbox.data());
+    std::optional<std::error_code> received;
+    std::size_t received_bytes = 0;
+    senders_channel.async_receive(asio::buffer(inbox.data(), inbox.size() * 8), [&](std::error_code ec, std::size_t n) {
+      received = ec;
+      received_bytes = n;
+    });
+    write_frame(sender, 0, 1, proto::frame_kind::direct_offer, proto::encode_direct({1, length}));
+    const std::byte* lend_slot = sender.control.bytes() + proto::control_block::lend_offset;
+    proto::lend_poll answer;
+    REQUIRE(run_until(
+        io,
+        [&] {
+          sender.poll();
+          answer = proto::poll_lend(lend_slot, 1, 0);
+          return answer.status == proto::lend_poll::state::complete;
+        },
+        20s));
+    REQUIRE(answer.record.status == proto::ack_status::granted);
+    REQUIRE(answer.record.length == length);
+
+    // The message, then DIRECT_DONE in the next slot: the receive completes with it.
+    const std::vector<std::byte> message(length, std::byte{0x5a});
+    REQUIRE(post_write(sender.qp(), message.data(), length, answer.record.address,
+                       static_cast<std::uint32_t>(answer.record.key)));
+    write_frame(sender, 1, 2, proto::frame_kind::direct_done, proto::encode_direct({1, length}));
+    REQUIRE(run_until(
+        io, [&] { return received.has_value(); }, 20s));
+    REQUIRE(!*received);
+    REQUIRE(received_bytes == length);
+    REQUIRE(std::equal(message.begin(), message.end(), inbox_bytes));
+    CHECK(senders_channel.stats().direct_messages_received == 1);
+
+    // The buffer is the application's again: the same key and address now reach nothing.
+    const std::vector<std::byte> late(length, std::byte{0xa5});
+    REQUIRE(post_write(sender.qp(), late.data(), length, answer.record.address,
+                       static_cast<std::uint32_t>(answer.record.key)));
+    REQUIRE(run_until(
+        io,
+        [&] {
+          sender.poll();
+          return !sender.failed_statuses.empty();
+        },
+        20s));
+    INFO("the late write completed with " << ::ibv_wc_status_str(sender.failed_statuses.front()));
+    CHECK(sender.failed_statuses.front() == IBV_WC_REM_ACCESS_ERR);
+    CHECK(std::equal(message.begin(), message.end(), inbox_bytes));
+    CHECK(all_zero(inbox_bytes + length, inbox.size() * 8 - length));
+
+    // Its queue pair broke, and with it only its own channel.
+    std::optional<std::error_code> senders_send, bystanders_send;
+    const std::string text = "after the late write";
+    senders_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { senders_send = ec; });
+    REQUIRE(run_until(
+        io, [&] { return senders_send.has_value() && !senders_channel.is_open(); }, 20s));
+    bystanders_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { bystanders_send = ec; });
+    REQUIRE(run_until(
+        io, [&] { return bystanders_send.has_value() && proto::read_header(bystander.ring.bytes()).seq == 1; }, 20s));
+    CHECK_FALSE(*bystanders_send);
+    CHECK(bystanders_channel.is_open());
+    CHECK(bystander.failed_statuses.empty());
+
+    (*cm)->forget(sender.conn.id);
+    (*cm)->forget(bystander.conn.id);
+    { auto closing = std::move(bystanders_channel); }
+    { auto closing = std::move(senders_channel); }
     acc.close();
     run_until(
         io, [] { return false; }, 200ms);
