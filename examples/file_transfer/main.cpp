@@ -1,10 +1,10 @@
-// Sends one file over a bellows channel and writes it on the other side, reading and writing
-// through io_uring, with a CRC-32C checked end to end.
+// Sends one file over a bellows channel and writes it on the other side straight from the
+// receiver's ring, with a CRC-32C checked end to end.
 //   bellows_file_transfer receive URI DESTINATION     (start first: it listens)
 //   bellows_file_transfer send URI SOURCE [--chunk BYTES]
-// URI is shm://NAME or rdma://HOST:PORT. Exit status 0 only when the receiver verified the
-// checksum and the file has its final name; on any failure both sides say why on stderr and
-// the receiver removes its partial DESTINATION.part.
+// URI is shm://NAME, tcp://HOST:PORT or rdma://HOST:PORT. Exit status 0 only when the
+// receiver verified the checksum and the file has its final name; on any failure both sides
+// say why on stderr and the receiver removes its partial DESTINATION.part.
 
 #include "protocol.hpp"
 

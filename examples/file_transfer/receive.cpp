@@ -1,9 +1,8 @@
-// The receiving side: writes each chunk through io_uring straight from the channel's ring
-// (a message_view) while the next chunk arrives, into DEST.part, renamed to DEST only once
-// the checksum matched.
+// The receiving side: writes each chunk straight from the channel's ring (a message_view)
+// into DEST.part while the sender fills the rest of the ring, and renames DEST.part to DEST
+// only once the checksum matched.
 
 #include "crc32c.hpp"
-#include "overlap.hpp"
 #include "progress.hpp"
 #include "protocol.hpp"
 
@@ -14,12 +13,12 @@
 #include <asio/io_context.hpp>
 #include <asio/random_access_file.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/write_at.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
 #include <cstdio>
 #include <cstring>
+#include <span>
 #include <stdexcept>
 #include <system_error>
 
@@ -49,12 +48,18 @@ asio::awaitable<bellows::message_view> next_message(bellows::channel& ch, std::u
   }
 }
 
-asio::awaitable<void> write_chunk(asio::random_access_file& file, std::uint64_t offset,
-                                  const bellows::message_view& chunk) {
-  try {
-    co_await asio::async_write_at(file, offset, chunk.buffer(), use_awaitable);
-  } catch (const std::system_error& e) {
-    throw refusal("writing at byte " + std::to_string(offset) + ": " + e.code().message());
+/// Writes the chunk at `offset`, in place rather than through io_uring: on this project's VM
+/// every io_uring write of a buffered file went to a kernel worker on this process's CPU,
+/// where it competed with the reactor's polling (1.46 against 1.74 GB/s). Meanwhile the sender
+/// goes on writing into the ring.
+void write_chunk(asio::random_access_file& file, std::uint64_t offset, const bellows::message_view& chunk) {
+  std::span<const std::byte> left(chunk.data(), chunk.size());
+  while (!left.empty()) {
+    const ssize_t n = ::pwrite(file.native_handle(), left.data(), left.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw refusal("writing at byte " + std::to_string(offset) + ": " + std::strerror(n < 0 ? errno : EIO));
+    left = left.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
   }
 }
 
@@ -78,24 +83,16 @@ asio::awaitable<void> receive_into(bellows::channel& ch, asio::random_access_fil
   progress shown("received", o.file_size);
   std::uint32_t crc = 0;
   std::uint64_t offset = 0;
-  // Not `size > 0 ? co_await ... : view{}`: g++ 12 destroys a co_await result inside ?: twice.
   bellows::message_view chunk;
-  if (o.file_size > 0) chunk = co_await next_message(ch, 0, o.file_size);
   while (offset < o.file_size) {
+    chunk = co_await next_message(ch, offset, o.file_size);
     if (chunk.size() == 0 || chunk.size() > o.chunk || chunk.size() > o.file_size - offset)
       throw refusal("a chunk of " + std::to_string(chunk.size()) + " bytes does not fit the offer");
     crc = crc32c(crc, chunk.data(), chunk.size());
-    const std::uint64_t next_offset = offset + chunk.size();
-    if (next_offset < o.file_size) {
-      // The next chunk arrives while this one goes to disk; the view keeps its ring slots
-      // until written.
-      chunk = co_await overlapped(write_chunk(file, offset, chunk), next_message(ch, next_offset, o.file_size));
-    } else {
-      co_await write_chunk(file, offset, chunk);
-      chunk = bellows::message_view{};
-    }
-    shown.advance(next_offset - offset);
-    offset = next_offset;
+    write_chunk(file, offset, chunk);
+    shown.advance(chunk.size());
+    offset += chunk.size();
+    chunk = bellows::message_view{};  // its ring slots go back to the sender at once
   }
   const auto last = co_await next_message(ch, offset, o.file_size);
   trailer t;

@@ -11,10 +11,12 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/random_access_file.hpp>
-#include <asio/read_at.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
 #include <span>
 #include <stdexcept>
 #include <system_error>
@@ -34,12 +36,21 @@ std::string describe(const std::error_code& ec) {
 }
 
 /// Reads exactly `into.size()` bytes at `offset`, or throws naming where the file failed.
+/// Read in place rather than through io_uring: on this project's VM an io_uring read of a
+/// chunk in the page cache cost more in system calls and wake-ups than its copy, and halved
+/// the transfer. A read that waits for the disk holds only this sender's own io thread, and
+/// async_send_file reads the same way.
 asio::awaitable<void> read_exactly(asio::random_access_file& file, std::uint64_t offset, std::span<std::byte> into) {
-  try {
-    co_await asio::async_read_at(file, offset, asio::buffer(into.data(), into.size()), use_awaitable);
-  } catch (const std::system_error& e) {
-    throw std::runtime_error("reading the source at byte " + std::to_string(offset) + ": " + e.code().message());
+  while (!into.empty()) {
+    const ssize_t n = ::pread(file.native_handle(), into.data(), into.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0)
+      throw std::runtime_error("reading the source at byte " + std::to_string(offset) + ": " +
+                               (n < 0 ? std::strerror(errno) : "the file ended early"));
+    into = into.subspan(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
   }
+  co_return;
 }
 
 /// Sends bytes [0, size) of the file as chunks with async_send_file, `depth` of them in flight,
