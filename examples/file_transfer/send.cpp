@@ -40,7 +40,7 @@ std::string describe(const std::error_code& ec) {
 /// chunk in the page cache cost more in system calls and wake-ups than its copy, and halved
 /// the transfer. A read that waits for the disk holds only this sender's own io thread, and
 /// async_send_file reads the same way.
-asio::awaitable<void> read_exactly(asio::random_access_file& file, std::uint64_t offset, std::span<std::byte> into) {
+void read_exactly(asio::random_access_file& file, std::uint64_t offset, std::span<std::byte> into) {
   while (!into.empty()) {
     const ssize_t n = ::pread(file.native_handle(), into.data(), into.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
@@ -50,7 +50,6 @@ asio::awaitable<void> read_exactly(asio::random_access_file& file, std::uint64_t
     into = into.subspan(static_cast<std::size_t>(n));
     offset += static_cast<std::uint64_t>(n);
   }
-  co_return;
 }
 
 /// Sends bytes [0, size) of the file as chunks with async_send_file, `depth` of them in flight,
@@ -73,7 +72,7 @@ asio::awaitable<std::uint32_t> send_contents(bellows::channel& ch, asio::random_
   std::uint32_t crc = 0;
   for (std::uint64_t offset = 0; offset < size && !p.failure;) {
     const std::uint64_t length = std::min(chunk, size - offset);
-    co_await read_exactly(file, offset, std::span(staging).first(length));
+    read_exactly(file, offset, std::span(staging).first(length));
     crc = crc32c(crc, staging.data(), length);
     // One thread: a completion either comes during the wait and ends it, or came before the
     // check, which sees it.
