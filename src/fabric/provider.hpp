@@ -90,6 +90,11 @@ class provider {
   /// peer sees nothing of this write. This one reads into a buffer of its own and calls write();
   /// a provider that maps the peer's memory reads straight into it instead.
   virtual std::error_code write_from_file(remote_address dst, std::span<const std::byte> prefix, file_piece piece);
+  /// Whether bytes of earlier writes or doorbells still wait in this process to leave (tcp: what
+  /// the socket did not take yet); they go only while the application runs the io_context.
+  /// A provider whose writes are out of the process once issued (shm, a posted verbs write)
+  /// never holds any.
+  virtual bool holds_unsent() const { return false; }
   /// Tells the peer's reactor that channel `peer_channel` has something to look at.
   virtual void ring_doorbell(std::uint32_t peer_channel) = 0;
   /// ring_doorbell(), skipped when `hint` says the peer polls the channel anyway; true if rung.

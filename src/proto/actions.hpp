@@ -78,6 +78,13 @@ struct fetch_message {
   std::span<std::byte> into;
 };
 
+/// Ask the provider whether the message just written into the peer's lent buffer for DIRECT_OFFER
+/// `offer_id` (and its DIRECT_DONE) has left this process, and tell channel_core::handed_over.
+/// Carried out after the writes and the doorbell that follow them.
+struct check_handover {
+  std::uint64_t offer_id = 0;
+};
+
 /// A provider registration this channel no longer references.
 struct release_region {
   std::uint64_t region = 0;
@@ -128,7 +135,7 @@ struct reached {
 /// Tell the peer we will not write into its memory again; its memory may go.
 struct detach {};
 
-using action = std::variant<place, ring_doorbell, provision, lend_buffer, fetch_message, release_region, send_done,
-                            receive_done, view_done, close_done, tier_changed, reached, detach>;
+using action = std::variant<place, ring_doorbell, provision, lend_buffer, fetch_message, check_handover, release_region,
+                            send_done, receive_done, view_done, close_done, tier_changed, reached, detach>;
 
 }  // namespace bellows::proto

@@ -249,6 +249,14 @@ void channel_core::settle(clock_time now) {
   deliver();
 }
 
+void channel_core::handed_over(std::uint64_t offer_id, bool left, clock_time now) {
+  if (!left || failed_) return;
+  tx_events_.clear();
+  tx_.handed_over(offer_id, now, tx_events_);
+  take(tx_events_, now);
+  end_of_input();
+}
+
 void channel_core::write_failed(std::error_code ec) {
   // What the file said stands; the link's own failures read as the channel's.
   const bool link_failure = ec == error::protocol_violation || ec == error::connection_reset;

@@ -79,6 +79,10 @@ class channel_core {
   /// (read whole, guard unchanged); false declines the offer, and the message comes through the
   /// ring.
   void fetched(std::uint64_t offer_id, bool whole);
+  /// The answer to a `check_handover` action: `left` if no byte of that message or its
+  /// DIRECT_DONE waits in this process any more; its send then completes without waiting for
+  /// the receiver's receipt (see sender::handed_over).
+  void handed_over(std::uint64_t offer_id, bool left, clock_time now);
   /// Asks the peer to shrink its ring of our direction (our budget is short), or lifts that.
   void set_pressure(bool on);
   /// Tells the peer whether the driver polls this channel on every round, whether or not it is
@@ -101,7 +105,8 @@ class channel_core {
   /// Whether next_batch() would hand out anything now: a driver that just carried out a batch
   /// asks this before it asks for the next.
   bool has_output() const noexcept {
-    return !out_.empty() || !finished_.empty() || delivery_paused_ || (doorbell_due_ && may_write());
+    return !out_.empty() || !finished_.empty() || delivery_paused_ || (doorbell_due_ && may_write()) ||
+           handover_due_;
   }
   /// Hands back the range list of a send_done once it is carried out, so that the next send
   /// reuses it instead of allocating (optional: dropping it is correct too).
@@ -200,6 +205,7 @@ class channel_core {
   bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
   bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out
   bool doorbell_due_ = false;
+  std::optional<std::uint64_t> handover_due_;  ///< a check_handover to ask for after the doorbell
   bool peer_gone_ = false;
   bool detached_ = false;
   bool aborted_ = false;

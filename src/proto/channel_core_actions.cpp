@@ -57,6 +57,7 @@ void channel_core::take(const sender_events& ev, clock_time now) {
   }
   if (request) report_retier(*request, now);
   if (ev.ring_doorbell) doorbell_due_ = true;
+  if (ev.lent_write && may_write()) handover_due_ = ev.lent_write;
   for (const auto& c : ev.completions) send_finished(c);
   if (ev.closed) {
     close_result_ = *ev.closed;
@@ -165,6 +166,7 @@ void channel_core::end_of_input() {
     const auto* flags = reinterpret_cast<const std::uint64_t*>(setup_.control + control_block::flags_offset);
     out_.emplace_back(ring_doorbell{flags, control_block::polled_flag});
   }
+  if (handover_due_) out_.emplace_back(check_handover{*std::exchange(handover_due_, std::nullopt)});
   if (finished_.empty()) return;
   for (auto& done : finished_) out_.push_back(std::move(done));
   finished_.clear();

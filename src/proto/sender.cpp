@@ -100,7 +100,7 @@ void sender::fail(std::error_code ec, sender_events& out) {
   }
   outstanding_.reset();
   offer_.reset();
-  awaiting_receipt_.reset();
+  lent_write_.reset();
   out.failure = ec;
 }
 
@@ -108,8 +108,10 @@ void sender::step(const std::byte* control_block, clock_time now, sender_events&
   if (failed_) return;
   read_control(control_block, now, out);
   if (failed_) return;
-  if (offer_) read_lend_slot(control_block, out);
-  if (awaiting_receipt_ && !failed_) read_receipt(control_block, out);
+  // The receipt first: once the send completed at handover, a later offer's answer may be
+  // written over it, and that answer confirms the receipt too.
+  if (lent_write_) read_receipt(control_block, out);
+  if (offer_ && !failed_) read_lend_slot(control_block, out);
   if (failed_) return;
   fall_back_if_unanswered(now, out);
   pump(now, out);
@@ -120,7 +122,7 @@ void sender::settle(const std::byte* control_block, clock_time now, sender_event
   if (failed_) return;
   read_control(control_block, now, out);
   // A receipt that came before the peer went still completes its send: the message is there.
-  if (awaiting_receipt_ && !failed_) read_receipt(control_block, out);
+  if (lent_write_ && !failed_) read_receipt(control_block, out);
   if (offer_ && offer_fetched_ && !failed_) read_lend_slot(control_block, out);
   if (!failed_) report_close_if_done(out);
 }
@@ -241,21 +243,40 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
   const auto payload = encode_direct({answer.offer_id, length});
   std::copy(payload.begin(), payload.end(), done.inline_payload.begin());
   done.inline_length = direct_payload_bytes;
-  // Not complete before the receiver has it: a provider may still hold bytes on their way
-  // (tcp: in its send queue), and they leave only while the application runs the io_context.
+  // Complete once the provider says the bytes left (handed_over), or on the receipt: a
+  // provider may still hold some (tcp: in its send queue), and those leave only while the
+  // application runs the io_context.
   s.written = length;
-  awaiting_receipt_ = answer.offer_id;
+  lent_write_ = answer.offer_id;
+  lent_write_completed_ = false;
+  out.lent_write = answer.offer_id;
+}
+
+void sender::handed_over(std::uint64_t offer_id, clock_time now, sender_events& out) {
+  if (failed_ || !held_by_receipt() || *lent_write_ != offer_id) return;
+  lent_write_completed_ = true;
+  out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
+  queue_.pop_front();
+  pump(now, out);
+  report_close_if_done(out);
 }
 
 void sender::read_receipt(const std::byte* control_block, sender_events& out) {
   const std::byte* slot = control_block + control_block::lend_offset;
   const auto status = static_cast<ack_status>(load_acquire<std::uint32_t>(slot + lend_layout::status));
-  if (status == ack_status::granted) return;
-  if (status != ack_status::received || load_relaxed<std::uint64_t>(slot + lend_layout::head) != *awaiting_receipt_)
+  const bool ours = load_relaxed<std::uint64_t>(slot + lend_layout::head) == *lent_write_;
+  if (ours && status != ack_status::received) {
+    // Still the grant; or, the send completed, a later offer's answer half written over it.
+    if (status == ack_status::granted || lent_write_completed_) return;
     return fail(make_error_code(error::protocol_violation), out);
-  awaiting_receipt_.reset();
-  out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
-  queue_.pop_front();
+  }
+  // Another offer's answer can be here only after a later offer, which needs this send done.
+  if (!ours && !lent_write_completed_) return fail(make_error_code(error::protocol_violation), out);
+  if (!lent_write_completed_) {
+    out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
+    queue_.pop_front();
+  }
+  lent_write_.reset();
 }
 
 void sender::fall_back_if_unanswered(clock_time now, sender_events& out) {
@@ -368,7 +389,7 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   // Behind an unanswered enlarge request, what the current ring can take at once still goes
   // through it; the receiver reads that ring until our next frame shows up in the new one.
   if (held_by_request() && (outstanding_->shrink || !may_go_ahead(s))) return false;
-  if (offer_ || awaiting_receipt_) return false;  // the front waits for the receiver's word
+  if (offer_ || held_by_receipt()) return false;  // the front waits for the receiver's word
   const std::uint64_t length = s.message.length;
   if (offered_direct(s)) {
     offer_direct(s, out);

@@ -57,8 +57,12 @@ struct sender_events {
   bool ring_doorbell = false;
   std::optional<std::error_code> closed;   ///< graceful close finished (or failed)
   std::optional<std::error_code> failure;  ///< the direction is dead; tear the channel down
+  /// The offer whose message was just written into the receiver's lent buffer: ask the
+  /// provider whether it left, and say so with handed_over().
+  std::optional<std::uint64_t> lent_write;
 
   void clear() {
+    lent_write.reset();
     writes.clear();
     completions.clear();
     retiers.clear();
@@ -93,16 +97,22 @@ class sender {
   /// first so that the latest credit and ack are seen. Fails like submit on a closed or
   /// failed direction.
   outcome<try_result> try_send(gather_list message, clock_time now, sender_events& out);
+  /// The provider holds no byte of the message written into the lent buffer for `offer_id`, nor
+  /// of its DIRECT_DONE: the send completes now, as a ring send does once written, without the
+  /// round trip of the receiver's receipt. Not called (or `offer_id` stale): it completes on the
+  /// receipt, so that a completed send never needs the application to run the io_context for its
+  /// bytes to leave (tcp: what the socket did not take waits in the link's queue).
+  void handed_over(std::uint64_t offer_id, clock_time now, sender_events& out);
   /// Removes a queued send that has written nothing yet; false if there is none such.
   bool cancel(std::uint64_t id) noexcept;
   /// Abandons everything: every queued send and a pending close complete with `ec`.
   void fail(std::error_code ec, sender_events& out);
 
   std::uint32_t tier() const noexcept { return ring_.tier; }
-  bool awaiting_ack() const noexcept { return outstanding_ || offer_ || awaiting_receipt_; }
-  /// A message is being written into a buffer the peer lent, which it may take back by
-  /// tearing its channel down.
-  bool writing_into_lent_buffer() const noexcept { return awaiting_receipt_.has_value(); }
+  bool awaiting_ack() const noexcept { return outstanding_ || offer_ || held_by_receipt(); }
+  /// A message written into a buffer the peer lent may still be on its way, and the peer may
+  /// take that buffer back by tearing its channel down: a write refused then is no lie.
+  bool writing_into_lent_buffer() const noexcept { return lent_write_.has_value(); }
   bool stalled_on_credit() const noexcept { return stalled_; }
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   std::size_t queued() const noexcept { return queue_.size(); }
@@ -158,8 +168,11 @@ class sender {
   void offer_direct(queued_send& front, sender_events& out);
   void read_lend_slot(const std::byte* control_block, sender_events& out);
   void apply_lend(const lend_record& answer, sender_events& out);
-  /// Completes the front send once the receiver wrote that its message is in the lent buffer.
+  /// Reads the receiver's word that the lent buffer holds the message (or, once the send
+  /// completed at handover, the answer to a later offer, which says as much).
   void read_receipt(const std::byte* control_block, sender_events& out);
+  /// The front send is in a lent buffer and completes only on the receipt.
+  bool held_by_receipt() const noexcept { return lent_write_ && !lent_write_completed_; }
   void start_retier(std::uint32_t to, bool shrink, std::uint64_t trigger, clock_time now, sender_events& out);
   /// Makes room for a frame of `slots` at the cursor, writing PAD first if it would wrap.
   bool reserve(std::uint64_t slots, sender_events& out);
@@ -189,8 +202,9 @@ class sender {
   bool offer_fetched_ = false;          ///< the receiver may be reading that message from our memory
   std::uint64_t last_offer_id_ = 0;
   std::uint64_t last_answered_offer_ = 0;
-  // The front's message is written into the lent buffer; it completes on the receiver's word.
-  std::optional<std::uint64_t> awaiting_receipt_;
+  /// The offer whose message was last written into a lent buffer, until the receiver's word.
+  std::optional<std::uint64_t> lent_write_;
+  bool lent_write_completed_ = false;  ///< its send completed at handover, not on the receipt
   bool close_requested_ = false;
   bool close_written_ = false;
   bool close_reported_ = false;

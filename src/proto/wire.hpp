@@ -152,7 +152,8 @@ constexpr std::uint64_t make_credit_word(std::uint32_t epoch, std::uint64_t cons
 
 /// `received` is written into a lend slot only: over a granted answer's status once the offered
 /// message is in the lent buffer, or as the whole answer to a fetched offer once the receiver
-/// has read it. Either way the sender's send completes.
+/// has read it. The fetched offer's send completes on it; a lent buffer's send completes on it
+/// unless it already did when the provider took all its bytes (sender::handed_over).
 enum class ack_status : std::uint32_t { granted = 1, denied = 2, received = 3 };
 
 struct ack_record {

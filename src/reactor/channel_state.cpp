@@ -307,6 +307,11 @@ void channel_state::carry_out(const proto::fetch_message& a) {
   core_.fetched(a.offer_id, !link_->fetch(a.source, a.guard_address, a.guard_value, a.into));
 }
 
+void channel_state::carry_out(const proto::check_handover& a) {
+  if (write_error_) return;
+  core_.handed_over(a.offer_id, !link_->holds_unsent(), now());
+}
+
 void channel_state::carry_out(const proto::release_region& a) { link_->release_region(a.region); }
 
 void channel_state::carry_out(proto::send_done& a) {

@@ -123,6 +123,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void carry_out(const proto::provision& a);
   void carry_out(const proto::lend_buffer& a);
   void carry_out(const proto::fetch_message& a);
+  void carry_out(const proto::check_handover& a);
   void carry_out(const proto::release_region& a);
   void carry_out(proto::send_done& a);
   void carry_out(const proto::receive_done& a);

@@ -66,6 +66,8 @@ struct world::executor {
   // The world receives views only, which are never lent: an offer is declined.
   void operator()(const proto::lend_buffer& a) { e.core->lent(a.offer_id, std::nullopt); }
   void operator()(const proto::fetch_message& a) { e.core->fetched(a.offer_id, false); }
+  // Unreachable while nothing is lent; the simulated provider's writes land as they are made.
+  void operator()(const proto::check_handover& a) { e.core->handed_over(a.offer_id, true, w.now_); }
   void operator()(const proto::release_region& a) {
     w.emit(trace_event::what::ring_released, s, 0, 0, 0);
     e.provider.release_region(a.region);

@@ -49,6 +49,7 @@ inline std::string names(const std::vector<action>& actions) {
                                  [](const provision&) { return std::string("provision"); },
                                  [](const lend_buffer&) { return std::string("lend"); },
                                  [](const fetch_message&) { return std::string("fetch"); },
+                                 [](const check_handover&) { return std::string("handover"); },
                                  [](const release_region&) { return std::string("release"); },
                                  [](const send_done&) { return std::string("send_done"); },
                                  [](const receive_done&) { return std::string("receive_done"); },
@@ -118,6 +119,7 @@ struct pair_of_cores {
           const auto* guard = reinterpret_cast<const std::atomic<std::uint64_t>*>(f->guard_address);
           cores[s]->fetched(f->offer_id, fetching && guard->load() == f->guard_value);
         }
+        if (auto* h = std::get_if<check_handover>(&a)) cores[s]->handed_over(h->offer_id, !holds_unsent, clock_time{});
         if (auto* p = std::get_if<provision>(&a)) {
           auto ring = mem[s].add_ring(p->bytes);
           ring.tier = p->request.tier;
@@ -149,6 +151,9 @@ struct pair_of_cores {
   bool fetching = false;
   /// Runs between a fetch's read and its guard check: where a test lets the sender withdraw.
   std::function<void()> before_guard_check;
+  /// What the driver answers a check_handover: the provider still holds bytes of the write
+  /// (tcp: the socket did not take them all), so the send completes on the receipt.
+  bool holds_unsent = false;
   std::uint64_t next_loan = 1000;
   memory mem[2];
   std::vector<std::byte> control[2];

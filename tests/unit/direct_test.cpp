@@ -27,6 +27,8 @@ constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
 TEST_CASE("core: a message above the largest frame is offered, lent, written into the buffer, then DONE",
           "[core][direct]") {
   pair_of_cores c(true);
+  c.holds_unsent = GENERATE(false, true);
+  INFO((c.holds_unsent ? "the provider still holds some of the bytes" : "the provider sent every byte at once"));
   const auto message = test::random_bytes(above_largest_frame, 5);
   std::vector<std::byte> inbox(above_largest_frame + 100);
   c.cores[1]->receive(9, pair_of_cores::into(inbox));
@@ -41,8 +43,9 @@ TEST_CASE("core: a message above the largest frame is offered, lent, written int
   c.cores[0]->poll(clock_time{});
   const auto sent = c.run(0);
   // The message alone (no header, no trailer) into the lent buffer, then DONE behind it; the
-  // send completes only when the receiver says the message is in.
-  REQUIRE(names(sent) == "place0 place32+t doorbell");
+  // send completes once the provider has sent them, or else when the receiver says it has it.
+  REQUIRE(names(sent) == (c.holds_unsent ? "place0 place32+t doorbell handover"
+                                         : "place0 place32+t doorbell handover send_done"));
   CHECK(std::get<place>(sent[0]).address == reinterpret_cast<std::uint64_t>(inbox.data()));
 
   c.cores[1]->poll(clock_time{});
@@ -54,8 +57,10 @@ TEST_CASE("core: a message above the largest frame is offered, lent, written int
 
   c.cores[0]->poll(clock_time{});
   const auto completed = c.run(0);
-  REQUIRE(names(completed) == "send_done");
-  CHECK(std::get<send_done>(completed[0]).bytes == message.size());
+  REQUIRE(names(completed) == (c.holds_unsent ? "send_done" : ""));
+  const auto& done = std::get<send_done>(c.holds_unsent ? completed[0] : sent[4]);
+  CHECK(done.bytes == message.size());
+  CHECK(!done.ec);
   CHECK(std::equal(message.begin(), message.end(), inbox.begin()));
   CHECK(c.cores[0]->stats().direct_messages_sent == 1);
   CHECK(c.cores[1]->stats().direct_messages_received == 1);
@@ -199,8 +204,42 @@ TEST_CASE("core: a DONE for an offer the receiver declined is a protocol violati
   CHECK(c.cores[1]->closed_reason() == error::protocol_violation);
 }
 
+TEST_CASE("core: a send handed over completes, and the next one is offered before the receipt comes",
+          "[core][direct]") {
+  pair_of_cores c(true);
+  const auto first = test::random_bytes(above_largest_frame, 12);
+  const auto second = test::random_bytes(above_largest_frame + 8, 13);
+  std::vector<std::byte> inbox[2] = {std::vector<std::byte>(second.size()), std::vector<std::byte>(second.size())};
+  c.cores[1]->receive(9, pair_of_cores::into(inbox[0]));
+  c.cores[1]->receive(10, pair_of_cores::into(inbox[1]));
+  c.cores[0]->send(7, pair_of_cores::ranges(first), clock_time{});
+  c.cores[0]->send(8, pair_of_cores::ranges(second), clock_time{});
+  c.run(0);
+  c.cores[1]->poll(clock_time{});
+  c.run(1);  // the first lent
+  c.cores[0]->poll(clock_time{});
+  // The first written and done; the second's offer right behind its DONE.
+  REQUIRE(names(c.run(0)) == "place0 place32+t doorbell handover place32+t @after DIRECT_OFFER doorbell send_done");
+
+  // DONE and the next offer in one poll: the receipt, then the second answer over it.
+  c.cores[1]->poll(clock_time{});
+  REQUIRE(names(c.run(1)) ==
+          "release place4 lend doorbell receive_done place40 place8 @with a receive buffer lent doorbell");
+  c.cores[0]->poll(clock_time{});
+  REQUIRE(names(c.run(0)) == "place0 place32+t doorbell handover send_done");
+  c.cores[1]->poll(clock_time{});
+  CHECK(names(c.run(1)) == "release place4 doorbell receive_done");
+  c.cores[0]->poll(clock_time{});
+  CHECK(names(c.run(0)).empty());
+  CHECK(std::equal(first.begin(), first.end(), inbox[0].begin()));
+  CHECK(inbox[1] == second);
+  CHECK(c.cores[0]->stats().direct_messages_sent == 2);
+  CHECK(c.cores[0]->closed_reason() == std::error_code{});
+}
+
 TEST_CASE("core: a receipt written just before the peer detached still completes the send", "[core][direct]") {
   pair_of_cores c(true);
+  c.holds_unsent = true;  // so that the send waits for the receipt
   const auto message = test::random_bytes(above_largest_frame, 11);
   std::vector<std::byte> inbox(above_largest_frame);
   c.cores[1]->receive(9, pair_of_cores::into(inbox));
@@ -251,19 +290,30 @@ TEST_CASE("core: a write refused by the peer's memory is a violation, unless it 
   {
     INFO("a message into a lent buffer: the peer took it back, tearing its channel down");
     pair_of_cores c(true);
+    c.holds_unsent = GENERATE(false, true);
+    INFO((c.holds_unsent ? "the send waits for the receipt" : "the send completed at handover"));
     const auto message = test::random_bytes(above_largest_frame, 2);
-    std::vector<std::byte> inbox(above_largest_frame);
+    std::vector<std::byte> inbox(above_largest_frame), other(100);
     c.cores[1]->receive(9, pair_of_cores::into(inbox));
     c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
+    c.cores[0]->receive(8, pair_of_cores::into(other));
     c.run(0);
     c.cores[1]->poll(clock_time{});
     c.run(1);
     c.cores[0]->poll(clock_time{});
-    REQUIRE(names(c.run(0)) == "place0 place32+t doorbell");  // being written into the lent buffer
+    const auto written = c.run(0);  // being written into the lent buffer
+    REQUIRE(find_done<send_done>(written) == (c.holds_unsent ? nullptr : find_done<send_done>(written)));
     refused(*c.cores[0]);
     const auto failed = c.run(0);
-    const auto* sent = find_done<send_done>(failed);
-    REQUIRE(sent != nullptr);
-    CHECK(sent->ec == error::connection_reset);
+    if (c.holds_unsent) {
+      const auto* sent = find_done<send_done>(failed);
+      REQUIRE(sent != nullptr);
+      CHECK(sent->ec == error::connection_reset);
+    } else {
+      CHECK(!find_done<send_done>(written)->ec);
+    }
+    const auto* ended = find_done<receive_done>(failed);
+    REQUIRE(ended != nullptr);
+    CHECK(ended->ec == error::connection_reset);
   }
 }

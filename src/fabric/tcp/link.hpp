@@ -53,6 +53,7 @@ class link final : public fabric::multiplexed_link {
   std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
                               std::span<const std::byte> trailer) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
+  bool holds_unsent() const override { return unsent() != 0; }
   std::size_t registered_bytes() const override { return regions_.registered_bytes(); }
 
  private:
