@@ -105,8 +105,7 @@ class channel_core {
   /// Whether next_batch() would hand out anything now: a driver that just carried out a batch
   /// asks this before it asks for the next.
   bool has_output() const noexcept {
-    return !out_.empty() || !finished_.empty() || delivery_paused_ || (doorbell_due_ && may_write()) ||
-           handover_due_;
+    return !out_.empty() || !finished_.empty() || delivery_paused_ || (doorbell_due_ && may_write());
   }
   /// Hands back the range list of a send_done once it is carried out, so that the next send
   /// reuses it instead of allocating (optional: dropping it is correct too).
@@ -205,13 +204,15 @@ class channel_core {
   bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
   bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out
   bool doorbell_due_ = false;
-  std::optional<std::uint64_t> handover_due_;  ///< a check_handover to ask for after the doorbell
   bool peer_gone_ = false;
   bool detached_ = false;
   bool aborted_ = false;
   std::error_code failed_;
   channel_stats counters_;
   clock_time requested_at_{};
+  /// A check_handover to ask for after the doorbell; every input's end_of_input() hands it out,
+  /// so has_output() need not look at it.
+  std::optional<std::uint64_t> handover_due_;
 };
 
 }  // namespace bellows::proto

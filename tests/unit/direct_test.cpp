@@ -44,8 +44,8 @@ TEST_CASE("core: a message above the largest frame is offered, lent, written int
   const auto sent = c.run(0);
   // The message alone (no header, no trailer) into the lent buffer, then DONE behind it; the
   // send completes once the provider has sent them, or else when the receiver says it has it.
-  REQUIRE(names(sent) == (c.holds_unsent ? "place0 place32+t doorbell handover"
-                                         : "place0 place32+t doorbell handover send_done"));
+  REQUIRE(names(sent) ==
+          (c.holds_unsent ? "place0 place32+t doorbell handover" : "place0 place32+t doorbell handover send_done"));
   CHECK(std::get<place>(sent[0]).address == reinterpret_cast<std::uint64_t>(inbox.data()));
 
   c.cores[1]->poll(clock_time{});
