@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <string>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -49,6 +50,36 @@ bellows::channel open_and_accept(asio::io_context& io, verbs::cm_channel& cm, be
 
 bool all_zero(const std::byte* at, std::size_t length) {
   return std::all_of(at, at + length, [](std::byte b) { return b == std::byte{0}; });
+}
+
+/// After `writer` wrote where it must not: its own channel fails at its next send, while the
+/// bystander's next message still lands in the ring the bystander's peer was granted.
+void expect_only_writers_channel_broken(asio::io_context& io, bellows::channel& writers_channel,
+                                        bellows::channel& bystanders_channel, raw_opener& bystander) {
+  std::optional<std::error_code> writers_send, bystanders_send;
+  const std::string text = "after the refused write";
+  writers_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { writers_send = ec; });
+  REQUIRE(run_until(
+      io, [&] { return writers_send.has_value() && !writers_channel.is_open(); }, 20s));
+  bystanders_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { bystanders_send = ec; });
+  REQUIRE(run_until(
+      io, [&] { return bystanders_send.has_value() && proto::read_header(bystander.ring.bytes()).seq == 1; }, 20s));
+  CHECK_FALSE(*bystanders_send);
+  CHECK(bystanders_channel.is_open());
+  CHECK(bystander.failed_statuses.empty());
+}
+
+/// Closes both channels and the acceptor, and lets the teardown run before the openers' verbs
+/// objects go.
+void close_all(asio::io_context& io, verbs::cm_channel& cm, bellows::acceptor& acc, raw_opener& a,
+               bellows::channel a_channel, raw_opener& b, bellows::channel b_channel) {
+  cm.forget(a.conn.id);
+  cm.forget(b.conn.id);
+  { auto closing = std::move(b_channel); }
+  { auto closing = std::move(a_channel); }
+  acc.close();
+  run_until(
+      io, [] { return false; }, 200ms);
 }
 
 /// Writes a frame carrying `payload` into slot `slot` of the ring `peer` was granted, and rings
@@ -161,29 +192,9 @@ TEST_CASE("rdma: a write through one queue pair with another channel's key lands
     CHECK(attacker.failed_statuses.front() == IBV_WC_REM_ACCESS_ERR);
     CHECK(all_zero(target_bytes, 256));
 
-    // The attacker's channel is broken: its queue pair went to the error state.
-    std::optional<std::error_code> attackers_send;
-    const std::string text = "after the attack";
-    attackers_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { attackers_send = ec; });
-    REQUIRE(run_until(
-        io, [&] { return attackers_send.has_value() && !attackers_channel.is_open(); }, 20s));
-
-    // The other channel carries on: its message lands in the other peer's ring.
-    std::optional<std::error_code> others_send;
-    others_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { others_send = ec; });
-    REQUIRE(run_until(
-        io, [&] { return others_send.has_value() && proto::read_header(other.ring.bytes()).seq == 1; }, 20s));
-    CHECK_FALSE(*others_send);
-    CHECK(others_channel.is_open());
-    CHECK(other.failed_statuses.empty());
-
-    (*cm)->forget(attacker.conn.id);
-    (*cm)->forget(other.conn.id);
-    { auto closing = std::move(others_channel); }
-    { auto closing = std::move(attackers_channel); }
-    acc.close();
-    run_until(
-        io, [] { return false; }, 200ms);
+    // The attacker's queue pair went to the error state, and with it only its own channel.
+    expect_only_writers_channel_broken(io, attackers_channel, others_channel, other);
+    close_all(io, **cm, acc, attacker, std::move(attackers_channel), other, std::move(others_channel));
   }
   ::ibv_dealloc_pd(pd);
 }
@@ -256,25 +267,8 @@ TEST_CASE(
     CHECK(all_zero(inbox_bytes + length, inbox.size() * 8 - length));
 
     // Its queue pair broke, and with it only its own channel.
-    std::optional<std::error_code> senders_send, bystanders_send;
-    const std::string text = "after the late write";
-    senders_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { senders_send = ec; });
-    REQUIRE(run_until(
-        io, [&] { return senders_send.has_value() && !senders_channel.is_open(); }, 20s));
-    bystanders_channel.async_send(asio::buffer(text), [&](std::error_code ec, std::size_t) { bystanders_send = ec; });
-    REQUIRE(run_until(
-        io, [&] { return bystanders_send.has_value() && proto::read_header(bystander.ring.bytes()).seq == 1; }, 20s));
-    CHECK_FALSE(*bystanders_send);
-    CHECK(bystanders_channel.is_open());
-    CHECK(bystander.failed_statuses.empty());
-
-    (*cm)->forget(sender.conn.id);
-    (*cm)->forget(bystander.conn.id);
-    { auto closing = std::move(bystanders_channel); }
-    { auto closing = std::move(senders_channel); }
-    acc.close();
-    run_until(
-        io, [] { return false; }, 200ms);
+    expect_only_writers_channel_broken(io, senders_channel, bystanders_channel, bystander);
+    close_all(io, **cm, acc, sender, std::move(senders_channel), bystander, std::move(bystanders_channel));
   }
   ::ibv_dealloc_pd(pd);
 }
