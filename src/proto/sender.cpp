@@ -226,8 +226,7 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
     // The receiver has read the message: nothing more to write.
     if (answer.status != ack_status::received || answer.length != length)
       return fail(make_error_code(error::protocol_violation), out);
-    out.completions.push_back({s.id, {}, length, true});
-    queue_.pop_front();
+    complete_front({}, length, out, true);
     return;
   }
   if (answer.status != ack_status::granted || answer.length < length)
@@ -255,8 +254,7 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
 void sender::handed_over(std::uint64_t offer_id, clock_time now, sender_events& out) {
   if (failed_ || !held_by_receipt() || *lent_write_ != offer_id) return;
   lent_write_completed_ = true;
-  out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
-  queue_.pop_front();
+  complete_front({}, queue_.front().message.length, out, true);
   pump(now, out);
   report_close_if_done(out);
 }
@@ -272,10 +270,7 @@ void sender::read_receipt(const std::byte* control_block, sender_events& out) {
   }
   // Another offer's answer can be here only after a later offer, which needs this send done.
   if (!ours && !lent_write_completed_) return fail(make_error_code(error::protocol_violation), out);
-  if (!lent_write_completed_) {
-    out.completions.push_back({queue_.front().id, {}, queue_.front().message.length, true});
-    queue_.pop_front();
-  }
+  if (!lent_write_completed_) complete_front({}, queue_.front().message.length, out, true);
   lent_write_.reset();
 }
 
@@ -488,8 +483,8 @@ frame_write& sender::emit(frame_kind kind, std::uint32_t length, std::uint64_t s
   return w;
 }
 
-void sender::complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out) {
-  out.completions.push_back({queue_.front().id, ec, bytes});
+void sender::complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out, bool direct) {
+  out.completions.push_back({queue_.front().id, ec, bytes, direct});
   queue_.pop_front();
 }
 

@@ -177,7 +177,8 @@ class sender {
   /// Makes room for a frame of `slots` at the cursor, writing PAD first if it would wrap.
   bool reserve(std::uint64_t slots, sender_events& out);
   frame_write& emit(frame_kind kind, std::uint32_t length, std::uint64_t slots, sender_events& out);
-  void complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out);
+  /// `direct`: its message went straight into the receiver's buffer.
+  void complete_front(std::error_code ec, std::uint64_t bytes, sender_events& out, bool direct = false);
   void report_close_if_done(sender_events& out);
 
   direction_options options_;

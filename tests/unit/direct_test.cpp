@@ -302,7 +302,12 @@ TEST_CASE("core: a write refused by the peer's memory is a violation, unless it 
     c.run(1);
     c.cores[0]->poll(clock_time{});
     const auto written = c.run(0);  // being written into the lent buffer
-    REQUIRE(find_done<send_done>(written) == (c.holds_unsent ? nullptr : find_done<send_done>(written)));
+    const auto* early = find_done<send_done>(written);
+    if (c.holds_unsent) {
+      REQUIRE(early == nullptr);
+    } else {
+      REQUIRE(early != nullptr);
+    }
     refused(*c.cores[0]);
     const auto failed = c.run(0);
     if (c.holds_unsent) {
@@ -310,7 +315,7 @@ TEST_CASE("core: a write refused by the peer's memory is a violation, unless it 
       REQUIRE(sent != nullptr);
       CHECK(sent->ec == error::connection_reset);
     } else {
-      CHECK(!find_done<send_done>(written)->ec);
+      CHECK(!early->ec);
     }
     const auto* ended = find_done<receive_done>(failed);
     REQUIRE(ended != nullptr);
