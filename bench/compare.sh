@@ -4,7 +4,11 @@
 # (UCX_TLS=tcp), tests tag_lat, tag_bw and ucp_put_lat, and plain Asio coroutines over a Unix
 # socket and TCP loopback; bellows over tcp is compared with the TCP peers only. Then the memory of idle channels at scale, bellows against a fixed 256 KiB first
 # tier. Prints ratio tables (bellows / each peer) and draws PNG plots with gnuplot.
-#   [ROUNDS=3] [SIZES=8,64,...] [QUICK=1] [OUT=bench/results] [CHANNELS=1,64,1000,10000] bench/compare.sh [BUILD_DIR]
+#   [ROUNDS=3] [SIZES=8,64,...] [QUICK=1] [OUT=bench/results] [CHANNELS=1,64,1000,10000] [OUTSTANDING=1]
+#   bench/compare.sh [BUILD_DIR]
+# Streaming runs with OUTSTANDING sends in flight and as many receives posted (default 1) on
+# both sides: bellows-perf --outstanding and ucx_perftest -O, whose tag_bw would otherwise keep
+# its window of 32 (Asio's baseline keeps one whatever it is set to).
 # Every pair of processes is pinned to CPUs 0 and 1. On a virtual machine every library switches
 # between fast and slow modes from run to run: each figure is the median of ROUNDS rounds,
 # and the rounds interleave the libraries. Installs ucx-utils and gnuplot-nox when missing (root).
@@ -19,6 +23,7 @@ rounds=${ROUNDS:-3}
 sizes=${SIZES:-8,64,512,4096,32768,65536,262144,1048576}
 channels=${CHANNELS:-1,64,1000,10000}
 quick=${QUICK:-}
+outstanding=${OUTSTANDING:-1}
 [[ -n $quick ]] && { rounds=1; sizes=${SIZES:-8,4096,65536}; channels=${CHANNELS:-1,64}; }
 
 for tool in "$perf" "$baseline"; do
@@ -74,12 +79,12 @@ ucx_run() {
   awk '{ printf "%s %s %.1f\n", $3, $4, $6 * 1.048576 }' <<<"$line"
 }
 
-echo "compare: $rounds round(s), sizes $sizes; results in $out"
+echo "compare: $rounds round(s), sizes $sizes, $outstanding in flight when streaming; results in $out"
 for round in $(seq 1 "$rounds"); do
   echo "round $round: bellows"
-  "$perf" -t lat,bw -s "$sizes" --cpus 0,1 --json | json_to_rows bellows-shm "$round" >>"$data"
+  "$perf" -t lat,bw -s "$sizes" --outstanding "$outstanding" --cpus 0,1 --json | json_to_rows bellows-shm "$round" >>"$data"
   echo "round $round: bellows over tcp (loopback)"
-  "$perf" -t lat,bw -s "$sizes" --cpus 0,1 --json --uri "tcp://127.0.0.1:$((20000 + RANDOM % 10000))" |
+  "$perf" -t lat,bw -s "$sizes" --outstanding "$outstanding" --cpus 0,1 --json --uri "tcp://127.0.0.1:$((20000 + RANDOM % 10000))" |
     json_to_rows bellows-tcp "$round" >>"$data"
   for transport in unix tcp; do
     echo "round $round: asio over $transport"
@@ -91,9 +96,9 @@ for round in $(seq 1 "$rounds"); do
     echo "round $round: ucx_perftest, UCX_TLS=$tls"
     for size in ${sizes//,/ }; do
       for test in tag_lat ucp_put_lat tag_bw; do
-        mode=lat
-        [[ $test == tag_bw ]] && mode=bw
-        if figures=$(ucx_run "$tls" -t "$test" -s "$size" -n "$(iterations "$mode" "$size")"); then
+        mode=lat depth=()
+        [[ $test == tag_bw ]] && mode=bw depth=(-O "$outstanding")
+        if figures=$(ucx_run "$tls" -t "$test" -s "$size" -n "$(iterations "$mode" "$size")" "${depth[@]}"); then
           read -r p50 avg mbs <<<"$figures"
           impl=$name
           [[ $test == ucp_put_lat ]] && impl=$name-put
@@ -144,9 +149,9 @@ table() {
 {
   table lat 4 "8 B .. 1 MiB half round trip, p50 in microseconds (ratio below 1: bellows is faster)" \
     bellows-shm "${peers[@]}"
-  table bw 6 "streaming bandwidth in MB/s (10^6 B/s; ratio above 1: bellows is faster)" bellows-shm "${peers[@]}"
+  table bw 6 "streaming bandwidth in MB/s ($outstanding in flight; 10^6 B/s; ratio above 1: bellows is faster)" bellows-shm "${peers[@]}"
   table lat 4 "over TCP on loopback: half round trip, p50 in microseconds" bellows-tcp "${tcp_peers[@]}"
-  table bw 6 "over TCP on loopback: streaming bandwidth in MB/s" bellows-tcp "${tcp_peers[@]}"
+  table bw 6 "over TCP on loopback: streaming bandwidth in MB/s, $outstanding in flight" bellows-tcp "${tcp_peers[@]}"
 } | tee "$out/comparison.txt"
 
 echo

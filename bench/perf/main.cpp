@@ -38,7 +38,8 @@ constexpr const char* usage =
   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
-  --outstanding  bw: sends in flight at once (default 1, as ucx_perftest's -O)
+  --outstanding  bw: sends in flight at once, and receives the peer keeps posted (default 1;
+          ucx_perftest's tag_bw keeps 32 of each unless given -O)
   T       a tier table, SLOTSxBYTES,... ascending (default 16x256,16x4096,16x65536); a
           table the library refuses fails the connect with invalid_argument
   --view  bw: the peer receives with async_receive_view (the bytes stay in the ring, or in

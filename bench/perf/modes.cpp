@@ -123,8 +123,10 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
                              bool try_first, reporter& out) {
   const auto count = iterations_for(s, mode, size);
   const auto warmup = warmup_for(s, count);
-  bellows::channel ch =
-      co_await open(uri, channel_options_for(s), (s.view ? "view-sink " : "sink ") + std::to_string(warmup + count));
+  // Built before the co_await: g++ 12 mishandles a conditional's temporaries inside one.
+  std::string role = "view-sink " + std::to_string(warmup + count);
+  if (!s.view) role = "sink " + std::to_string(warmup + count) + " " + std::to_string(s.outstanding);
+  bellows::channel ch = co_await open(uri, channel_options_for(s), role);
   std::vector<std::byte> block(size, std::byte{7});
   // The warm-up lets the ring grow to its tier before the clock starts, as ucx_perftest's does.
   for (std::uint64_t i = 0; i < warmup; ++i) co_await ch.async_send(asio::buffer(block), use_awaitable);

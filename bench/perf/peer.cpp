@@ -8,6 +8,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <cstdint>
@@ -50,6 +51,43 @@ asio::awaitable<void> until_closed(bellows::channel& ch) {
   }
 }
 
+/// A buffer for the largest message, left unwritten: zeroing 4 MiB (a thousand page faults here)
+/// would fall inside the sender's timed run.
+std::unique_ptr<std::byte[]> sink_buffer(std::size_t size) { return std::make_unique_for_overwrite<std::byte[]>(size); }
+
+/// What the receivers of one streaming run share: they take turns until `count` are received.
+struct receive_turns {
+  bellows::channel& ch;
+  std::uint64_t count;
+  std::size_t max_message;
+  std::uint64_t taken = 0;
+  std::uint64_t receivers_left = 0;
+  bool intact = true;
+  asio::steady_timer all_received;
+};
+
+asio::awaitable<void> take_turns(receive_turns* t) {
+  const auto buffer = sink_buffer(t->max_message);
+  while (t->taken < t->count && t->intact) {
+    ++t->taken;
+    auto [ec, size] = co_await t->ch.async_receive(asio::buffer(buffer.get(), t->max_message), as_tuple(use_awaitable));
+    if (ec) t->intact = false;
+  }
+  if (--t->receivers_left == 0) t->all_received.cancel();
+}
+
+/// `count` receives with `depth` of them posted at once, each into a buffer of its own, as
+/// ucx_perftest's receiver keeps its window of receives posted; false if one failed.
+asio::awaitable<bool> receive_outstanding(bellows::channel& ch, std::uint64_t count, std::uint64_t depth,
+                                          std::size_t max_message) {
+  auto ex = co_await asio::this_coro::executor;
+  receive_turns turns{
+      ch, count, max_message, 0, depth, true, asio::steady_timer(ex, asio::steady_timer::time_point::max())};
+  for (std::uint64_t i = 0; i < depth; ++i) asio::co_spawn(ex, take_turns(&turns), asio::detached);
+  co_await turns.all_received.async_wait(as_tuple(use_awaitable));
+  co_return turns.intact;
+}
+
 asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> state) {
   char text[128];
   auto [ec, n] = co_await ch.async_receive(asio::buffer(text, sizeof text - 1), as_tuple(use_awaitable));
@@ -69,13 +107,18 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
         if (send_ec) break;
       }
     } else if (role == "sink") {
-      std::uint64_t count = 0;
-      command >> count;
-      std::vector<std::byte> buffer(state->max_message);
+      std::uint64_t count = 0, depth = 1;
+      command >> count >> depth;
       bool intact = true;
-      for (std::uint64_t i = 0; i < count && intact; ++i) {
-        auto [receive_ec, size] = co_await ch.async_receive(asio::buffer(buffer), as_tuple(use_awaitable));
-        intact = !receive_ec;
+      if (depth > 1) {
+        intact = co_await receive_outstanding(ch, count, depth, state->max_message);
+      } else {
+        const auto buffer = sink_buffer(state->max_message);
+        for (std::uint64_t i = 0; i < count && intact; ++i) {
+          auto [receive_ec, size] =
+              co_await ch.async_receive(asio::buffer(buffer.get(), state->max_message), as_tuple(use_awaitable));
+          intact = !receive_ec;
+        }
       }
       const char done = 1;
       if (intact) co_await ch.async_send(asio::buffer(&done, 1), as_tuple(use_awaitable));
