@@ -102,7 +102,7 @@ void channel_core::cancel(std::uint64_t id) {
   auto r = std::find_if(receives_.begin(), receives_.end(), [&](const pending_receive& op) { return op.id == id; });
   if (r != receives_.end()) {
     // A buffer lent to the peer is being written: the receive completes when the message is in.
-    if (lent_ && lent_->receive_id == id) return;
+    if ((lent_ && lent_->receive_id == id) || (lent_ahead_ && lent_ahead_->receive_id == id)) return;
     // A receive that already took part of a fragmented message leaves the rest to be discarded.
     if (r->started) discarding_ = true;
     if (r->view) {
@@ -253,6 +253,8 @@ void channel_core::handed_over(std::uint64_t offer_id, bool left, clock_time now
   if (!left || failed_) return;
   tx_events_.clear();
   tx_.handed_over(offer_id, now, tx_events_);
+  // The answer to the offer behind it may have come while the bytes left.
+  tx_.step(setup_.control, now, tx_events_);
   take(tx_events_, now);
   end_of_input();
 }

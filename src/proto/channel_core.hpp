@@ -143,8 +143,8 @@ class channel_core {
     bool started = false;
   };
 
-  /// The front receive's buffer, lent to the peer for one offered message (or being filled
-  /// from the peer's memory by the driver, for a fetched offer).
+  /// A receive's buffer, lent to the peer for one offered message (or being filled from the
+  /// peer's memory by the driver, for a fetched offer).
   struct lending {
     std::uint64_t offer_id = 0;
     std::uint64_t receive_id = 0;
@@ -165,6 +165,7 @@ class channel_core {
     finished_.emplace_back(std::in_place_type<std::decay_t<Done>>, std::forward<Done>(done));
   }
   void end_of_input();
+  void push_doorbell();
   void fail(std::error_code ec);
   /// How a failure of the link, or of a write through it, fails this channel.
   std::error_code as_channel_failure(std::error_code ec) const;
@@ -176,6 +177,12 @@ class channel_core {
   void release_front();
   /// A DIRECT_OFFER at the front: lend the front receive's buffer, or decline.
   bool deliver_offer(const inbound_frame& f);
+  /// Lends receives_[index]'s buffer for the offer (lent_ or lent_ahead_), or declines it.
+  void lend_or_decline(const inbound_frame& f, std::size_t index);
+  /// The offer that came while the buffer before it was lent: lent to the receive behind the
+  /// lent one as soon as that is posted; decided like any offer once the message before is in.
+  bool deliver_parked_offer();
+  void lend_ahead_if_posted();
   /// A DIRECT_DONE at the front: the lent receive is complete.
   bool deliver_direct_done(const inbound_frame& f);
   /// The peer broke the protocol in what delivery found: fail, handing nothing more out.
@@ -199,7 +206,9 @@ class channel_core {
   fifo<inbound_frame> ready_;
   std::optional<std::uint64_t> close_id_;
   std::optional<std::error_code> close_result_;
-  std::optional<lending> lent_;
+  std::optional<lending> lent_;        ///< the front receive's
+  std::optional<lending> lent_ahead_;  ///< the next receive's, for the parked offer
+  std::optional<inbound_frame> parked_offer_;
   bool discarding_ = false;
   bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
   bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out

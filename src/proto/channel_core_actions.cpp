@@ -47,9 +47,14 @@ void channel_core::take(const sender_events& ev, clock_time now) {
       report_retier(r, now);
     }
   }
+  bool offered = false;
   for (const auto& w : ev.writes) {
     if (!may_write()) break;
     if (w.header.kind == frame_kind::enlarge_req) out_.push_back(reached{step::enlarge_request_due});
+    // An offer written ahead of a lent buffer's bytes is announced before them, so that the
+    // peer answers it while they travel.
+    if (w.bare && std::exchange(offered, false)) push_doorbell();
+    if (!w.bare && w.header.kind == frame_kind::direct_offer) offered = true;
     place_frame(w);
     if (auto s = step_after(w.header.kind)) out_.push_back(reached{*s});
     if (request && (w.header.kind == frame_kind::enlarge_req || w.header.kind == frame_kind::shrink_req))
@@ -158,14 +163,16 @@ void channel_core::report_retier(const retier_event& r, clock_time now) {
   out_.push_back(tier_changed{{public_kind(r.kind), r.shrink, r.from_tier, r.to_tier, r.trigger_length, elapsed}});
 }
 
+void channel_core::push_doorbell() {
+  const auto* flags = reinterpret_cast<const std::uint64_t*>(setup_.control + control_block::flags_offset);
+  out_.emplace_back(ring_doorbell{flags, control_block::polled_flag});
+}
+
 void channel_core::end_of_input() {
   // One doorbell announces everything this input wrote, and comes after all of it. The
   // completions come after the doorbell: the peer can start on the frames while the driver
   // hands the handlers over (a ping-pong's reply waits for nothing else).
-  if (std::exchange(doorbell_due_, false) && may_write()) {
-    const auto* flags = reinterpret_cast<const std::uint64_t*>(setup_.control + control_block::flags_offset);
-    out_.emplace_back(ring_doorbell{flags, control_block::polled_flag});
-  }
+  if (std::exchange(doorbell_due_, false) && may_write()) push_doorbell();
   if (handover_due_) out_.emplace_back(check_handover{*std::exchange(handover_due_, std::nullopt)});
   if (finished_.empty()) return;
   for (auto& done : finished_) out_.push_back(std::move(done));

@@ -35,9 +35,9 @@ void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const st
 }  // namespace
 
 void channel_core::deliver() {
-  if (delivery_paused_ || (ready_.empty() && !failed_ && !rx_.peer_closed())) return;
+  if (delivery_paused_ || (ready_.empty() && !parked_offer_ && !failed_ && !rx_.peer_closed())) return;
   credit_due_ = false;
-  while (!ready_.empty() && deliver_front()) {
+  while ((!ready_.empty() || parked_offer_) && deliver_front()) {
     if (credit_due_ && !ready_.empty() && !receives_.empty()) {
       // Let the credit (and its doorbell) go out before copying more: the peer may be waiting
       // for it to write the rest of a message. next_batch() resumes here.
@@ -62,7 +62,7 @@ void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
   if (lent_ && lent_->receive_id == op.id) {
     // Out of the peer's reach before the handler runs and the buffer may go.
     if (lent_->region) out_.push_back(release_region{lent_->region->region});
-    lent_.reset();
+    lent_ = std::exchange(lent_ahead_, std::nullopt);
   }
   if (op.view) {
     complete(view_done{op.id, ec, {}, {}, {}, false});
@@ -79,6 +79,11 @@ void channel_core::finish_front(std::error_code ec, std::uint64_t length) {
 }
 
 bool channel_core::deliver_front() {
+  if (parked_offer_) {
+    if (!lent_) return deliver_parked_offer();
+    lend_ahead_if_posted();
+  }
+  if (ready_.empty()) return false;
   const inbound_frame f = ready_.front();
   const bool last = ends_message(f.kind);
   if (discarding_) {
@@ -89,7 +94,15 @@ bool channel_core::deliver_front() {
   if (receives_.empty()) return false;
   if (lent_ && !lent_->region) return false;  // the driver is asked for the buffer
   if (f.kind == frame_kind::direct_done) return deliver_direct_done(f);
-  if (lent_) return refuse_frames();  // the buffer is lent: only the offer's DIRECT_DONE may come next
+  if (lent_) {
+    // The buffer is lent: only the offer's DIRECT_DONE may come next, or the next offer ahead
+    // of it (rx_ let that through only once the lent buffer was granted).
+    if (f.kind != frame_kind::direct_offer || parked_offer_ || lent_ahead_) return refuse_frames();
+    parked_offer_ = f;
+    release_front();
+    lend_ahead_if_posted();
+    return true;
+  }
   if (f.kind == frame_kind::direct_offer) return deliver_offer(f);
   pending_receive& op = receives_.front();
 
@@ -143,24 +156,35 @@ bool channel_core::deliver_front() {
 
 bool channel_core::deliver_offer(const inbound_frame& f) {
   if (!may_write()) return false;  // no answer can reach the peer: the message never comes
-  const pending_receive& op = receives_.front();
+  lend_or_decline(f, 0);
+  release_front();
+  return !lent_;  // declined: on with the ring; lent: on with the driver's answer (lent() or fetched())
+}
+
+bool channel_core::deliver_parked_offer() {
+  if (receives_.empty() || !may_write()) return false;
+  lend_or_decline(*std::exchange(parked_offer_, std::nullopt), 0);
+  return !lent_;
+}
+
+void channel_core::lend_ahead_if_posted() {
+  if (!lent_ || !lent_->region || lent_ahead_ || receives_.size() < 2 || !may_write()) return;
+  lend_or_decline(*std::exchange(parked_offer_, std::nullopt), 1);
+}
+
+void channel_core::lend_or_decline(const inbound_frame& f, std::size_t index) {
+  const pending_receive& op = receives_[index];
   // One contiguous buffer that takes the whole message; otherwise the ring carries it (and a
   // buffer too small gets message_size from there, as for any message).
   const bool lendable = !op.view && op.into.is_single && op.into.length >= f.message_length;
-  if (!lendable) {
-    answer_offer(f.offer_id, std::nullopt, 0);
-    release_front();
-    return true;
-  }
-  lent_ = lending{f.offer_id, op.id, f.message_length, std::nullopt};
+  if (!lendable) return answer_offer(f.offer_id, std::nullopt, 0);
+  (index == 0 ? lent_ : lent_ahead_) = lending{f.offer_id, op.id, f.message_length, std::nullopt};
   const auto memory = op.into.single.first(f.message_length);
   if (f.fetch_source != 0) {
     out_.push_back(fetch_message{f.offer_id, f.fetch_source, f.guard_address, f.guard_value, memory});
   } else {
     out_.push_back(lend_buffer{f.offer_id, memory});
   }
-  release_front();
-  return false;  // on with the driver's answer (lent() or fetched())
 }
 
 bool channel_core::deliver_direct_done(const inbound_frame& f) {
@@ -169,10 +193,10 @@ bool channel_core::deliver_direct_done(const inbound_frame& f) {
   release_front();
   ++counters_.direct_messages_received;
   finish_front({}, lent_->length);
-  // The sender's send completes on this word, written over the answer's status.
-  std::byte received[4];
-  put(received, static_cast<std::uint32_t>(ack_status::received));
-  place_control(control_block::lend_offset + lend_layout::status, received);
+  // The sender's send completes on this word unless it did when its bytes left.
+  std::byte receipt[8];
+  put(receipt, f.offer_id);
+  place_control(control_block::receipt_offset, receipt);
   doorbell_due_ = true;
   return true;
 }
@@ -185,18 +209,20 @@ bool channel_core::refuse_frames() {
 }
 
 void channel_core::lent(std::uint64_t offer_id, std::optional<lent_region> region) {
-  if (!lent_ || lent_->offer_id != offer_id || lent_->region || failed_) {
+  std::optional<lending>& l = lent_ahead_ && lent_ahead_->offer_id == offer_id ? lent_ahead_ : lent_;
+  if (!l || l->offer_id != offer_id || l->region || failed_) {
     // Its receive ended meanwhile (cancelled by teardown, or the channel failed).
     if (region) out_.push_back(release_region{region->region});
-    if (lent_ && lent_->offer_id == offer_id && !lent_->region) lent_.reset();
+    if (l && l->offer_id == offer_id && !l->region) l.reset();
     return end_of_input();
   }
+  const std::uint64_t length = l->length;
   if (region) {
-    lent_->region = region;
+    l->region = region;
   } else {
-    lent_.reset();
+    l.reset();
   }
-  answer_offer(offer_id, region, region ? lent_->length : 0);
+  answer_offer(offer_id, region, region ? length : 0);
   deliver();
   end_of_input();
 }
@@ -226,7 +252,10 @@ void channel_core::fetched(std::uint64_t offer_id, bool whole) {
 void channel_core::answer_offer(std::uint64_t offer_id, const std::optional<lent_region>& region,
                                 std::uint64_t length) {
   lend_record answer{offer_id, ack_status::denied, 0, 0, 0};
-  if (region) answer = lend_record{offer_id, ack_status::granted, region->address, region->key, length};
+  if (region) {
+    answer = lend_record{offer_id, ack_status::granted, region->address, region->key, length};
+    rx_.offer_lent(offer_id);
+  }
   // As an ack: head and fields, then the tail in a write of its own.
   const auto bytes = encode_lend(answer);
   place_control(control_block::lend_offset, std::span(bytes).first(lend_layout::tail));

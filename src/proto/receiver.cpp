@@ -3,6 +3,7 @@
 #include "proto/shared_access.hpp"
 
 #include <algorithm>
+#include <utility>
 
 namespace bellows::proto {
 
@@ -81,7 +82,7 @@ bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_ev
     case frame_kind::direct_offer:
     case frame_kind::direct_done: return accept_direct(h, payload, out);
     case frame_kind::close:
-      if (in_message_ || offer_open_) return violation(out), false;
+      if (in_message_ || offer_) return violation(out), false;
       hold(h.slots, true);
       closed_ = true;
       out.peer_closed = true;
@@ -134,10 +135,16 @@ bool receiver::accept_retier(const frame_header& h, const std::byte* payload, re
 }
 
 bool receiver::take_offered(std::uint64_t length) {
-  // After a declined offer the offered message comes through the ring: the same length.
-  if (!offer_open_) return true;
-  offer_open_ = false;
-  return length == offered_length_;
+  // After a declined offer the offered message comes through the ring: the same length. An
+  // offer ahead comes only behind a lent buffer, whose message comes with DIRECT_DONE.
+  if (!offer_) return true;
+  if (offer_ahead_) return false;
+  return std::exchange(offer_, std::nullopt)->length == length;
+}
+
+void receiver::offer_lent(std::uint64_t offer_id) noexcept {
+  if (offer_ && offer_->id == offer_id) offer_->lent = true;
+  if (offer_ahead_ && offer_ahead_->id == offer_id) offer_ahead_->lent = true;
 }
 
 bool receiver::accept_direct(const frame_header& h, const std::byte* payload, receiver_events& out) {
@@ -156,14 +163,14 @@ bool receiver::accept_direct(const frame_header& h, const std::byte* payload, re
   const direct_note& note = fetch.offer;
   if (in_message_) return violation(out), false;
   if (h.kind == frame_kind::direct_offer) {
-    if (offer_open_ || note.offer_id <= last_offer_id_ || note.length > options_.max_message_size)
+    const bool ahead_allowed = offer_ && offer_->lent && !offer_ahead_ && fetch.source == 0;
+    if ((offer_ && !ahead_allowed) || note.offer_id <= last_offer_id_ || note.length > options_.max_message_size)
       return violation(out), false;
     last_offer_id_ = note.offer_id;
-    offered_length_ = note.length;
-    offer_open_ = true;
+    (offer_ ? offer_ahead_ : offer_) = open_offer{note.offer_id, note.length};
   } else {
-    if (!offer_open_ || note.offer_id != last_offer_id_ || note.length != offered_length_) return violation(out), false;
-    offer_open_ = false;
+    if (!offer_ || note.offer_id != offer_->id || note.length != offer_->length) return violation(out), false;
+    offer_ = std::exchange(offer_ahead_, std::nullopt);
   }
   // Held like a message's frame: delivery decides about the offer, in order with the rest.
   const std::uint64_t ordinal = hold(h.slots, false);

@@ -87,7 +87,10 @@ class receiver {
   void set_polled(bool on, receiver_events& out);
   /// The open offer's message was fetched from the sender's memory: it has come, and the
   /// sender's next frame is a new message.
-  void offer_fetched() noexcept { offer_open_ = false; }
+  void offer_fetched() noexcept { offer_.reset(); }
+  /// A buffer was lent for the offer: the sender may offer its next message before this one's
+  /// DIRECT_DONE.
+  void offer_lent(std::uint64_t offer_id) noexcept;
   void fail(std::error_code ec, receiver_events& out);
 
   std::uint32_t tier() const noexcept { return current_.ring.tier; }
@@ -147,11 +150,17 @@ class receiver {
   bool in_message_ = false;
   std::uint64_t message_total_ = 0;
   std::uint64_t message_received_ = 0;
-  // The last DIRECT_OFFER, until its message came (DIRECT_DONE, a fetch, or the ring's frames
-  // once the offer was declined): nothing else may come in between.
+  struct open_offer {
+    std::uint64_t id = 0;
+    std::uint64_t length = 0;
+    bool lent = false;
+  };
+  // A DIRECT_OFFER until its message came (DIRECT_DONE, a fetch, or the ring's frames once the
+  // offer was declined): nothing else may come in between, except, once a buffer was lent for
+  // it, the next message's offer (offer_ahead_).
+  std::optional<open_offer> offer_;
+  std::optional<open_offer> offer_ahead_;
   std::uint64_t last_offer_id_ = 0;
-  std::uint64_t offered_length_ = 0;
-  bool offer_open_ = false;
   bool closed_ = false;
   bool pressure_ = false;
   bool polled_ = false;

@@ -72,7 +72,7 @@ bool sender::cancel(std::uint64_t id) noexcept {
     if (it->id != id) continue;
     // Once offered, it goes one way or the other: the receiver may be lending its buffer for
     // it, or, having declined, expects it through the ring next.
-    if (it->written != 0 || it->offer_declined || (offer_ && it == queue_.begin())) return false;
+    if (it->written != 0 || it->offered) return false;
     queue_.erase(it);
     return true;
   }
@@ -108,10 +108,10 @@ void sender::step(const std::byte* control_block, clock_time now, sender_events&
   if (failed_) return;
   read_control(control_block, now, out);
   if (failed_) return;
-  // The receipt first: once the send completed at handover, a later offer's answer may be
-  // written over it, and that answer confirms the receipt too.
+  // The receipt first: an answer to the offer behind a lent write is for the queue's front
+  // only once that write's send completed.
   if (lent_write_) read_receipt(control_block, out);
-  if (offer_ && !failed_) read_lend_slot(control_block, out);
+  if (offer_ && !failed_ && !held_by_receipt()) read_lend_slot(control_block, out);
   if (failed_) return;
   fall_back_if_unanswered(now, out);
   pump(now, out);
@@ -189,17 +189,17 @@ bool sender::offered_direct(const queued_send& s) const noexcept {
   return !options_.offers_are_fetched || (s.message.parts.size() == 1 && s.message.file.descriptor < 0);
 }
 
-void sender::offer_direct(queued_send& front, sender_events& out) {
+void sender::offer_direct(queued_send& s, sender_events& out, std::uint64_t also_reserved) {
   const bool fetched = options_.offers_are_fetched;
   const std::uint32_t payload_bytes = fetched ? fetch_payload_bytes : direct_payload_bytes;
   const auto slots = geometry().slots_for(payload_bytes);
   // Room for DIRECT_DONE too, so a granted offer never waits for credit in between.
-  if (!reserve(fetched ? slots : slots + 1, out)) return;
-  const direct_note note{++last_offer_id_, front.message.length};
+  if (!reserve((fetched ? slots : slots + 1) + also_reserved, out)) return;
+  const direct_note note{++last_offer_id_, s.message.length};
   frame_write& w = emit(frame_kind::direct_offer, payload_bytes, slots, out);
   if (fetched) {
     const auto guard = fetch_guard::current();
-    const auto source = reinterpret_cast<std::uint64_t>(front.message.parts.front().data());
+    const auto source = reinterpret_cast<std::uint64_t>(s.message.parts.front().data());
     const auto payload = encode_fetch({note, source, guard.address, guard.value});
     static_assert(payload.size() <= std::tuple_size_v<decltype(w.inline_payload)>);
     std::copy(payload.begin(), payload.end(), w.inline_payload.begin());
@@ -210,6 +210,7 @@ void sender::offer_direct(queued_send& front, sender_events& out) {
   w.inline_length = payload_bytes;
   offer_ = note.offer_id;
   offer_fetched_ = fetched;
+  s.offered = true;
 }
 
 void sender::apply_lend(const lend_record& answer, sender_events& out) {
@@ -231,6 +232,10 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
   }
   if (answer.status != ack_status::granted || answer.length < length)
     return fail(make_error_code(error::protocol_violation), out);
+  // The next message's offer goes ahead of these bytes: the receiver answers it while they
+  // travel, and the next message follows them without a round trip in between. Room for this
+  // message's DONE was reserved with its offer.
+  if (queue_.size() > 1 && !queue_[1].offered && offered_direct(queue_[1])) offer_direct(queue_[1], out, 1);
   // The message, then DIRECT_DONE behind it in the ring: writes are placed in issue order, so
   // the receiver finds the bytes in its buffer when it reads the frame.
   frame_write& bytes = out.writes.emplace_back();
@@ -260,16 +265,10 @@ void sender::handed_over(std::uint64_t offer_id, clock_time now, sender_events& 
 }
 
 void sender::read_receipt(const std::byte* control_block, sender_events& out) {
-  const std::byte* slot = control_block + control_block::lend_offset;
-  const auto status = static_cast<ack_status>(load_acquire<std::uint32_t>(slot + lend_layout::status));
-  const bool ours = load_relaxed<std::uint64_t>(slot + lend_layout::head) == *lent_write_;
-  if (ours && status != ack_status::received) {
-    // Still the grant; or, the send completed, a later offer's answer half written over it.
-    if (status == ack_status::granted || lent_write_completed_) return;
-    return fail(make_error_code(error::protocol_violation), out);
-  }
-  // Another offer's answer can be here only after a later offer, which needs this send done.
-  if (!ours && !lent_write_completed_) return fail(make_error_code(error::protocol_violation), out);
+  // Receipts come in offer order, and none for a message not yet written.
+  const auto receipt = load_acquire<std::uint64_t>(control_block + control_block::receipt_offset);
+  if (receipt < *lent_write_) return;
+  if (receipt > *lent_write_) return fail(make_error_code(error::protocol_violation), out);
   if (!lent_write_completed_) complete_front({}, queue_.front().message.length, out, true);
   lent_write_.reset();
 }

@@ -129,6 +129,7 @@ class sender {
     gather_list message;
     clock_time enqueued;
     std::uint64_t written = 0;
+    bool offered = false;         ///< a DIRECT_OFFER named it: it goes one way or the other
     bool offer_declined = false;  ///< goes through the ring
   };
   struct pending_request {
@@ -163,13 +164,12 @@ class sender {
   bool pump_one(clock_time now, sender_events& out);
   /// Whether a message goes to the receiver as a DIRECT_OFFER before anything else.
   bool offered_direct(const queued_send& s) const noexcept;
-  /// Writes the front message's DIRECT_OFFER once the ring has room for it (and for the DONE
-  /// of a lent buffer).
-  void offer_direct(queued_send& front, sender_events& out);
+  /// Writes a message's DIRECT_OFFER once the ring has room for it, for the DONE of a lent
+  /// buffer, and for `also_reserved` more slots.
+  void offer_direct(queued_send& s, sender_events& out, std::uint64_t also_reserved = 0);
   void read_lend_slot(const std::byte* control_block, sender_events& out);
   void apply_lend(const lend_record& answer, sender_events& out);
-  /// Reads the receiver's word that the lent buffer holds the message (or, once the send
-  /// completed at handover, the answer to a later offer, which says as much).
+  /// Reads the receiver's word that the lent buffer holds the message.
   void read_receipt(const std::byte* control_block, sender_events& out);
   /// The front send is in a lent buffer and completes only on the receipt.
   bool held_by_receipt() const noexcept { return lent_write_ && !lent_write_completed_; }
@@ -199,8 +199,10 @@ class sender {
   clock_time stall_window_start_{};
   bool outrunning_ring_ = false;
   std::uint64_t partial_acks_seen_ = 0;
-  std::optional<std::uint64_t> offer_;  ///< the DIRECT_OFFER of the queue's front, unanswered
-  bool offer_fetched_ = false;          ///< the receiver may be reading that message from our memory
+  /// An unanswered DIRECT_OFFER: of the queue's front, or of the message behind it while the
+  /// front is written into a lent buffer (its answer is read once the front completed).
+  std::optional<std::uint64_t> offer_;
+  bool offer_fetched_ = false;  ///< the receiver may be reading that message from our memory
   std::uint64_t last_offer_id_ = 0;
   std::uint64_t last_answered_offer_ = 0;
   /// The offer whose message was last written into a lent buffer, until the receiver's word.

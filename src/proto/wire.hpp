@@ -135,6 +135,9 @@ inline constexpr std::size_t credit_offset = 0;
 inline constexpr std::size_t flags_offset = 8;
 inline constexpr std::size_t lend_offset = 16;
 inline constexpr std::size_t ack_offset = 64;
+/// The id of the last offer whose message is in the buffer the receiver lent for it: a word of
+/// its own, so that the answer to the next offer, which may come before it, never hides it.
+inline constexpr std::size_t receipt_offset = 120;
 inline constexpr std::size_t size = 128;
 inline constexpr std::uint64_t pressure_flag = 1;
 /// The writer of this word polls the channel on every round of its reactor, so a doorbell for
@@ -150,10 +153,10 @@ constexpr std::uint64_t make_credit_word(std::uint32_t epoch, std::uint64_t cons
   return (std::uint64_t{epoch & 0xffffu} << credit_epoch_shift) | (consumed & credit_count_mask);
 }
 
-/// `received` is written into a lend slot only: over a granted answer's status once the offered
-/// message is in the lent buffer, or as the whole answer to a fetched offer once the receiver
-/// has read it. The fetched offer's send completes on it; a lent buffer's send completes on it
-/// unless it already did when the provider took all its bytes (sender::handed_over).
+/// `received` is written into a lend slot only, as the whole answer to a fetched offer once the
+/// receiver has read it; the send completes on it. A lent buffer's message is acknowledged in
+/// the receipt word instead (control_block::receipt_offset), unless its send already completed
+/// when the provider took all its bytes (sender::handed_over).
 enum class ack_status : std::uint32_t { granted = 1, denied = 2, received = 3 };
 
 struct ack_record {
@@ -205,6 +208,7 @@ inline constexpr std::size_t tail = 40;
 inline constexpr std::size_t size = 48;
 }  // namespace lend_layout
 static_assert(control_block::lend_offset + lend_layout::size <= control_block::ack_offset);
+static_assert(control_block::ack_offset + ack_layout::size <= control_block::receipt_offset);
 
 /// Bytes of a lend slot in the order they must be placed: head first, tail last.
 std::array<std::byte, lend_layout::size> encode_lend(const lend_record& r) noexcept;

@@ -2,11 +2,11 @@
 // words, flags and ack slots of arbitrary bytes, mixed with honest acks and credits so that the
 // fuzzer reaches the states behind them. Whatever the script, every frame the sender places lies
 // inside the window the peer granted, every send completes at most once, a message placed
-// straight into a lent buffer completes only once the receiver said it is in (a receipt, or an
-// answer to a later offer), and the only way the direction fails is protocol_violation. Every
-// input is played twice: with lent buffers (tcp) and with fetched offers (shm), where a send
-// completes directly only on a `received` answer, and a send whose offer may still be being
-// read ends otherwise only after the fetch guard moved.
+// straight into a lent buffer completes only once the receiver said it is in (its receipt), and
+// the only way the direction fails is protocol_violation. Every input is played twice: with
+// lent buffers (tcp) and with fetched offers (shm), where a send completes directly only on a
+// `received` answer, and a send whose offer may still be being read ends otherwise only after
+// the fetch guard moved.
 #include "fuzz/script.hpp"
 #include "proto/fetch_guard.hpp"
 #include "proto/sender.hpp"
@@ -94,8 +94,9 @@ class harness {
     const std::size_t offset = in.take<std::uint8_t>() % sizeof control_;
     const std::size_t length = std::min<std::size_t>(in.take<std::uint8_t>() % 16 + 1, sizeof control_ - offset);
     for (std::size_t i = 0; i < length; ++i) control_[offset + i] = static_cast<std::byte>(in.take<std::uint8_t>());
-    if (offset < control_block::lend_offset + lend_layout::size && offset + length > control_block::lend_offset)
-      lend_slot_scribbled_ = true;
+    const bool lend_slot =
+        offset < control_block::lend_offset + lend_layout::size && offset + length > control_block::lend_offset;
+    if (lend_slot || offset + length > control_block::receipt_offset) lend_slot_scribbled_ = true;
   }
 
   // What an honest receiver writes for the last request, with one field the fuzzer may bend.
@@ -139,9 +140,7 @@ class harness {
     const auto bytes = encode_lend(r);
     std::memcpy(control_ + control_block::lend_offset, bytes.data(), bytes.size());
     if (grant) lent_ = r;
-    done_.reset();  // an honest receiver writes no receipt after a later answer
-    // Answered only after the previous DONE was taken: the message before is in.
-    said_in_below_ = std::max(said_in_below_, offered_->offer_id);
+    // An answer says nothing of the message before: the next offer comes ahead of its bytes.
     offered_.reset();
   }
 
@@ -169,8 +168,7 @@ class harness {
 
   void write_receipt() {
     if (!done_) return;
-    put<std::uint32_t>(control_ + control_block::lend_offset + lend_layout::status,
-                       static_cast<std::uint32_t>(ack_status::received));
+    put<std::uint64_t>(control_ + control_block::receipt_offset, *done_);
     said_in_below_ = std::max(said_in_below_, *done_ + 1);
     done_.reset();
   }

@@ -172,6 +172,40 @@ TEST_CASE("receiver rejects each lie about a frame", "[proto][receiver]") {
   CHECK(after.frames.empty());
 }
 
+TEST_CASE("receiver takes the next offer ahead of a lent buffer's DONE, and no lie around it", "[proto][receiver]") {
+  ring_fixture f;
+  f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+  REQUIRE(f.poll().frames.size() == 1);
+  f.rx.offer_lent(1);
+  f.write_direct(1, 2, frame_kind::direct_offer, 2, 1000);
+  SECTION("honest: the offer ahead, then both DONEs in offer order") {
+    f.write_direct(2, 3, frame_kind::direct_done, 1, 1 << 20);
+    f.rx.offer_lent(2);
+    f.write_direct(3, 4, frame_kind::direct_done, 2, 1000);
+    const auto ev = f.poll();
+    CHECK_FALSE(ev.failure);
+    REQUIRE(ev.frames.size() == 3);
+    CHECK(ev.frames[0].offer_id == 2);
+    CHECK(ev.frames[2].offer_id == 2);
+    CHECK(ev.frames[2].kind == frame_kind::direct_done);
+    return;
+  }
+  SECTION("a third offer") { f.write_direct(2, 3, frame_kind::direct_offer, 3, 1000); }
+  SECTION("the DONE of the offer ahead first") { f.write_direct(2, 3, frame_kind::direct_done, 2, 1000); }
+  SECTION("a message through the ring before the lent one's DONE") { f.write(2, 3, frame_kind::data, bytes(10)); }
+  SECTION("CLOSE") { f.write(2, 3, frame_kind::close, {}); }
+  const auto ev = f.poll();
+  CHECK(ev.failure == violation);
+}
+
+TEST_CASE("receiver refuses an offer ahead of one whose buffer was not lent", "[proto][receiver]") {
+  ring_fixture f;
+  f.write_direct(0, 1, frame_kind::direct_offer, 1, 1 << 20);
+  f.rx.offer_lent(7);  // another offer's: says nothing about this one
+  f.write_direct(1, 2, frame_kind::direct_offer, 2, 1000);
+  CHECK(f.poll().failure == violation);
+}
+
 TEST_CASE("receiver rejects a reused request id after a granted enlargement", "[proto][receiver]") {
   ring_fixture f;
   f.write_retier(0, 1, frame_kind::enlarge_req, 5, 1);
@@ -233,19 +267,35 @@ TEST_CASE("sender rejects lies in its control block", "[proto][sender]") {
   CHECK(after.completions[0].bytes == 0);
 }
 
-TEST_CASE("sender rejects lies in its lend slot", "[proto][sender]") {
+namespace {
+
+/// A sender that has just offered one message above the largest frame for a lent buffer.
+struct offering_sender {
+  static direction_options lending() {
+    auto o = options();
+    o.offer_direct_above = 512 << 10;
+    return o;
+  }
+  offering_sender() {
+    sender_events ev;
+    tx.submit(1, {parts, payload.size(), {}}, clock_time{}, ev);
+    tx.step(cb.data(), clock_time{}, ev);
+    REQUIRE(ev.writes.size() == 1);
+    REQUIRE(ev.writes[0].header.kind == frame_kind::direct_offer);
+    REQUIRE(tx.awaiting_ack());
+  }
+
   alignas(64) std::array<std::byte, control_block::size> cb{};
-  auto o = options();
-  o.offer_direct_above = 512 << 10;
-  sender tx(o, remote_ring{9, 4096, 0, 0}, remote_window{9, 0, 1 << 20}, clock_time{});
-  const auto payload = bytes(600 << 10);
-  const std::span<const std::byte> parts[] = {payload};
-  sender_events ev;
-  tx.submit(1, {parts, payload.size(), {}}, clock_time{}, ev);
-  tx.step(cb.data(), clock_time{}, ev);
-  REQUIRE(ev.writes.size() == 1);
-  REQUIRE(ev.writes[0].header.kind == frame_kind::direct_offer);
-  REQUIRE(tx.awaiting_ack());
+  sender tx{lending(), remote_ring{9, 4096, 0, 0}, remote_window{9, 0, 1 << 20}, clock_time{}};
+  std::vector<std::byte> payload = bytes(600 << 10);
+  std::span<const std::byte> parts[1] = {payload};
+};
+
+}  // namespace
+
+TEST_CASE("sender rejects lies in its lend slot", "[proto][sender]") {
+  offering_sender f;
+  auto& [cb, tx, payload, parts] = f;
   std::byte* slot = cb.data() + control_block::lend_offset;
 
   SECTION("a buffer shorter than the message") {
@@ -272,6 +322,23 @@ TEST_CASE("sender rejects lies in its lend slot", "[proto][sender]") {
   REQUIRE(after.completions.size() == 1);
   CHECK(after.completions[0].ec == violation);
   CHECK(after.writes.empty());  // nothing went to the place the lie named
+}
+
+TEST_CASE("sender rejects a receipt for a message it never wrote", "[proto][sender]") {
+  offering_sender f;
+  auto& [cb, tx, payload, parts] = f;
+  const auto grant = encode_lend({1, ack_status::granted, std::uint64_t{1} << 40, 9, payload.size()});
+  std::memcpy(cb.data() + control_block::lend_offset, grant.data(), grant.size());
+  sender_events written;
+  tx.step(cb.data(), clock_time{}, written);
+  REQUIRE(written.lent_write == 1);
+  REQUIRE(written.completions.empty());  // no handover: it waits for the receipt
+  put<std::uint64_t>(cb.data() + control_block::receipt_offset, 2);
+  sender_events after;
+  tx.step(cb.data(), clock_time{}, after);
+  CHECK(after.failure == violation);
+  REQUIRE(after.completions.size() == 1);
+  CHECK(after.completions[0].ec == violation);
 }
 
 TEST_CASE("sender accepts a valid ack and moves to the new ring", "[proto][sender]") {

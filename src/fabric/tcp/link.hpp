@@ -119,6 +119,7 @@ class link final : public fabric::multiplexed_link {
   std::size_t in_begin_ = 0;
   std::size_t in_end_ = 0;
   std::optional<incoming> current_;
+  bool rung_ = false;  ///< this poll found a doorbell
 };
 
 }  // namespace bellows::tcp

@@ -151,7 +151,11 @@ std::size_t link::poll() {
 std::size_t link::take_records() {
   std::size_t found = 0;
   std::vector<fabric::link_message> controls;
+  rung_ = false;
   for (int round = 0; round < reads_per_poll && !failed() && socket_; ++round) {
+    // A doorbell ahead of a long write: its channel looks at what it announced before the
+    // write's bytes come in (an offer answered now is a message that follows them at once).
+    if (rung_ && current_ && in_begin_ == in_end_) break;
     bool drained = false;
     if (receive_direct(found, drained)) {
       if (drained) break;
@@ -226,6 +230,7 @@ bool link::take_buffered(std::size_t& found, std::vector<fabric::link_message>& 
       if (!begin_record(h)) return false;
       if (h.kind == record_kind::doorbell) {
         ++found;
+        rung_ = true;
         if (auto* endpoint = endpoint_of(h.channel)) endpoint->on_doorbell();
         current_.reset();
         if (failed()) return false;
