@@ -28,8 +28,8 @@ namespace {
 
 constexpr const char* usage =
     R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
-                    [--active N] [--outstanding N] [--fixed-large] [--tiers T] [--view] [--budget BYTES]
-                    [--cpus A,B|none] [--json]
+                    [--active N] [--outstanding N] [--buffer-per-receive] [--fixed-large] [--tiers T]
+                    [--view] [--budget BYTES] [--cpus A,B|none] [--json]
                     [--uri URI | --serve URI | --connect URI]
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
           streaming through try_send), enlarge (first message on a fresh channel: with the
@@ -39,7 +39,8 @@ constexpr const char* usage =
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
   --outstanding  bw: sends in flight at once, and receives the peer keeps posted (default 1;
-          ucx_perftest's tag_bw keeps 32 of each unless given -O)
+          ucx_perftest's tag_bw keeps 32 of each unless given -O); the peer's receives share one
+          buffer, as ucx_perftest's do, unless --buffer-per-receive gives each its own
   T       a tier table, SLOTSxBYTES,... ascending (default 16x256,16x4096,16x65536); a
           table the library refuses fails the connect with invalid_argument
   --view  bw: the peer receives with async_receive_view (the bytes stay in the ring, or in
@@ -79,6 +80,10 @@ command_line parse(int argc, char** argv) {
     }
     if (flag == "--view") {
       s.view = true;
+      continue;
+    }
+    if (flag == "--buffer-per-receive") {
+      s.buffer_per_receive = true;
       continue;
     }
     if (i + 1 >= argc) throw std::invalid_argument(flag + " needs a value");

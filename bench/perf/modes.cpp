@@ -2,6 +2,7 @@
 
 #include "command_line.hpp"
 #include "process.hpp"
+#include "turns.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -84,38 +85,6 @@ asio::awaitable<void> latency(const std::string& uri, const settings& s, reporte
 }
 
 /// What the senders of one streaming run share: they take turns until `count` are sent.
-struct stream_turns {
-  bellows::channel& ch;
-  std::span<const std::byte> block;
-  std::uint64_t count;
-  std::uint64_t taken = 0;
-  std::uint64_t senders_left = 0;
-  std::exception_ptr failure;
-  asio::steady_timer all_sent;
-};
-
-asio::awaitable<void> send_turns(stream_turns* t) {
-  while (t->taken < t->count && !t->failure) {
-    ++t->taken;
-    co_await t->ch.async_send(asio::buffer(t->block.data(), t->block.size()), use_awaitable);
-  }
-}
-
-/// `count` sends of `block` with `outstanding` of them in flight at once; throws the first
-/// failure.
-asio::awaitable<void> send_outstanding(bellows::channel& ch, std::span<const std::byte> block, std::uint64_t count,
-                                       std::uint64_t outstanding) {
-  auto ex = co_await asio::this_coro::executor;
-  stream_turns turns{ch, block, count, 0, outstanding, nullptr, asio::steady_timer(ex, clock_type::time_point::max())};
-  for (std::uint64_t i = 0; i < outstanding; ++i)
-    asio::co_spawn(ex, send_turns(&turns), [t = &turns](std::exception_ptr e) {
-      if (e && !t->failure) t->failure = e;
-      if (--t->senders_left == 0) t->all_sent.cancel();
-    });
-  co_await turns.all_sent.async_wait(as_tuple(use_awaitable));
-  if (turns.failure) std::rethrow_exception(turns.failure);
-}
-
 /// One streaming run: `count` messages of `size`, then the peer's one-byte answer. With
 /// `try_first`, each message is first offered to try_send (the progress-engine path); with
 /// s.outstanding above 1, that many sends are in flight at once.
@@ -125,7 +94,9 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   const auto warmup = warmup_for(s, count);
   // Built before the co_await: g++ 12 mishandles a conditional's temporaries inside one.
   std::string role = "view-sink " + std::to_string(warmup + count);
-  if (!s.view) role = "sink " + std::to_string(warmup + count) + " " + std::to_string(s.outstanding);
+  if (!s.view)
+    role = "sink " + std::to_string(warmup + count) + " " + std::to_string(s.outstanding) + " " +
+           std::to_string(s.buffer_per_receive ? s.outstanding : 1);
   bellows::channel ch = co_await open(uri, channel_options_for(s), role);
   std::vector<std::byte> block(size, std::byte{7});
   // The warm-up lets the ring grow to its tier before the clock starts, as ucx_perftest's does.
@@ -133,7 +104,9 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   const auto t0 = clock_type::now();
   std::error_code ec;
   if (s.outstanding > 1 && !try_first) {
-    co_await send_outstanding(ch, block, count, s.outstanding);
+    co_await in_turns(count, s.outstanding, [&](std::uint64_t) -> asio::awaitable<void> {
+      co_await ch.async_send(asio::buffer(block), use_awaitable);
+    });
   } else {
     for (std::uint64_t i = 0; i < count; ++i) {
       if (try_first && ch.try_send(asio::buffer(block), ec) == bellows::send_status::sent) continue;

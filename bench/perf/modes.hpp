@@ -29,6 +29,9 @@ struct settings {
   std::vector<bellows::tier> tiers;
   /// bw: the peer takes each message with async_receive_view instead of into its buffer.
   bool view = false;
+  /// bw: each of the peer's posted receives has a buffer of its own; by default all share one,
+  /// as ucx_perftest's receiver does.
+  bool buffer_per_receive = false;
   bool json = false;
   std::size_t max_message = std::size_t{4} << 20;  ///< the peer's receive buffer
   /// The forked (or --serve) peer's registered_memory_budget; herd uses it to force denials.

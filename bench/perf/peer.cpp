@@ -1,6 +1,7 @@
 #include "peer.hpp"
 
 #include "process.hpp"
+#include "turns.hpp"
 
 #include <bellows/bellows.hpp>
 
@@ -11,10 +12,12 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <sstream>
+#include <system_error>
 #include <vector>
 
 using asio::use_awaitable;
@@ -55,38 +58,8 @@ asio::awaitable<void> until_closed(bellows::channel& ch) {
 /// would fall inside the sender's timed run.
 std::unique_ptr<std::byte[]> sink_buffer(std::size_t size) { return std::make_unique_for_overwrite<std::byte[]>(size); }
 
-/// What the receivers of one streaming run share: they take turns until `count` are received.
-struct receive_turns {
-  bellows::channel& ch;
-  std::uint64_t count;
-  std::size_t max_message;
-  std::uint64_t taken = 0;
-  std::uint64_t receivers_left = 0;
-  bool intact = true;
-  asio::steady_timer all_received;
-};
-
-asio::awaitable<void> take_turns(receive_turns* t) {
-  const auto buffer = sink_buffer(t->max_message);
-  while (t->taken < t->count && t->intact) {
-    ++t->taken;
-    auto [ec, size] = co_await t->ch.async_receive(asio::buffer(buffer.get(), t->max_message), as_tuple(use_awaitable));
-    if (ec) t->intact = false;
-  }
-  if (--t->receivers_left == 0) t->all_received.cancel();
-}
-
-/// `count` receives with `depth` of them posted at once, each into a buffer of its own, as
-/// ucx_perftest's receiver keeps its window of receives posted; false if one failed.
-asio::awaitable<bool> receive_outstanding(bellows::channel& ch, std::uint64_t count, std::uint64_t depth,
-                                          std::size_t max_message) {
-  auto ex = co_await asio::this_coro::executor;
-  receive_turns turns{
-      ch, count, max_message, 0, depth, true, asio::steady_timer(ex, asio::steady_timer::time_point::max())};
-  for (std::uint64_t i = 0; i < depth; ++i) asio::co_spawn(ex, take_turns(&turns), asio::detached);
-  co_await turns.all_received.async_wait(as_tuple(use_awaitable));
-  co_return turns.intact;
-}
+/// At most this many receives posted by a sink: each holds a buffer for the largest message.
+constexpr std::uint64_t max_sink_depth = 256;
 
 asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> state) {
   char text[128];
@@ -107,18 +80,23 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
         if (send_ec) break;
       }
     } else if (role == "sink") {
-      std::uint64_t count = 0, depth = 1;
-      command >> count >> depth;
+      std::uint64_t count = 0, depth = 1, buffer_count = 1;
+      command >> count >> depth >> buffer_count;
+      // `depth` receives posted at once, into one buffer (as ucx_perftest's receiver) or each
+      // into its own.
+      depth = std::clamp<std::uint64_t>(depth, 1, max_sink_depth);
+      buffer_count = std::clamp<std::uint64_t>(buffer_count, 1, depth);
+      std::vector<std::unique_ptr<std::byte[]>> buffers;
+      for (std::uint64_t i = 0; i < buffer_count; ++i) buffers.push_back(sink_buffer(state->max_message));
       bool intact = true;
-      if (depth > 1) {
-        intact = co_await receive_outstanding(ch, count, depth, state->max_message);
-      } else {
-        const auto buffer = sink_buffer(state->max_message);
-        for (std::uint64_t i = 0; i < count && intact; ++i) {
-          auto [receive_ec, size] =
-              co_await ch.async_receive(asio::buffer(buffer.get(), state->max_message), as_tuple(use_awaitable));
-          intact = !receive_ec;
-        }
+      try {
+        co_await in_turns(count, depth, [&](std::uint64_t lane) -> asio::awaitable<void> {
+          co_await ch.async_receive(asio::buffer(buffers[lane % buffer_count].get(), state->max_message),
+                                    use_awaitable);
+        });
+      } catch (const std::system_error& e) {
+        say_if_unexpected("sink", e.code());
+        intact = false;
       }
       const char done = 1;
       if (intact) co_await ch.async_send(asio::buffer(&done, 1), as_tuple(use_awaitable));

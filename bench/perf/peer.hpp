@@ -7,7 +7,8 @@
 //              scale). Sending back the bytes just received would time something else: at
 //              1 MiB their cache lines are dirty in this core, and the other side's copy
 //              pulls them across, 1.7x the half round trip on the development VM.
-//   "sink N"   receives N messages into a buffer, then answers one byte (bw, rate)
+//   "sink N D B"  receives N messages, D receives posted at once into B buffers (D and B default
+//              to 1), then answers one byte (bw, rate)
 //   "view-sink N"  the same with async_receive_view (bw --view)
 //   "enlarge"  receives one message, answers the nanoseconds this side spent provisioning
 //              the ring it needed (enlarge)
