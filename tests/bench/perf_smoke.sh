@@ -51,6 +51,8 @@ large=$(timeout 60 "$perf" -t scale --fixed-large --channels 4 -n 100 --json)
 # bw with several sends in flight: the peer counts every message before it answers.
 outstanding=$(timeout 60 "$perf" -t bw -s 8,1M -n 200 -w 10 --outstanding 4 --json)
 [[ $(grep -c '"outstanding":4' <<<"$outstanding") -eq 2 ]] || fail "bw --outstanding 4 did not run: $outstanding"
+own=$(timeout 60 "$perf" -t bw -s 1M -n 200 -w 10 --outstanding 4 --buffer-per-receive --json)
+[[ $(grep -c '"outstanding":4' <<<"$own") -eq 1 ]] || fail "bw --buffer-per-receive did not run: $own"
 
 # The table: a header, then one row per size.
 table=$(timeout 60 "$perf" -t lat -s 8,64 -n 100)
