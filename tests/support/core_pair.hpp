@@ -63,6 +63,9 @@ inline std::string names(const std::vector<action>& actions) {
   return out;
 }
 
+/// A message larger than the default tiers' largest frame: offered for direct placement.
+inline constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
+
 struct pair_of_cores {
   /// `lending`: the drivers lend receive buffers, so messages above the largest tier's frames
   /// are offered for direct placement.

@@ -14,14 +14,9 @@
 
 using namespace bellows;
 using namespace bellows::proto;
-using bellows::test::exchange;
-using bellows::test::find_done;
-using bellows::test::names;
-using bellows::test::pair_of_cores;
+using namespace bellows::test;
 
 namespace {
-
-constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
 
 /// Two large sends queued, the first one's buffer lent and its answer read by the sender: the
 /// second one's offer has gone ahead of the first one's bytes.

@@ -13,16 +13,7 @@
 
 using namespace bellows;
 using namespace bellows::proto;
-using bellows::test::exchange;
-using bellows::test::find_done;
-using bellows::test::names;
-using bellows::test::pair_of_cores;
-
-namespace {
-
-constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
-
-}  // namespace
+using namespace bellows::test;
 
 TEST_CASE("core: a message above the largest frame is offered, lent, written into the buffer, then DONE",
           "[core][direct]") {

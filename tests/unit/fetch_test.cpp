@@ -15,14 +15,9 @@
 
 using namespace bellows;
 using namespace bellows::proto;
-using bellows::test::exchange;
-using bellows::test::find_done;
-using bellows::test::names;
-using bellows::test::pair_of_cores;
+using namespace bellows::test;
 
 namespace {
-
-constexpr std::size_t above_largest_frame = (512 << 10) + 1000;
 
 /// A pair whose offers are fetched, a receive posted on side 1 and a send queued on side 0.
 struct fetch_pair {
