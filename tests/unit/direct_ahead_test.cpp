@@ -9,7 +9,9 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <functional>
 #include <string>
 
 using namespace bellows;
@@ -38,6 +40,20 @@ struct two_sends {
   std::vector<std::byte> second = test::random_bytes(above_largest_frame + 8, 22);
   std::vector<std::byte> inbox[2] = {std::vector<std::byte>(second.size()), std::vector<std::byte>(second.size())};
   std::vector<action> sent;
+
+  /// Takes the first message's DONE out of sight (its trailer unwritten) and returns a way to
+  /// put it back: the receiver then sees only the offer ahead.
+  std::function<void()> hide_done() {
+    std::uint64_t trailer = 0;
+    for (const auto& a : sent)
+      if (auto* p = std::get_if<place>(&a); p && p->has_trailer) trailer = p->trailer_address;
+    REQUIRE(trailer != 0);
+    std::byte saved[8];
+    std::memcpy(saved, reinterpret_cast<std::byte*>(trailer), 8);
+    std::memset(reinterpret_cast<std::byte*>(trailer), 0, 8);
+    return
+        [trailer, word = std::to_array(saved)] { std::memcpy(reinterpret_cast<std::byte*>(trailer), word.data(), 8); };
+  }
 };
 
 }  // namespace
@@ -59,6 +75,22 @@ TEST_CASE("core: an offer ahead waits for a receive posted after the lent one co
   CHECK(!find_done<receive_done>(seen[1])->ec);
   CHECK(t.inbox[1] == t.second);
   CHECK(t.c.cores[1]->stats().direct_messages_received == 2);
+}
+
+TEST_CASE("core: an offer ahead is lent to a receive posted while the lent one's bytes are still coming",
+          "[core][direct]") {
+  two_sends t(false);
+  const auto show_done = t.hide_done();
+  t.c.cores[1]->poll(clock_time{});
+  CHECK(t.c.run(1).empty());  // parked: no receive to lend yet, and nothing else to do
+  t.c.cores[1]->receive(10, pair_of_cores::into(t.inbox[1]));
+  REQUIRE(names(t.c.run(1)) == "lend place40 place8 @with a receive buffer lent doorbell");
+  show_done();
+  std::vector<action> seen[2];
+  REQUIRE(exchange(
+      t.c, [&] { return t.c.cores[1]->stats().direct_messages_received == 2 && find_done<send_done>(seen[0]); }, seen));
+  CHECK(std::equal(t.first.begin(), t.first.end(), t.inbox[0].begin()));
+  CHECK(t.inbox[1] == t.second);
 }
 
 TEST_CASE("core: an offer ahead that the next receive cannot take comes through the ring after the lent one",
@@ -98,13 +130,9 @@ TEST_CASE("core: neither the send offered ahead nor the receive lent ahead is ca
 TEST_CASE("core: a channel torn down with two buffers lent takes both back before their receives complete",
           "[core][direct]") {
   two_sends t(true);
-  // The first one's DONE not yet in (its trailer unwritten): the receiver sees only the offer
-  // ahead, and lends the second receive while the first is still lent.
-  std::uint64_t done_trailer = 0;
-  for (const auto& a : t.sent)
-    if (auto* p = std::get_if<place>(&a); p && p->has_trailer) done_trailer = p->trailer_address;
-  REQUIRE(done_trailer != 0);
-  std::memset(reinterpret_cast<std::byte*>(done_trailer), 0, 8);
+  // The first one's DONE not yet in: the receiver lends the second receive while the first is
+  // still lent.
+  t.hide_done();
   t.c.cores[1]->poll(clock_time{});
   REQUIRE(names(t.c.run(1)) == "lend place40 place8 @with a receive buffer lent doorbell");
   t.c.cores[1]->abort();
