@@ -75,6 +75,7 @@ class provider {
   /// Copies `pieces`, back to back, to `dst` in the peer's memory. Writes issued through one
   /// provider are placed in issue order, each from its first byte to its last, so a flag
   /// written last is seen last. A destination outside what the peer registered is refused.
+  /// The pieces must stay as they are until send_gathered() returns.
   virtual std::error_code write(remote_address dst, byte_pieces pieces) = 0;
   /// A frame: `body` to `dst`, then `trailer` to `trailer_dst`, which the peer must not see
   /// before the body. Two write()s here; a provider that can publish both with one store
@@ -95,6 +96,10 @@ class provider {
   /// A provider whose writes are out of the process once issued (shm, a posted verbs write)
   /// never holds any.
   virtual bool holds_unsent() const { return false; }
+  /// Sends what the writes and doorbells since the last call gathered (tcp: in one sendmsg).
+  /// The channel's driver calls it at the end of each batch of actions and before asking
+  /// holds_unsent(); until then a provider may refer to a write's pieces rather than copy them.
+  virtual void send_gathered() {}
   /// Tells the peer's reactor that channel `peer_channel` has something to look at.
   virtual void ring_doorbell(std::uint32_t peer_channel) = 0;
   /// ring_doorbell(), skipped when `hint` says the peer polls the channel anyway; true if rung.

@@ -228,10 +228,15 @@ void channel_state::shutdown() {
 void channel_state::run() {
   if (running_) return;  // the loop below takes what this call was for
   running_ = true;
-  while (core_.next_batch(batch_)) {
-    for (auto& a : batch_) carry_out_any(a);
-    if (!core_.has_output()) break;
-  }
+  do {
+    while (core_.next_batch(batch_)) {
+      for (auto& a : batch_) carry_out_any(a);
+      if (!core_.has_output()) break;
+    }
+    // What the writes gathered leaves now. A link that fails doing so fails this channel too,
+    // and the actions that makes are carried out by the next round of the loop.
+    link_->send_gathered();
+  } while (core_.has_output());
   batch_.clear();
   write_error_.clear();
   running_ = false;
@@ -309,6 +314,7 @@ void channel_state::carry_out(const proto::fetch_message& a) {
 
 void channel_state::carry_out(const proto::check_handover& a) {
   if (write_error_) return;
+  link_->send_gathered();
   core_.handed_over(a.offer_id, !link_->holds_unsent(), now());
 }
 

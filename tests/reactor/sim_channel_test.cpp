@@ -217,3 +217,27 @@ TEST_CASE("sim under the reactor: the peer dies between two fragments", "[sim-re
   CHECK(*t.received.ec == bellows::error::connection_reset);
   CHECK(b.stats().messages_received == 0);
 }
+
+TEST_CASE("sim under the reactor: a link failing as it sends what a batch gathered fails the channel's operations",
+          "[sim-reactor]") {
+  asio::io_context io;
+  auto links = make_sim_links(io, io);
+  auto channels = open_sim_channel(links, io, io);
+  auto& a = channels.first;
+
+  // A waits for a message; its next send's batch ends in a send_gathered that fails the link
+  // while the channel is still carrying out that batch. The failure's completions must not wait
+  // for another batch, which a failed channel may never get.
+  std::vector<std::byte> got(64);
+  result waiting;
+  a.async_receive(asio::buffer(got), record(waiting));
+  run_for(io, 5ms);
+  REQUIRE(!waiting.done());
+  links.a->fail_in_next_send_gathered();
+  const auto message = bt::random_bytes(100, 5);
+  result sent;
+  a.async_send(asio::buffer(message), record(sent));
+  REQUIRE(run_until(
+      io, [&] { return waiting.done() && sent.done(); }, 1000ms));
+  CHECK(*waiting.ec == bellows::error::connection_reset);
+}

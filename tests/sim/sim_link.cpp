@@ -173,6 +173,10 @@ void sim_link::ring_doorbell(std::uint32_t peer_channel) {
   deliver_doorbell(peer_channel);
 }
 
+void sim_link::send_gathered() {
+  if (std::exchange(fail_in_send_gathered_, false)) fail(make_error_code(error::connection_reset));
+}
+
 void sim_link::release_doorbells() {
   auto held = std::exchange(held_doorbells_, {});
   for (auto id : held) deliver_doorbell(id);

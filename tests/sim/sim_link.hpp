@@ -58,6 +58,9 @@ class sim_link final : public fabric::link, public fabric::poller, public std::e
   /// lost. Reported through each io_context, never from inside the caller.
   void kill();
   void set_budget(std::size_t bytes) { provider_.set_budget(bytes); }
+  /// The next send_gathered() fails this end at once, inside the call, as a tcp link does when
+  /// its sendmsg finds the connection reset (the peer is not told).
+  void fail_in_next_send_gathered() { fail_in_send_gathered_ = true; }
 
   // fabric::link
   void attach(std::uint32_t local_id, fabric::channel_endpoint* endpoint) override;
@@ -80,6 +83,7 @@ class sim_link final : public fabric::link, public fabric::poller, public std::e
   void release_region(std::uint64_t handle) override { provider_.release_region(handle); }
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
+  void send_gathered() override;
   std::size_t registered_bytes() const override { return provider_.registered_bytes(); }
 
  private:
@@ -111,6 +115,7 @@ class sim_link final : public fabric::link, public fabric::poller, public std::e
   write_hook write_hook_;
   std::size_t place_now_ = SIZE_MAX;
   bool holding_doorbells_ = false;
+  bool fail_in_send_gathered_ = false;
   bool sleeping_ = false;
   bool failed_ = false;
   bool killed_ = false;

@@ -233,6 +233,8 @@ void link::fail(std::error_code ec) {
   }
   out_.clear();
   out_sent_ = 0;
+  borrowed_.clear();
+  borrowed_bytes_ = 0;
   current_.reset();
   fail_channels(ec);
 }

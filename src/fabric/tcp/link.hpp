@@ -2,8 +2,10 @@
 // A tcp link: one TCP connection between two reactors, carrying any number of channels. Each
 // side's rings and control blocks are heap regions (fabric/tcp/regions.hpp); the peer's writes,
 // doorbells and control messages arrive as records (fabric/tcp/record.hpp) that poll() reads and
-// places. What this side writes is queued and sent at the next doorbell or poll, so a frame and
-// its doorbell leave in one call. The connection closing is the news that the peer died.
+// places. What this side writes is gathered and sent when the channel's batch of actions ends
+// (send_gathered) or at the next poll, so a batch's frames and doorbell leave in one call; a
+// large payload is sent from the caller's memory, and copied only where the socket does not take
+// it. The connection closing is the news that the peer died.
 
 #include "fabric/connector.hpp"
 #include "fabric/multiplexed_link.hpp"
@@ -12,6 +14,8 @@
 #include "fabric/tcp/regions.hpp"
 
 #include <asio/ip/tcp.hpp>
+
+#include <sys/uio.h>
 
 #include <memory>
 #include <optional>
@@ -52,7 +56,11 @@ class link final : public fabric::multiplexed_link {
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
   std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
                               std::span<const std::byte> trailer) override;
+  std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
+                                  fabric::file_piece piece) override;
+  /// Doorbells only queue: the batch's writes leave together, in send_gathered().
   void ring_doorbell(std::uint32_t peer_channel) override;
+  void send_gathered() override { flush(); }
   bool holds_unsent() const override { return unsent() != 0; }
   std::size_t registered_bytes() const override { return regions_.registered_bytes(); }
 
@@ -79,11 +87,13 @@ class link final : public fabric::multiplexed_link {
 
   // sending (link_data.cpp)
   void queue(const record_header& h, fabric::byte_pieces payload);
-  /// Sends the queue and then `h` and `payload` from the caller's memory, queueing what the
-  /// socket does not take.
-  void send_now(const record_header& h, fabric::byte_pieces payload);
+  /// Queues `h`, and `payload` by reference: a large write leaves from the caller's memory in
+  /// the next flush, which copies only what the socket does not take.
+  void borrow(const record_header& h, fabric::byte_pieces payload);
+  /// Sends what is queued, borrowed payloads included, as far as the socket takes it.
   void flush();
-  std::size_t unsent() const noexcept { return out_.size() - out_sent_; }
+  void send_with_borrowed();
+  std::size_t unsent() const noexcept { return out_.size() - out_sent_ + borrowed_bytes_; }
   void wait_for_room();
 
   // receiving (link_data.cpp)
@@ -114,6 +124,16 @@ class link final : public fabric::multiplexed_link {
 
   std::vector<std::byte> out_;
   std::size_t out_sent_ = 0;
+  /// A payload held by reference, to be sent after out_'s first `after` bytes.
+  struct borrowed {
+    std::size_t after;
+    std::span<const std::byte> bytes;
+  };
+  static constexpr std::size_t max_borrowed = 256;
+  std::vector<borrowed> borrowed_;
+  std::size_t borrowed_bytes_ = 0;
+  bool doorbell_queued_ = false;
+  std::vector<iovec> gather_;
 
   std::vector<std::byte> in_;
   std::size_t in_begin_ = 0;

@@ -29,5 +29,8 @@ static_assert(sizeof(record_header) == 32);
 /// Payloads at least this long are sent from the caller's memory and received straight into the
 /// ring; shorter ones are copied through the link's buffers, which batches them into one call.
 inline constexpr std::size_t direct_payload_min = 16 * 1024;
+/// A write this large leaves at once rather than with the rest of its batch: its bytes cost far
+/// more than the system call saved, and are under way while the batch goes on.
+inline constexpr std::size_t send_at_once_min = 256 * 1024;
 
 }  // namespace bellows::tcp
