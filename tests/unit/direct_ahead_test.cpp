@@ -58,6 +58,32 @@ struct two_sends {
 
 }  // namespace
 
+TEST_CASE("core: the next send is offered ahead of a lent buffer's bytes and lent the next receive meanwhile",
+          "[core][direct]") {
+  two_sends t(true);
+  auto& c = t.c;
+  // The second's offer and a doorbell for it, then the first's bytes and DONE; the first is
+  // done once they left.
+  REQUIRE(names(t.sent) == "place32+t @after DIRECT_OFFER doorbell place0 place32+t doorbell handover send_done");
+
+  // The second offer: the receive behind the lent one is lent to the driver; DONE and the
+  // receipt meanwhile; then the driver's answer goes out as the grant.
+  c.cores[1]->poll(clock_time{});
+  REQUIRE(names(c.run(1)) ==
+          "lend release place8 doorbell receive_done place40 place8 @with a receive buffer lent doorbell");
+  c.cores[0]->poll(clock_time{});
+  REQUIRE(names(c.run(0)) == "place0 place32+t doorbell handover send_done");
+  c.cores[1]->poll(clock_time{});
+  CHECK(names(c.run(1)) == "release place8 doorbell receive_done");
+  c.cores[0]->poll(clock_time{});
+  CHECK(names(c.run(0)).empty());
+  CHECK(std::equal(t.first.begin(), t.first.end(), t.inbox[0].begin()));
+  CHECK(t.inbox[1] == t.second);
+  CHECK(c.cores[0]->stats().direct_messages_sent == 2);
+  CHECK(c.cores[1]->stats().direct_messages_received == 2);
+  CHECK(c.cores[0]->closed_reason() == std::error_code{});
+}
+
 TEST_CASE("core: an offer ahead waits for a receive posted after the lent one completes", "[core][direct]") {
   two_sends t(false);
   REQUIRE(names(t.sent).starts_with("place32+t @after DIRECT_OFFER doorbell place0"));

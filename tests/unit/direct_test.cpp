@@ -195,42 +195,6 @@ TEST_CASE("core: a DONE for an offer the receiver declined is a protocol violati
   CHECK(c.cores[1]->closed_reason() == error::protocol_violation);
 }
 
-TEST_CASE("core: the next send is offered ahead of a lent buffer's bytes and lent the next receive meanwhile",
-          "[core][direct]") {
-  pair_of_cores c(true);
-  const auto first = test::random_bytes(above_largest_frame, 12);
-  const auto second = test::random_bytes(above_largest_frame + 8, 13);
-  std::vector<std::byte> inbox[2] = {std::vector<std::byte>(second.size()), std::vector<std::byte>(second.size())};
-  c.cores[1]->receive(9, pair_of_cores::into(inbox[0]));
-  c.cores[1]->receive(10, pair_of_cores::into(inbox[1]));
-  c.cores[0]->send(7, pair_of_cores::ranges(first), clock_time{});
-  c.cores[0]->send(8, pair_of_cores::ranges(second), clock_time{});
-  c.run(0);
-  c.cores[1]->poll(clock_time{});
-  c.run(1);  // the first lent
-  c.cores[0]->poll(clock_time{});
-  // The second's offer and a doorbell for it, then the first's bytes and DONE; the first is
-  // done once they left.
-  REQUIRE(names(c.run(0)) == "place32+t @after DIRECT_OFFER doorbell place0 place32+t doorbell handover send_done");
-
-  // The second offer: the receive behind the lent one is lent to the driver; DONE and the
-  // receipt meanwhile; then the driver's answer goes out as the grant.
-  c.cores[1]->poll(clock_time{});
-  REQUIRE(names(c.run(1)) ==
-          "lend release place8 doorbell receive_done place40 place8 @with a receive buffer lent doorbell");
-  c.cores[0]->poll(clock_time{});
-  REQUIRE(names(c.run(0)) == "place0 place32+t doorbell handover send_done");
-  c.cores[1]->poll(clock_time{});
-  CHECK(names(c.run(1)) == "release place8 doorbell receive_done");
-  c.cores[0]->poll(clock_time{});
-  CHECK(names(c.run(0)).empty());
-  CHECK(std::equal(first.begin(), first.end(), inbox[0].begin()));
-  CHECK(inbox[1] == second);
-  CHECK(c.cores[0]->stats().direct_messages_sent == 2);
-  CHECK(c.cores[1]->stats().direct_messages_received == 2);
-  CHECK(c.cores[0]->closed_reason() == std::error_code{});
-}
-
 TEST_CASE("core: a receipt written just before the peer detached still completes the send", "[core][direct]") {
   pair_of_cores c(true);
   c.holds_unsent = true;  // so that the send waits for the receipt
