@@ -252,8 +252,9 @@ void channel_core::settle(clock_time now) {
 void channel_core::handed_over(std::uint64_t offer_id, bool left, clock_time now) {
   if (!left || failed_) return;
   tx_events_.clear();
-  tx_.handed_over(offer_id, now, tx_events_);
-  // The answer to the offer behind it may have come while the bytes left.
+  tx_.handed_over(offer_id, tx_events_);
+  // What the completion lets go, and the answer to the offer behind it, which may have come
+  // while the bytes left.
   tx_.step(setup_.control, now, tx_events_);
   take(tx_events_, now);
   end_of_input();

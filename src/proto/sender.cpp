@@ -256,12 +256,10 @@ void sender::apply_lend(const lend_record& answer, sender_events& out) {
   out.lent_write = answer.offer_id;
 }
 
-void sender::handed_over(std::uint64_t offer_id, clock_time now, sender_events& out) {
+void sender::handed_over(std::uint64_t offer_id, sender_events& out) {
   if (failed_ || !held_by_receipt() || *lent_write_ != offer_id) return;
   lent_write_completed_ = true;
   complete_front({}, queue_.front().message.length, out, true);
-  pump(now, out);
-  report_close_if_done(out);
 }
 
 void sender::read_receipt(const std::byte* control_block, sender_events& out) {

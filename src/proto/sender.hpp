@@ -101,8 +101,9 @@ class sender {
   /// of its DIRECT_DONE: the send completes now, as a ring send does once written, without the
   /// round trip of the receiver's receipt. Not called (or `offer_id` stale): it completes on the
   /// receipt, so that a completed send never needs the application to run the io_context for its
-  /// bytes to leave (tcp: what the socket did not take waits in the link's queue).
-  void handed_over(std::uint64_t offer_id, clock_time now, sender_events& out);
+  /// bytes to leave (tcp: what the socket did not take waits in the link's queue). The caller
+  /// steps the sender afterwards, which sends what the completion let go.
+  void handed_over(std::uint64_t offer_id, sender_events& out);
   /// Removes a queued send that has written nothing yet; false if there is none such.
   bool cancel(std::uint64_t id) noexcept;
   /// Abandons everything: every queued send and a pending close complete with `ec`.
