@@ -53,6 +53,7 @@ channel_state::channel_state(reactor& r, asio::any_io_executor executor, std::sh
       setup_(setup),
       core_(std::move(options), core_setup_of(setup), now()),
       on_tier_event_(std::move(on_tier_event)) {
+  gathers_writes_ = link_->gathers_writes();
   reactor_.add_channel(this);
   link_->attach(setup_.local_id, this);
 }
@@ -228,15 +229,17 @@ void channel_state::shutdown() {
 void channel_state::run() {
   if (running_) return;  // the loop below takes what this call was for
   running_ = true;
-  do {
+  for (;;) {
     while (core_.next_batch(batch_)) {
       for (auto& a : batch_) carry_out_any(a);
       if (!core_.has_output()) break;
     }
+    if (!gathers_writes_) break;
     // What the writes gathered leaves now. A link that fails doing so fails this channel too,
     // and the actions that makes are carried out by the next round of the loop.
     link_->send_gathered();
-  } while (core_.has_output());
+    if (!core_.has_output()) break;
+  }
   batch_.clear();
   write_error_.clear();
   running_ = false;
@@ -314,7 +317,7 @@ void channel_state::carry_out(const proto::fetch_message& a) {
 
 void channel_state::carry_out(const proto::check_handover& a) {
   if (write_error_) return;
-  link_->send_gathered();
+  if (gathers_writes_) link_->send_gathered();
   core_.handed_over(a.offer_id, !link_->holds_unsent(), now());
 }
 

@@ -152,6 +152,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   proto::clock_time provision_started_{};
   proto::clock_time request_written_{};
   bool running_ = false;
+  bool gathers_writes_ = false;         ///< the link's send_gathered() does something
   waiting_ops<size_completion> sized_;  // sends and copying receives
   waiting_ops<view_completion> views_;
   waiting_ops<close_completion> closes_;

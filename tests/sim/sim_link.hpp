@@ -84,6 +84,7 @@ class sim_link final : public fabric::link, public fabric::poller, public std::e
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
   void ring_doorbell(std::uint32_t peer_channel) override;
   void send_gathered() override;
+  bool gathers_writes() const override { return true; }
   std::size_t registered_bytes() const override { return provider_.registered_bytes(); }
 
  private:

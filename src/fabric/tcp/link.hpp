@@ -61,6 +61,7 @@ class link final : public fabric::multiplexed_link {
   /// Doorbells only queue: the batch's writes leave together, in send_gathered().
   void ring_doorbell(std::uint32_t peer_channel) override;
   void send_gathered() override { flush(); }
+  bool gathers_writes() const override { return true; }
   bool holds_unsent() const override { return unsent() != 0; }
   std::size_t registered_bytes() const override { return regions_.registered_bytes(); }
 
