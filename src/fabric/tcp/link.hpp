@@ -94,6 +94,8 @@ class link final : public fabric::multiplexed_link {
   /// Sends what is queued, borrowed payloads included, as far as the socket takes it.
   void flush();
   void send_with_borrowed();
+  /// Connected, not failed, and not waiting for the socket to take more.
+  bool can_send() const noexcept { return !writing_ && socket_ && !failed() && !connecting_; }
   std::size_t unsent() const noexcept { return out_.size() - out_sent_ + borrowed_bytes_; }
   void wait_for_room();
 

@@ -54,7 +54,7 @@ void link::borrow(const record_header& h, fabric::byte_pieces payload) {
 void link::flush() {
   doorbell_queued_ = false;
   if (!borrowed_.empty()) return send_with_borrowed();
-  while (unsent() != 0 && !writing_ && socket_ && !failed() && !connecting_) {
+  while (unsent() != 0 && can_send()) {
     const ssize_t n = ::send(socket_->native_handle(), out_.data() + out_sent_, unsent(), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return wait_for_room();
     if (n < 0 && errno == EINTR) continue;
@@ -72,7 +72,7 @@ void link::send_with_borrowed() {
   // does not take is copied into the queue where it belongs, since the borrowed memory is the
   // caller's only until this returns.
   std::size_t sent = 0;
-  if (!writing_ && socket_ && !failed() && !connecting_) {
+  if (can_send()) {
     std::vector<iovec>& iov = gather_;
     iov.clear();
     std::size_t from = out_sent_;
