@@ -103,8 +103,9 @@ class channel {
   /// Over tcp, a message larger than the largest tier's frames is first offered to the peer:
   /// if the receive that takes it has one buffer large enough, the message is written straight
   /// into that buffer, and the send completes once the kernel has taken every byte of it (as an
-  /// Asio socket's write does), or else when the peer has it; otherwise it is fragmented as
-  /// above. Such a send waits for the peer's receive, as a rendezvous does.
+  /// Asio socket's write does), or else when the peer has it: what the socket cannot take at
+  /// once leaves from `buffers` as it makes room, which is why they must outlive the send.
+  /// Otherwise it is fragmented as above. Such a send waits for the peer's receive, as a rendezvous does.
   ///
   /// Errors: error::message_size (0 bytes; larger than the channel's max_message_size, the
   /// smaller of both sides'; the channel stays open), error::connection_reset (the peer died or went away),

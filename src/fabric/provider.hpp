@@ -77,6 +77,16 @@ class provider {
   /// written last is seen last. A destination outside what the peer registered is refused.
   /// The pieces must stay as they are until send_gathered() returns.
   virtual std::error_code write(remote_address dst, byte_pieces pieces) = 0;
+  /// write(), for pieces that stay as they are until release_held(owner) (a message written
+  /// into a buffer the peer lent: its send completes only once its bytes left, or on the peer's
+  /// receipt). A provider may send them from there long after the batch, rather than copy what
+  /// the first attempt did not take.
+  virtual std::error_code write_held(remote_address dst, byte_pieces pieces, const void* /*owner*/) {
+    return write(dst, pieces);
+  }
+  /// The pieces written with `owner` may go away once this returns: what is left of them is
+  /// sent or copied now.
+  virtual void release_held(const void* /*owner*/) {}
   /// A frame: `body` to `dst`, then `trailer` to `trailer_dst`, which the peer must not see
   /// before the body. Two write()s here; a provider that can publish both with one store
   /// (shm: the body's first word last) saves the second.

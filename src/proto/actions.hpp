@@ -39,6 +39,10 @@ struct place {
   std::uint64_t trailer_address = 0;
   std::array<std::byte, 8> trailer_bytes;
   bool has_trailer = false;
+  /// Set for a message's bytes written into a buffer the receiver lent: its send completes only
+  /// once they left or on the receiver's receipt, so `source` stays valid until the send_done
+  /// whose ranges' parts() lie here, and the provider may go on sending from it until then.
+  const void* held_until_done = nullptr;
 
   std::span<const std::byte> prefix() const noexcept { return {prefix_bytes.data(), prefix_length}; }
   std::span<const std::byte> trailer() const noexcept { return trailer_bytes; }

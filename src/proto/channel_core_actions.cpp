@@ -111,6 +111,7 @@ void channel_core::place_frame(const frame_write& w) {
     p.prefix_length = 0;
     p.source = w.source;
     p.source_length = w.source_length;
+    p.held_until_done = w.source.parts.data();
     return;
   }
   p.key = w.ring.key;

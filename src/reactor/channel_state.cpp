@@ -8,6 +8,8 @@
 #include <asio/error.hpp>
 #include <asio/post.hpp>
 
+#include <algorithm>
+
 namespace bellows::detail {
 
 proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, asio::any_io_executor executor,
@@ -59,6 +61,7 @@ channel_state::channel_state(reactor& r, asio::any_io_executor executor, std::sh
 }
 
 channel_state::~channel_state() {
+  for (const void* send : held_sends_) link_->release_held(send);
   std::vector<std::uint64_t> regions{setup_.control.handle};
   for (const auto& ring : core_.incoming().live_rings()) regions.push_back(ring.region);
   if (!core_.detached()) link_->send_detach(setup_.peer_id);
@@ -271,8 +274,14 @@ void channel_state::carry_out(const proto::place& a) {
     pieces_.clear();
     pieces_.push_back(a.prefix());
     proto::for_each_piece(a.source, a.source_offset, a.source_length, [&](auto piece) { pieces_.push_back(piece); });
-    ec = a.has_trailer ? link_->write_frame({a.key, a.address}, pieces_, {a.key, a.trailer_address}, a.trailer())
-                       : link_->write({a.key, a.address}, pieces_);
+    if (a.has_trailer) {
+      ec = link_->write_frame({a.key, a.address}, pieces_, {a.key, a.trailer_address}, a.trailer());
+    } else if (a.held_until_done && gathers_writes_) {
+      ec = link_->write_held({a.key, a.address}, pieces_, a.held_until_done);
+      held_sends_.push_back(a.held_until_done);
+    } else {
+      ec = link_->write({a.key, a.address}, pieces_);
+    }
   }
   if (!ec && a.has_trailer && a.source.file.descriptor >= 0) {
     const std::span<const std::byte> trailer[] = {a.trailer()};
@@ -325,6 +334,14 @@ void channel_state::carry_out(const proto::release_region& a) { link_->release_r
 
 void channel_state::carry_out(proto::send_done& a) {
   const std::error_code ec = a.ec ? a.ec : write_error_;
+  // Its memory is the application's again once the handler runs: the link lets go of it first.
+  if (!held_sends_.empty() && a.ranges) {
+    const auto held = std::find(held_sends_.begin(), held_sends_.end(), a.ranges->parts().data());
+    if (held != held_sends_.end()) {
+      link_->release_held(*held);
+      held_sends_.erase(held);
+    }
+  }
   core_.recycle(std::move(a.ranges));
   if (auto done = sized_.take(a.id)) complete(*done, for_asio(ec), ec ? 0 : a.bytes);
 }

@@ -152,7 +152,10 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   proto::clock_time provision_started_{};
   proto::clock_time request_written_{};
   bool running_ = false;
-  bool gathers_writes_ = false;         ///< the link's send_gathered() does something
+  bool gathers_writes_ = false;  ///< the link's send_gathered() does something
+  /// Sends whose bytes the link may still be sending from their own memory (write_held): each
+  /// is released before its send completes, or when this channel goes.
+  std::vector<const void*> held_sends_;
   waiting_ops<size_completion> sized_;  // sends and copying receives
   waiting_ops<view_completion> views_;
   waiting_ops<close_completion> closes_;

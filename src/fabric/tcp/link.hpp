@@ -54,6 +54,8 @@ class link final : public fabric::multiplexed_link {
   bool can_lend() const override { return true; }
   std::optional<fabric::region> lend(std::span<std::byte> memory) override;
   std::error_code write(fabric::remote_address dst, fabric::byte_pieces pieces) override;
+  std::error_code write_held(fabric::remote_address dst, fabric::byte_pieces pieces, const void* owner) override;
+  void release_held(const void* owner) override;
   std::error_code write_frame(fabric::remote_address dst, fabric::byte_pieces body, fabric::remote_address trailer_dst,
                               std::span<const std::byte> trailer) override;
   std::error_code write_from_file(fabric::remote_address dst, std::span<const std::byte> prefix,
@@ -86,11 +88,18 @@ class link final : public fabric::multiplexed_link {
   void fail(std::error_code ec) override;
   void fail_from(const std::error_code& asio_error);
 
-  // sending (link_data.cpp)
+  // sending (link_send.cpp)
+  std::error_code write_record(fabric::remote_address dst, fabric::byte_pieces pieces, const void* owner);
   void queue(const record_header& h, fabric::byte_pieces payload);
   /// Queues `h`, and `payload` by reference: a large write leaves from the caller's memory in
-  /// the next flush, which copies only what the socket does not take.
-  void borrow(const record_header& h, fabric::byte_pieces payload);
+  /// the next flush, which copies only what the socket does not take, unless `owner` holds it
+  /// there until release_held(owner).
+  void borrow(const record_header& h, fabric::byte_pieces payload, const void* owner);
+  /// Copies into the queue, at their places, the rest of the borrowed payloads of `owner`
+  /// (nullptr: those no owner holds).
+  void copy_borrowed(const void* owner);
+  /// Drops the sent bytes ahead of a payload still held by its owner.
+  void drop_sent();
   /// Sends what is queued, borrowed payloads included, as far as the socket takes it.
   void flush();
   void send_with_borrowed();
@@ -127,10 +136,12 @@ class link final : public fabric::multiplexed_link {
 
   std::vector<std::byte> out_;
   std::size_t out_sent_ = 0;
-  /// A payload held by reference, to be sent after out_'s first `after` bytes.
+  /// A payload held by reference, to be sent after out_'s first `after` bytes; copied at the
+  /// end of its batch unless an owner keeps it valid (write_held).
   struct borrowed {
     std::size_t after;
     std::span<const std::byte> bytes;
+    const void* owner;
   };
   static constexpr std::size_t max_borrowed = 256;
   std::vector<borrowed> borrowed_;
