@@ -1,9 +1,13 @@
 // A tcp peer that lies: records of an unknown kind, control messages of the wrong size or before
-// the hello, writes under a wrong key or outside every region, a doorbell with a payload, a
-// stream cut mid-record. Each is refused with a named error before anything is placed. And the
-// plain failures: nothing listening, a name that does not resolve.
+// the hello, writes under a wrong key or outside every region, a doorbell with a payload, padding
+// of no bytes or too many, a stream cut mid-record. Each is refused with a named error before
+// anything is placed. And the plain failures: nothing listening, a name that does not resolve.
+// Large messages from and into memory at any offset within a page, which the sending link pads
+// in front of where the kernel's copies would be slow, arrive whole.
 
 #include "fabric/tcp/record.hpp"
+#include "support/messages.hpp"
+#include "support/peers.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
 #include "support/raw_tcp.hpp"
@@ -18,6 +22,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -45,6 +50,8 @@ enum class lie {
   write_past_region_end,
   write_into_a_loan_never_made,
   doorbell_with_payload,
+  empty_padding,
+  padding_beyond_its_limit,
   stream_cut_mid_record,
 };
 
@@ -60,6 +67,8 @@ const char* to_string(lie l) {
     case lie::write_past_region_end: return "a write running past its region's end";
     case lie::write_into_a_loan_never_made: return "a write where a lent receive buffer would be, none lent";
     case lie::doorbell_with_payload: return "a doorbell with a payload";
+    case lie::empty_padding: return "a padding record of no bytes";
+    case lie::padding_beyond_its_limit: return "a padding record longer than padding may be";
     case lie::stream_cut_mid_record: return "a write cut short by the connection closing";
   }
   return "?";
@@ -76,8 +85,13 @@ void append_write(std::vector<std::byte>& out, std::uint64_t key, std::uint64_t 
   out.resize(out.size() + sent, std::byte{0x5a});
 }
 
-/// What the liar sends once it has read the connecting side's hello (which names its key).
-std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
+/// Lies about memory the connecting side did grant: the liar first answers its hello and reads
+/// its open, which names its control block.
+bool needs_a_grant(lie how) { return how == lie::write_past_region_end || how == lie::stream_cut_mid_record; }
+
+/// What the liar sends once it has read the connecting side's hello (which names its key), and
+/// for a lie that needs_a_grant, once it sent its own hello and read the open naming `granted`.
+std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key, std::uint64_t granted) {
   constexpr std::uint64_t first_region = std::uint64_t{1} << 40;
   std::vector<std::byte> out;
   if (how == lie::hello_without_key) {
@@ -97,7 +111,7 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
     append_control(out, hello);
     return out;
   }
-  append_control(out, hello_with(7));
+  if (!needs_a_grant(how)) append_control(out, hello_with(7));
   switch (how) {
     case lie::control_of_wrong_size: append_control(out, hello_with(7), 10); break;
     case lie::unknown_record_kind: {
@@ -108,7 +122,7 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
     }
     case lie::write_under_wrong_key: append_write(out, their_key ^ 2, first_region, 8, 8); break;
     case lie::write_outside_every_region: append_write(out, their_key, first_region * 900, 8, 8); break;
-    case lie::write_past_region_end: append_write(out, their_key, first_region + 64, 1 << 20, 0); break;
+    case lie::write_past_region_end: append_write(out, their_key, granted + 64, 1 << 20, 0); break;
     case lie::write_into_a_loan_never_made:
       // Writes into buffers taken back are dropped; this one names a loan that never was.
       append_write(out, their_key, first_region << 23, 8, 8);
@@ -122,7 +136,16 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
       out.resize(out.size() + 8);
       break;
     }
-    case lie::stream_cut_mid_record: append_write(out, their_key, first_region, 64, 10); break;
+    case lie::empty_padding:
+    case lie::padding_beyond_its_limit: {
+      record_header h;
+      h.kind = record_kind::padding;
+      h.length = how == lie::empty_padding ? 0 : bellows::tcp::max_padding + 1;
+      append(out, &h, sizeof h);
+      out.resize(out.size() + h.length);
+      break;
+    }
+    case lie::stream_cut_mid_record: append_write(out, their_key, granted, 64, 10); break;
     default: break;
   }
   return out;
@@ -132,10 +155,11 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key) {
 
 TEST_CASE("A tcp peer that lies in its records is refused with protocol_violation, a cut stream with connection_reset",
           "[tcp][fault]") {
-  const auto how = GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic,
-                            lie::control_of_wrong_size, lie::unknown_record_kind, lie::write_under_wrong_key,
-                            lie::write_outside_every_region, lie::write_past_region_end,
-                            lie::write_into_a_loan_never_made, lie::doorbell_with_payload, lie::stream_cut_mid_record);
+  const auto how =
+      GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic, lie::control_of_wrong_size,
+               lie::unknown_record_kind, lie::write_under_wrong_key, lie::write_outside_every_region,
+               lie::write_past_region_end, lie::write_into_a_loan_never_made, lie::doorbell_with_payload,
+               lie::empty_padding, lie::padding_beyond_its_limit, lie::stream_cut_mid_record);
   INFO("the peer sends " << to_string(how));
   std::uint16_t port = 0;
   const int listener = bt::listen_on_loopback(port);
@@ -163,7 +187,17 @@ TEST_CASE("A tcp peer that lies in its records is refused with protocol_violatio
   REQUIRE(theirs.kind == fabric::message_kind::hello);
   REQUIRE(theirs.key != 0);
 
-  const auto bytes = lie_bytes(how, theirs.key);
+  std::uint64_t granted = 0;
+  if (needs_a_grant(how)) {
+    std::vector<std::byte> ours;
+    append_control(ours, hello_with(7));
+    REQUIRE(::send(peer, ours.data(), ours.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(ours.size()));
+    fabric::link_message open;
+    REQUIRE(bt::read_control(io, peer, open));
+    REQUIRE(open.kind == fabric::message_kind::open);
+    granted = open.control;
+  }
+  const auto bytes = lie_bytes(how, theirs.key, granted);
   REQUIRE(::send(peer, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
   if (how == lie::stream_cut_mid_record) ::shutdown(peer, SHUT_WR);
   REQUIRE(bt::run_until(
@@ -220,4 +254,47 @@ TEST_CASE("A tcp channel names its peer's address and port", "[tcp]") {
   CHECK(ours.address == "127.0.0.1");
   CHECK(ours.port != 0);
   CHECK(ours.port != theirs.port);
+}
+
+TEST_CASE("tcp: large messages from and into memory at any offset within a page arrive whole", "[tcp]") {
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("offsets"));
+  asio::io_context io;
+  bellows::acceptor acc(io.get_executor(), uri);
+  std::optional<bellows::channel> sender, receiver;
+  REQUIRE(bt::connect_and_accept(io, acc, uri, sender, receiver));
+  // 64 KiB goes through the ring, 1 MiB straight into the receive's buffer (both from the
+  // sender's memory); offsets near the start of a page are the ones the link pads for.
+  constexpr std::size_t page = 4096;
+  std::vector<std::byte> from_memory((2 << 20) + 2 * page), into_memory((2 << 20) + 2 * page);
+  const auto page_start = [](std::vector<std::byte>& v) {
+    return v.data() + page - (reinterpret_cast<std::uintptr_t>(v.data()) & (page - 1));
+  };
+  std::byte* const from_page = page_start(from_memory);
+  std::byte* const into_page = page_start(into_memory);
+  unsigned seed = 1;
+  for (const std::size_t size : {std::size_t{64} << 10, std::size_t{1} << 20}) {
+    for (const std::size_t from : {0, 8, 16, 24, 40, 64, 100, 2048, 4000, 4080, 4088}) {
+      for (const std::size_t into : {0, 16, 24, 4080}) {
+        INFO(size << " bytes from page offset " << from << " into page offset " << into);
+        const auto message = bt::random_bytes(size, ++seed);
+        std::copy(message.begin(), message.end(), from_page + from);
+        std::fill_n(into_page + into, size, std::byte{0});
+        std::optional<std::error_code> sent, received;
+        std::size_t got = 0;
+        receiver->async_receive(asio::buffer(into_page + into, size), [&](std::error_code ec, std::size_t n) {
+          received = ec;
+          got = n;
+        });
+        sender->async_send(asio::buffer(from_page + from, size), [&](std::error_code ec, std::size_t) { sent = ec; });
+        REQUIRE(bt::run_until(
+            io, [&] { return sent && received; }, 10s));
+        INFO("send: " << sent->message() << ", receive: " << received->message());
+        REQUIRE(!*sent);
+        REQUIRE(!*received);
+        REQUIRE(got == size);
+        CHECK(std::equal(message.begin(), message.end(), into_page + into));
+      }
+    }
+  }
+  CHECK(receiver->stats().direct_messages_received == 44);
 }

@@ -54,3 +54,22 @@ TEST_CASE("tcp regions: loans taken back are remembered a bounded while, and liv
   CHECK(!r.taken_back(5, first_returned->address));  // forgotten: by now nothing can be in flight
   CHECK(r.find(5, live->address, buffer.size()) == buffer.data());
 }
+
+TEST_CASE("tcp regions: an address keeps its memory's offset within a page, so a writer knows where its bytes land",
+          "[tcp]") {
+  bellows::fabric::memory_budget budget;
+  regions r(budget, 9);
+  std::vector<std::byte> buffer(8192);
+  std::byte* const at = buffer.data() + 4096 - (reinterpret_cast<std::uintptr_t>(buffer.data()) & 4095) + 16;
+  const auto lent = r.lend({at, 1000});
+  REQUIRE(lent);
+  CHECK((lent->address & 4095) == 16);
+  CHECK(r.find(9, lent->address, 1000) == at);
+  CHECK(r.find(9, lent->address + 999, 1) == at + 999);
+  CHECK(r.find(9, lent->address - 1, 1) == nullptr);  // below the region's first byte
+  const auto ring = r.allocate(4096);
+  REQUIRE(ring);
+  CHECK((ring->address & 4095) == (reinterpret_cast<std::uintptr_t>(ring->data) & 4095));
+  CHECK(r.find(9, ring->address, 4096) == ring->data);
+  CHECK(!r.allocate(regions::max_length + 1));
+}

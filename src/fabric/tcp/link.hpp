@@ -95,6 +95,9 @@ class link final : public fabric::multiplexed_link {
   /// the next flush, which copies only what the socket does not take, unless `owner` holds it
   /// there until release_held(owner).
   void borrow(const record_header& h, fabric::byte_pieces payload, const void* owner);
+  /// Queues a padding record ahead of the write `h` where its first large piece would otherwise
+  /// be copied slowly by the kernel (copy_alignment.hpp).
+  void pad_for_copies(const record_header& h, fabric::byte_pieces payload);
   /// Copies into the queue, at their places, the rest of the borrowed payloads of `owner`
   /// (nullptr: those no owner holds).
   void copy_borrowed(const void* owner);

@@ -169,6 +169,10 @@ bool link::begin_record(const record_header& h) {
   switch (h.kind) {
     case record_kind::control: valid = h.length == sizeof(fabric::link_message); break;
     case record_kind::doorbell: valid = h.length == 0 && ready(); break;
+    case record_kind::padding:  // read like a write into a buffer taken back: thrown away
+      in.dropped = true;
+      valid = h.length != 0 && h.length <= max_padding;
+      break;
     case record_kind::write:
       in.to = ready() ? regions_.find(h.key, h.address, h.length) : nullptr;
       in.dropped = in.to == nullptr && ready() && regions_.taken_back(h.key, h.address);

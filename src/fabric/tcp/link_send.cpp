@@ -2,6 +2,8 @@
 // from the caller's memory, and all of it sent in one sendmsg when the batch ends.
 #include "fabric/tcp/link.hpp"
 
+#include "fabric/tcp/copy_alignment.hpp"
+
 #include <bellows/error.hpp>
 
 #include <sys/socket.h>
@@ -32,6 +34,7 @@ void link::borrow(const record_header& h, fabric::byte_pieces payload, const voi
   if (doorbell_queued_ || borrowed_.size() + payload.size() > max_borrowed) flush();
   // Payloads held by their owners may still fill the list: this one is copied then.
   const bool may_borrow = borrowed_.size() + payload.size() <= max_borrowed;
+  if (may_borrow) pad_for_copies(h, payload);
   const auto* header = reinterpret_cast<const std::byte*>(&h);
   out_.insert(out_.end(), header, header + sizeof h);
   // Small pieces (a frame's header, kept in the driver's action) are copied: only a message's
@@ -43,6 +46,27 @@ void link::borrow(const record_header& h, fabric::byte_pieces payload, const voi
       borrowed_.push_back({out_.size(), p, owner});
       borrowed_bytes_ += p.size();
     }
+  }
+}
+
+void link::pad_for_copies(const record_header& h, fabric::byte_pieces payload) {
+  // Where the first borrowed piece would land if this batch's bytes start a fresh kernel page
+  // (copy_alignment.hpp): after what is unsent, the write's header and its small pieces.
+  std::uint64_t ahead = unsent() + sizeof h;
+  for (auto p : payload) {
+    if (p.size() >= direct_payload_min) {
+      const std::uint64_t pad = padding_before(ahead & (page_bytes - 1), reinterpret_cast<std::uintptr_t>(p.data()),
+                                               (h.address + (ahead - unsent() - sizeof h)) & (page_bytes - 1));
+      if (pad == 0) return;
+      record_header padding;
+      padding.kind = record_kind::padding;
+      padding.length = pad - sizeof padding;
+      const auto* header = reinterpret_cast<const std::byte*>(&padding);
+      out_.insert(out_.end(), header, header + sizeof padding);
+      out_.resize(out_.size() + padding.length);
+      return;
+    }
+    ahead += p.size();
   }
 }
 

@@ -2,8 +2,9 @@
 // What travels on a tcp link's stream: records, each a fixed header and its payload. A write
 // record carries the bytes of one provider write, which the receiving link places into its own
 // registered memory; a doorbell record names a channel; a control record carries one control
-// message (fabric/control_message.hpp). Records are placed in the order they were sent, which
-// gives the provider's ordering promise (fabric/provider.hpp) for free.
+// message (fabric/control_message.hpp); a padding record is skipped (copy_alignment.hpp says why
+// a sender puts one ahead of a large write). Records are placed in the order they were sent,
+// which gives the provider's ordering promise (fabric/provider.hpp) for free.
 
 #include "fabric/control_message.hpp"
 
@@ -15,6 +16,8 @@ enum class record_kind : std::uint32_t {
   control = 1,   ///< payload: one link_message
   write = 2,     ///< payload: `length` bytes for `address` under `key` in the receiver's memory
   doorbell = 3,  ///< `channel`: the receiver's channel to look at; no payload
+  padding = 4,   ///< `length` bytes to skip, at most max_padding: places the next payload well
+                 ///< within a page for the kernel's copies (copy_alignment.hpp)
 };
 
 struct record_header {
@@ -25,6 +28,8 @@ struct record_header {
   std::uint64_t length = 0;
 };
 static_assert(sizeof(record_header) == 32);
+
+inline constexpr std::uint64_t max_padding = 4096;
 
 /// Payloads at least this long are sent from the caller's memory and received straight into the
 /// ring; shorter ones are copied through the link's buffers, which batches them into one call.

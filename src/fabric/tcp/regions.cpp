@@ -6,17 +6,25 @@
 #include <cstdlib>
 
 namespace bellows::tcp {
+namespace {
+
+std::uint64_t page_offset(const std::byte* p) { return reinterpret_cast<std::uintptr_t>(p) & 4095; }
+constexpr std::uintptr_t ring_alignment = 64;
+
+}  // namespace
 
 regions::~regions() {
-  for (auto& b : blocks_) std::free(b.data);
+  for (auto& b : blocks_) std::free(b.allocated);
   leave_budget();
 }
 
 proto::outcome<fabric::region> regions::allocate(std::size_t length) {
-  if (length == 0 || length >= (std::uint64_t{1} << address_shift)) return error::invalid_argument;
+  if (length == 0 || length > max_length) return error::invalid_argument;
   if (budget_ != nullptr && !budget_->take(length)) return error::budget_exhausted;
-  auto* data = static_cast<std::byte*>(std::calloc(1, length));
-  if (data == nullptr) {
+  // Rings start on a cache line, as the protocol requires of their addresses (which carry the
+  // memory's offset within a page); calloc leaves large blocks untouched until written.
+  void* allocated = std::calloc(1, length + ring_alignment - 1);
+  if (allocated == nullptr) {
     if (budget_ != nullptr) budget_->give_back(length);
     return error::budget_exhausted;
   }
@@ -28,20 +36,23 @@ proto::outcome<fabric::region> regions::allocate(std::size_t length) {
     blocks_.emplace_back();
     handle = blocks_.size();
   }
-  blocks_[handle - 1] = {data, length};
+  auto* data =
+      static_cast<std::byte*>(allocated) + (-reinterpret_cast<std::uintptr_t>(allocated) & (ring_alignment - 1));
+  blocks_[handle - 1] = {data, length, allocated};
   registered_ += length;
-  return fabric::region{handle, key_, handle << address_shift, data, length};
+  return fabric::region{handle, key_, (handle << address_shift) + page_offset(data), data, length};
 }
 
 proto::outcome<fabric::region> regions::lend(std::span<std::byte> memory) {
-  if (memory.empty() || memory.size() >= (std::uint64_t{1} << address_shift)) return error::invalid_argument;
+  if (memory.empty() || memory.size() > max_length) return error::invalid_argument;
   std::uint64_t handle;
   do {  // skips the few loans still live or remembered
     handle = next_lent_handle_;
     next_lent_handle_ = next_lent_handle_ + 1 == lent_handle_end ? first_lent_handle : next_lent_handle_ + 1;
   } while (loans_.contains(handle));
   loans_[handle] = {memory.data(), memory.size()};
-  return fabric::region{handle, key_, handle << address_shift, memory.data(), memory.size()};
+  return fabric::region{handle, key_, (handle << address_shift) + page_offset(memory.data()), memory.data(),
+                        memory.size()};
 }
 
 const regions::block* regions::loan_of(std::uint64_t handle) const {
@@ -73,7 +84,7 @@ void regions::release(std::uint64_t handle) {
   }
   if (handle == 0 || handle > blocks_.size() || blocks_[handle - 1].data == nullptr) return;
   block& b = blocks_[handle - 1];
-  std::free(b.data);
+  std::free(b.allocated);
   registered_ -= b.length;
   if (budget_ != nullptr) budget_->give_back(b.length);
   b = {};
@@ -86,8 +97,11 @@ std::byte* regions::find(std::uint64_t key, std::uint64_t address, std::uint64_t
   const block* lent = handle >= first_lent_handle ? loan_of(handle) : nullptr;
   if (lent == nullptr && handle > blocks_.size()) return nullptr;
   const block& b = lent != nullptr ? *lent : blocks_[handle - 1];
-  const std::uint64_t offset = address & ((std::uint64_t{1} << address_shift) - 1);
-  if (b.data == nullptr || offset > b.length || length > b.length - offset) return nullptr;
+  if (b.data == nullptr) return nullptr;
+  const std::uint64_t within = address & ((std::uint64_t{1} << address_shift) - 1);
+  if (within < page_offset(b.data)) return nullptr;
+  const std::uint64_t offset = within - page_offset(b.data);
+  if (offset > b.length || length > b.length - offset) return nullptr;
   return b.data + offset;
 }
 

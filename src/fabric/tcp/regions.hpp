@@ -2,7 +2,9 @@
 // The memory a tcp link lets its peer write: zeroed heap blocks, counted against the context's
 // budget. Nothing is registered with a device: the link itself places what arrives, after
 // checking that every byte of a write lies in one live region under this link's key. Region i
-// sits at address (i + 1) << 40, so an address names its region without a search. A lent region
+// sits at address (i + 1) << 40 plus the offset of its memory within a page: an address names its
+// region without a search, and tells the writer where in a page its bytes will land, which the
+// writer needs to keep the kernel's copies fast (fabric/tcp/copy_alignment.hpp). A lent region
 // is an application's receive buffer the peer may write one message into; its handles come from
 // a range of their own, used in turn, so a write that arrives after the buffer was taken back is
 // known for one and dropped rather than landing in memory lent later. (The stream is ordered: a
@@ -25,6 +27,8 @@ namespace bellows::tcp {
 class regions {
  public:
   static constexpr int address_shift = 40;
+  /// The longest region: its addresses, page offset included, stay below the next region's.
+  static constexpr std::size_t max_length = (std::size_t{1} << address_shift) - 4096;
 
   regions(fabric::memory_budget& budget, std::uint64_t key) : budget_(&budget), key_(key) {}
   ~regions();
@@ -51,6 +55,7 @@ class regions {
   struct block {
     std::byte* data = nullptr;
     std::size_t length = 0;
+    void* allocated = nullptr;  ///< what to free: rings only, never a loan
   };
   static constexpr std::uint64_t first_lent_handle = std::uint64_t{1} << 23;
   static constexpr std::uint64_t lent_handle_end = std::uint64_t{1} << (64 - address_shift);
