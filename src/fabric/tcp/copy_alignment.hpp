@@ -37,7 +37,8 @@ constexpr bool copy_aliases(std::uint64_t from, std::uint64_t to) noexcept {
 
 /// Bytes of padding record (0, or a header and at least one byte) to send ahead of a payload
 /// that would land at page offset `lands_at` in the socket's buffers, coming from page offset
-/// `source` in the sender's memory and going to page offset `destination` in the receiver's.
+/// `source` in the sender's memory and going to page offset `destination` in the receiver's
+/// (each may be given as a whole address or stream position: only its offset in a page counts).
 constexpr std::uint64_t padding_before(std::uint64_t lands_at, std::uint64_t source,
                                        std::uint64_t destination) noexcept {
   const auto clear = [&](std::uint64_t at) { return !copy_aliases(source, at) && !copy_aliases(at, destination); };

@@ -52,11 +52,11 @@ void link::borrow(const record_header& h, fabric::byte_pieces payload, const voi
 void link::pad_for_copies(const record_header& h, fabric::byte_pieces payload) {
   // Where the first borrowed piece would land if this batch's bytes start a fresh kernel page
   // (copy_alignment.hpp): after what is unsent, the write's header and its small pieces.
-  std::uint64_t ahead = unsent() + sizeof h;
+  std::uint64_t small_before = 0;
   for (auto p : payload) {
     if (p.size() >= direct_payload_min) {
-      const std::uint64_t pad = padding_before(ahead & (page_bytes - 1), reinterpret_cast<std::uintptr_t>(p.data()),
-                                               (h.address + (ahead - unsent() - sizeof h)) & (page_bytes - 1));
+      const std::uint64_t pad = padding_before(unsent() + sizeof h + small_before,
+                                               reinterpret_cast<std::uintptr_t>(p.data()), h.address + small_before);
       if (pad == 0) return;
       record_header padding;
       padding.kind = record_kind::padding;
@@ -66,7 +66,7 @@ void link::pad_for_copies(const record_header& h, fabric::byte_pieces payload) {
       out_.resize(out_.size() + padding.length);
       return;
     }
-    ahead += p.size();
+    small_before += p.size();
   }
 }
 
