@@ -13,7 +13,7 @@
 namespace bellows::fabric {
 
 inline constexpr std::uint32_t link_magic = 0x62656c73;  // "bels"
-inline constexpr std::uint32_t link_version = 3;
+inline constexpr std::uint32_t link_version = 4;
 
 enum class message_kind : std::uint32_t {
   hello = 1,      ///< key; shm: arena size, and it carries the arena memfd and wake-up eventfd

@@ -21,7 +21,7 @@ nonce fresh_nonce() {
 proof prove(std::string_view key, handshake_role role, const nonce& own, const nonce& peer, std::uint64_t own_link_key,
             std::uint64_t peer_link_key) {
   // The connecting side's values first in both directions' input, so both compute one layout.
-  const bool connecting = role == handshake_role::connecting;
+  const bool connecting = role != handshake_role::accepting;
   const nonce& connector_nonce = connecting ? own : peer;
   const nonce& acceptor_nonce = connecting ? peer : own;
   const std::uint64_t keys[2] = {connecting ? own_link_key : peer_link_key, connecting ? peer_link_key : own_link_key};

@@ -14,7 +14,9 @@ namespace bellows::fabric {
 using nonce = std::array<std::uint8_t, 16>;
 using proof = std::array<std::uint8_t, 32>;
 
-enum class handshake_role : std::uint8_t { connecting = 1, accepting = 2 };
+/// `second_connection`: the connecting side's proof that a second connection it opened to the
+/// same link is its own (tcp/link_directions.cpp), which its handshake proof cannot stand for.
+enum class handshake_role : std::uint8_t { connecting = 1, accepting = 2, second_connection = 3 };
 
 /// A nonce from the system's cryptographic random source.
 nonce fresh_nonce();

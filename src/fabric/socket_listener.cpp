@@ -57,6 +57,17 @@ void socket_listener::accept_links() {
   });
 }
 
+void socket_listener::take_waiting() {
+  if (!socket_.is_open()) return;
+  // Bounded: a flood of connections waits for the acceptor like any other.
+  constexpr int at_most = 16;
+  for (int i = 0; i < at_most; ++i) {
+    const int fd = accept_one(socket_.native_handle());
+    if (fd < 0) return;
+    adopt_(fd);
+  }
+}
+
 bool socket_listener::turn_away_one() {
   ::close(spare_fd_);
   const int fd = accept_one(socket_.native_handle());

@@ -22,6 +22,9 @@ class socket_listener final : public listener, public std::enable_shared_from_th
   ~socket_listener() override;
 
   void want_peers(bool on) override;
+  /// Takes the connections waiting now, whether or not anyone wants peers: a tcp link's second
+  /// connection (tcp/link_directions.cpp) is no new peer.
+  void take_waiting();
 
  private:
   void accept_links();

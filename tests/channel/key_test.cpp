@@ -52,10 +52,6 @@ std::vector<bt::provider> keyed_providers() {
   return keyed;
 }
 
-std::uint16_t port_of(const std::string& uri) {
-  return static_cast<std::uint16_t>(std::stoi(uri.substr(uri.rfind(':') + 1)));
-}
-
 }  // namespace
 
 TEST_CASE("Ends that hold the same pre-shared key set up a channel that carries messages", "[tcp][key]") {
@@ -146,7 +142,7 @@ TEST_CASE("tcp: a recorded key handshake replayed on a new connection is refused
   // acceptor's nonce. The acceptor answers with a proof of its own, so it took ours.
   constexpr std::uint64_t our_link_key = 0x1234567;
   const fabric::nonce our_nonce = fabric::fresh_nonce();
-  const int first = bt::connect_to_loopback(port_of(uri));
+  const int first = bt::connect_to_loopback(bt::port_of(uri));
   fabric::link_message theirs;
   REQUIRE(bt::read_control(io, first, theirs));
   REQUIRE(theirs.kind == fabric::message_kind::hello);
@@ -171,7 +167,7 @@ TEST_CASE("tcp: a recorded key handshake replayed on a new connection is refused
   ::close(first);
 
   // The same bytes on a new connection: the acceptor's nonce is new, the recorded proof is not.
-  const int second = bt::connect_to_loopback(port_of(uri));
+  const int second = bt::connect_to_loopback(bt::port_of(uri));
   fabric::link_message fresh;
   REQUIRE(bt::read_control(io, second, fresh));
   CHECK_FALSE(std::equal(std::begin(fresh.nonce), std::end(fresh.nonce), their_nonce.begin()));

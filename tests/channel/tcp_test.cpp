@@ -1,6 +1,7 @@
 // A tcp peer that lies: records of an unknown kind, control messages of the wrong size or before
 // the hello, writes under a wrong key or outside every region, a doorbell with a payload, padding
-// of no bytes or too many, a stream cut mid-record. Each is refused with a named error before
+// of no bytes or too many, answers about a second connection never asked for, a stream cut
+// mid-record. Each is refused with a named error before
 // anything is placed. And the plain failures: nothing listening, a name that does not resolve.
 // Large messages from and into memory at any offset within a page, which the sending link pads
 // in front of where the kernel's copies would be slow, arrive whole.
@@ -52,6 +53,8 @@ enum class lie {
   doorbell_with_payload,
   empty_padding,
   padding_beyond_its_limit,
+  bound_unasked,
+  moved_to_connecting_side,
   stream_cut_mid_record,
 };
 
@@ -69,6 +72,8 @@ const char* to_string(lie l) {
     case lie::doorbell_with_payload: return "a doorbell with a payload";
     case lie::empty_padding: return "a padding record of no bytes";
     case lie::padding_beyond_its_limit: return "a padding record longer than padding may be";
+    case lie::bound_unasked: return "second_bound for a second connection never opened";
+    case lie::moved_to_connecting_side: return "moved, which only the connecting side sends";
     case lie::stream_cut_mid_record: return "a write cut short by the connection closing";
   }
   return "?";
@@ -145,6 +150,13 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key, std::uint64_t
       out.resize(out.size() + h.length);
       break;
     }
+    case lie::bound_unasked:
+    case lie::moved_to_connecting_side: {
+      record_header h;
+      h.kind = how == lie::bound_unasked ? record_kind::second_bound : record_kind::moved;
+      append(out, &h, sizeof h);
+      break;
+    }
     case lie::stream_cut_mid_record: append_write(out, their_key, granted, 64, 10); break;
     default: break;
   }
@@ -155,11 +167,11 @@ std::vector<std::byte> lie_bytes(lie how, std::uint64_t their_key, std::uint64_t
 
 TEST_CASE("A tcp peer that lies in its records is refused with protocol_violation, a cut stream with connection_reset",
           "[tcp][fault]") {
-  const auto how =
-      GENERATE(lie::hello_without_key, lie::open_before_hello, lie::wrong_magic, lie::control_of_wrong_size,
-               lie::unknown_record_kind, lie::write_under_wrong_key, lie::write_outside_every_region,
-               lie::write_past_region_end, lie::write_into_a_loan_never_made, lie::doorbell_with_payload,
-               lie::empty_padding, lie::padding_beyond_its_limit, lie::stream_cut_mid_record);
+  const auto how = GENERATE(
+      lie::hello_without_key, lie::open_before_hello, lie::wrong_magic, lie::control_of_wrong_size,
+      lie::unknown_record_kind, lie::write_under_wrong_key, lie::write_outside_every_region, lie::write_past_region_end,
+      lie::write_into_a_loan_never_made, lie::doorbell_with_payload, lie::empty_padding, lie::padding_beyond_its_limit,
+      lie::bound_unasked, lie::moved_to_connecting_side, lie::stream_cut_mid_record);
   INFO("the peer sends " << to_string(how));
   std::uint16_t port = 0;
   const int listener = bt::listen_on_loopback(port);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace bellows::test {
@@ -33,6 +34,11 @@ inline int listen_on_loopback(std::uint16_t& port) {
   REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
   port = ntohs(addr.sin_port);
   return fd;
+}
+
+/// The port of a tcp://HOST:PORT URI.
+inline std::uint16_t port_of(const std::string& uri) {
+  return static_cast<std::uint16_t>(std::stoi(uri.substr(uri.rfind(':') + 1)));
 }
 
 /// A connected, non-blocking socket to 127.0.0.1:`port`.

@@ -70,7 +70,9 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
   if (!listening) return listening.failure();
   // An accepted socket has its listener's family.
   const auto protocol = at->ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
-  auto adopt = [host = host_, key = std::string(pre_shared_key), protocol, on_accept = std::move(on_accept)](int fd) {
+  auto siblings = std::make_shared<accepted_links>();
+  auto adopt = [host = host_, key = std::string(pre_shared_key), protocol, on_accept = std::move(on_accept),
+                siblings](int fd) {
     asio::error_code ec;
     asio::ip::tcp::socket socket(host.executor);
     socket.assign(protocol, fd, ec);
@@ -78,12 +80,15 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
       ::close(fd);
       return;
     }
-    auto l = link::accept(host, std::move(socket), key);
+    auto l = link::accept(host, std::move(socket), key, siblings);
     l->serve_accepts(on_accept);
     host.serve(l);
   };
-  return std::shared_ptr<fabric::listener>(
-      std::make_shared<fabric::socket_listener>(host_, *listening, std::move(adopt)));
+  auto listener = std::make_shared<fabric::socket_listener>(host_, *listening, std::move(adopt));
+  siblings->set_taker([weak = std::weak_ptr<fabric::socket_listener>(listener)] {
+    if (auto l = weak.lock()) l->take_waiting();
+  });
+  return std::shared_ptr<fabric::listener>(std::move(listener));
 }
 
 }  // namespace bellows::tcp

@@ -1,7 +1,7 @@
 #pragma once
 // tcp://HOST:PORT: channels to a process that listens there, over TCP. All channels between two
-// reactors share one link (one connection), so descriptors grow with peers, not with channels:
-// opening reuses the link already open to that address.
+// reactors share one link (two connections, one each way), so descriptors grow with peers, not
+// with channels: opening reuses the link already open to that address.
 
 #include "fabric/connector.hpp"
 #include "fabric/tcp/link.hpp"

@@ -1,19 +1,14 @@
 // A tcp link's connection: connecting, the hello that carries each side's key, control
-// messages, watching the socket, and failing.
+// messages, watching the sockets, and failing.
 #include "fabric/tcp/link.hpp"
+
+#include "fabric/tcp/socket_setup.hpp"
 
 #include <bellows/error.hpp>
 
 #include <asio/error.hpp>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <algorithm>
-#include <cerrno>
-#include <chrono>
-#include <climits>
 #include <random>
 
 namespace bellows::tcp {
@@ -26,29 +21,6 @@ std::uint64_t random_key() {
 
 /// The peer's first window byte: its first region's first address (regions.hpp).
 constexpr std::uint64_t first_region_address = std::uint64_t{1} << regions::address_shift;
-
-/// Bounds how long a dead peer or link goes unnoticed (context_options::peer_timeout).
-void limit_silence(asio::ip::tcp::socket& socket, std::chrono::milliseconds timeout) {
-  if (timeout.count() <= 0) return;
-  const int fd = socket.native_handle();
-  const auto seconds = std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(timeout).count());
-  const unsigned user_timeout = static_cast<unsigned>(std::min<long long>(seconds * 1000, INT_MAX));
-  const int on = 1;
-  const int idle = static_cast<int>(std::max<long long>(1, seconds / 2));
-  const int interval = static_cast<int>(std::max<long long>(1, seconds / 6));
-  // With a user timeout set, the kernel ends a probed connection by it rather than by a count.
-  const int probes = 60;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
-  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
-}
-
-void wake(int fd) {
-  const std::uint64_t one = 1;
-  [[maybe_unused]] auto n = ::write(fd, &one, sizeof one);
-}
 
 }  // namespace
 
@@ -72,6 +44,7 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
   l->peer_endpoint_.provider = "tcp";
   l->peer_endpoint_.address = to.address().to_string();
   l->peer_endpoint_.port = to.port();
+  l->peer_address_ = to;
   asio::error_code open_failed;
   l->socket_->open(to.protocol(), open_failed);
   if (!open_failed) limit_silence(*l->socket_, h.options.peer_timeout);  // a SYN unanswered counts too
@@ -83,9 +56,13 @@ std::shared_ptr<link> link::connect(const fabric::host& h, const asio::ip::tcp::
   return l;
 }
 
-std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key) {
+std::shared_ptr<link> link::accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key,
+                                   std::shared_ptr<accepted_links> siblings) {
   limit_silence(socket, h.options.peer_timeout);
   std::shared_ptr<link> l(new link(h, std::move(socket), false, random_key(), std::move(pre_shared_key)));
+  l->siblings_ = std::move(siblings);
+  l->siblings_->add(l->local_key_, l);
+  l->first_record_unread_ = true;
   l->connected();
   return l;
 }
@@ -161,36 +138,40 @@ void link::arm() {
 
 void link::disarm() {
   armed_ = false;
-  if (socket_ && reading_) {
-    // Cancels the write wait too; its handler starts another while output is left (busy()).
-    asio::error_code ignored;
-    socket_->cancel(ignored);
-  }
+  // Cancels the write waits too; their handlers start another while output is left (busy()).
+  asio::error_code ignored;
+  if (socket_ && reading_) socket_->cancel(ignored);
+  if (second_ && (reading_second_ || sending_on_second_)) second_->cancel(ignored);
 }
 
 void link::dropped() noexcept {
   multiplexed_link::dropped();
   // Nobody will use it: a connect still in flight must not hold the io_context.
-  if (connecting_ && socket_) {
-    asio::error_code ignored;
-    socket_->close(ignored);
-  }
+  asio::error_code ignored;
+  if (connecting_ && socket_) socket_->close(ignored);
+  if (second_connecting_ && second_) second_->close(ignored);
 }
 
 void link::shutdown() {
   if (!failed()) state_ = state::failed;
   socket_.reset();
+  second_.reset();
   regions_.leave_budget();  // the reactor, and its budget, go before the channels that hold this link
 }
 
 void link::watch_for_records() {
-  if (reading_ || !socket_ || failed() || connecting_) return;
-  reading_ = true;
-  socket_->async_wait(asio::ip::tcp::socket::wait_read, [self = self()](std::error_code ec) {
-    self->reading_ = false;
-    if (ec == asio::error::operation_aborted) return;
-    wake(self->host_.wake_fd);  // the reactor polls, and poll() reads
-  });
+  if (!socket_ || failed() || connecting_) return;
+  // Each socket has its wait: a server that moved on to the second leaves the first's be.
+  const bool second = reading_second();
+  bool& waiting = second ? reading_second_ : reading_;
+  if (waiting) return;
+  waiting = true;
+  (second ? *second_ : *socket_)
+      .async_wait(asio::ip::tcp::socket::wait_read, [self = self(), second](std::error_code ec) {
+        (second ? self->reading_second_ : self->reading_) = false;
+        if (ec == asio::error::operation_aborted) return;
+        wake(self->host_.wake_fd);  // the reactor polls, and poll() reads
+      });
 }
 
 bool link::prepare_to_sleep() {
@@ -206,7 +187,7 @@ bool link::prepare_to_idle(std::vector<int>& descriptors) {
   if (failed() || connecting_) return true;
   flush();
   if (take_records() != 0) return false;
-  if (socket_ && !failed()) descriptors.push_back(socket_->native_handle());
+  if (socket_ && !failed()) descriptors.push_back(receiving_descriptor());
   return true;
 }
 
@@ -227,10 +208,9 @@ void link::fail_from(const std::error_code& asio_error) {
 
 void link::fail(std::error_code ec) {
   if (failed()) return;
-  if (socket_) {
-    asio::error_code ignored;
-    socket_->close(ignored);
-  }
+  asio::error_code ignored;
+  if (socket_) socket_->close(ignored);
+  if (second_) second_->close(ignored);
   out_.clear();
   out_sent_ = 0;
   borrowed_.clear();

@@ -5,7 +5,9 @@
 // places. What this side writes is gathered and sent when the channel's batch of actions ends
 // (send_gathered) or at the next poll, so a batch's frames and doorbell leave in one call; a
 // large payload is sent from the caller's memory, and copied only where the socket does not take
-// it. The connection closing is the news that the peer died.
+// it. Once a large write went either way, the connecting side moves its own records to a second
+// connection, so that each connection carries bytes one way (link_directions.cpp says why). A
+// connection closing is the news that the peer died.
 
 #include "fabric/connector.hpp"
 #include "fabric/multiplexed_link.hpp"
@@ -17,12 +19,34 @@
 
 #include <sys/uio.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace bellows::tcp {
+
+class link;
+
+/// The links one listener accepted, by their keys: a connecting side's second connection names
+/// its link by key (record_kind::bind).
+class accepted_links {
+ public:
+  void add(std::uint64_t key, const std::shared_ptr<link>& l);
+  std::shared_ptr<link> find(std::uint64_t key) const;
+  /// How to take the connections waiting on the listener, whether or not anyone wants peers.
+  void set_taker(std::function<void()> take) { take_ = std::move(take); }
+  void take_waiting() const {
+    if (take_) take_();
+  }
+
+ private:
+  std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
+  std::function<void()> take_;
+};
 
 class link final : public fabric::multiplexed_link {
  public:
@@ -31,8 +55,10 @@ class link final : public fabric::multiplexed_link {
   /// With a `pre_shared_key`, no channel is set up before both sides proved they hold it.
   static std::shared_ptr<link> connect(const fabric::host& h, const asio::ip::tcp::endpoint& to,
                                        std::string pre_shared_key);
-  /// Server side: a connection just accepted.
-  static std::shared_ptr<link> accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key);
+  /// Server side: a connection just accepted, and the listener's other links, which it joins
+  /// if it turns out to be one of theirs' second connection.
+  static std::shared_ptr<link> accept(const fabric::host& h, asio::ip::tcp::socket socket, std::string pre_shared_key,
+                                      std::shared_ptr<accepted_links> siblings);
 
   void arm() override;
   void disarm() override;
@@ -111,6 +137,35 @@ class link final : public fabric::multiplexed_link {
   std::size_t unsent() const noexcept { return out_.size() - out_sent_ + borrowed_bytes_; }
   void wait_for_room();
 
+  // one connection each way (link_directions.cpp)
+  /// A large write was sent or came: on the client side of a ready link, the first one opens the
+  /// second connection, for this side's records.
+  void bulk_seen();
+  void open_second();
+  void second_connected(const std::error_code& ec);
+  /// Queues `moved` once nothing else is queued: what follows goes on the second connection.
+  void queue_move();
+  /// Sends what is queued up to and with `moved` on the first connection; true once all of it left.
+  bool send_through_move();
+  /// Server side: a bind named this link; the client's records come on `socket` after `moved`.
+  /// Refused unless `client_key` is the peer's and, where this link was proven with a key,
+  /// `offered` proves it again for this connection.
+  bool take_second(asio::ip::tcp::socket& socket, std::uint64_t client_key, const fabric::proof& offered);
+  static bool is_direction_record(record_kind k) noexcept {
+    return k == record_kind::second_opened || k == record_kind::second_bound || k == record_kind::moved;
+  }
+  /// Acts on second_opened, second_bound or moved (begin_record checked where it may come); false
+  /// once the link failed.
+  bool take_direction_record(record_kind k);
+  /// Queues a record without payload and sends it.
+  void send_bare(record_kind k);
+  /// Server side: a connection whose first record is a bind hands its socket to that link.
+  bool take_bind(const record_header& h, const fabric::proof& offered);
+  asio::ip::tcp::socket& sending_socket() { return sending_on_second_ ? *second_ : *socket_; }
+  /// Server side, once the client moved and its second connection is here: read that one.
+  bool reading_second() const noexcept { return moved_ && second_.has_value(); }
+  int receiving_descriptor() { return reading_second() ? second_->native_handle() : socket_->native_handle(); }
+
   // receiving (link_data.cpp)
   /// Reads and places what the socket holds, a bounded number of reads; returns records found.
   std::size_t take_records();
@@ -134,8 +189,21 @@ class link final : public fabric::multiplexed_link {
   bool proof_expected_ = false;  // the peer's hello came and demanded the proof we demand
   bool connecting_ = false;
   bool armed_ = false;
-  bool reading_ = false;  // a wait for readability is out
-  bool writing_ = false;  // a wait for room to write is out
+  bool reading_ = false;         // a wait for readability of socket_ is out
+  bool reading_second_ = false;  // ... of second_
+  bool writing_ = false;         // a wait for room to write is out
+
+  // A second connection: the client sends on it, the server reads from it (link_directions.cpp).
+  std::optional<asio::ip::tcp::socket> second_;
+  asio::ip::tcp::endpoint peer_address_;      // client: where the second connection goes
+  std::shared_ptr<accepted_links> siblings_;  // server: where a bind finds its link
+  bool second_tried_ = false;
+  bool second_connecting_ = false;
+  bool move_wanted_ = false;            // client: second_ was bound, `moved` not yet queued
+  std::optional<std::size_t> move_at_;  // client: out_'s bytes up to there go on socket_
+  bool sending_on_second_ = false;      // client
+  bool moved_ = false;                  // server: the client's `moved` came
+  bool first_record_unread_ = false;    // server: a bind or a hello; read no further
 
   std::vector<std::byte> out_;
   std::size_t out_sent_ = 0;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 namespace bellows::tcp {
 namespace {
@@ -63,8 +64,10 @@ std::size_t link::take_records() {
       in_end_ -= in_begin_;
       in_begin_ = 0;
     }
-    const std::size_t room = in_.size() - in_end_;
-    const ssize_t n = ::recv(socket_->native_handle(), in_.data() + in_end_, room, MSG_DONTWAIT);
+    // An accepted connection's first record says whether it is a link of its own or another's
+    // second connection: nothing beyond it is read until that is known.
+    const std::size_t room = first_record_unread_ ? bind_record_bytes - in_end_ : in_.size() - in_end_;
+    const ssize_t n = ::recv(receiving_descriptor(), in_.data() + in_end_, room, MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n <= 0) {
@@ -89,7 +92,7 @@ bool link::receive_direct(std::size_t& found, bool& drained) {
     return false;
   const std::uint64_t left = current_->header.length - current_->received;
   if (left < 4096) return false;
-  const ssize_t n = ::recv(socket_->native_handle(), current_->to + current_->received, left, MSG_DONTWAIT);
+  const ssize_t n = ::recv(receiving_descriptor(), current_->to + current_->received, left, MSG_DONTWAIT);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
     drained = errno != EINTR;
     return true;
@@ -115,7 +118,19 @@ bool link::take_buffered(std::size_t& found, std::vector<fabric::link_message>& 
       if (have < sizeof(record_header)) return true;
       record_header h;
       std::memcpy(&h, at, sizeof h);
+      if (h.kind == record_kind::bind) {
+        if (first_record_unread_ && h.length == sizeof(fabric::proof) && have < bind_record_bytes) return true;
+        if (!first_record_unread_ || h.length != sizeof(fabric::proof)) {
+          fail(make_error_code(error::protocol_violation));
+          return false;
+        }
+        fabric::proof offered;
+        std::memcpy(offered.data(), at + sizeof h, offered.size());
+        in_begin_ += bind_record_bytes;
+        return take_bind(h, offered);
+      }
       in_begin_ += sizeof h;
+      first_record_unread_ = false;
       // A write or doorbell may depend on the control messages before it (the hello that
       // makes the link ready, an accept followed by the first frame): those are handled first.
       if (h.kind != record_kind::control && !controls.empty()) {
@@ -124,6 +139,11 @@ bool link::take_buffered(std::size_t& found, std::vector<fabric::link_message>& 
         if (failed()) return false;
       }
       if (!begin_record(h)) return false;
+      if (is_direction_record(h.kind)) {
+        current_.reset();
+        if (!take_direction_record(h.kind)) return false;
+        continue;
+      }
       if (h.kind == record_kind::doorbell) {
         ++found;
         rung_ = true;
@@ -169,7 +189,13 @@ bool link::begin_record(const record_header& h) {
   switch (h.kind) {
     case record_kind::control: valid = h.length == sizeof(fabric::link_message); break;
     case record_kind::doorbell: valid = h.length == 0 && ready(); break;
-    case record_kind::padding:  // read like a write into a buffer taken back: thrown away
+    case record_kind::second_opened: valid = h.length == 0 && ready() && !client_side_; break;
+    case record_kind::second_bound:
+      valid = h.length == 0 && client_side_ && second_ && !move_wanted_ && !move_at_ && !sending_on_second_;
+      break;
+    case record_kind::moved: valid = h.length == 0 && !client_side_ && second_ && !moved_; break;
+    case record_kind::bind: break;  // only as an accepted connection's first record (take_buffered)
+    case record_kind::padding:      // read like a write into a buffer taken back: thrown away
       in.dropped = true;
       valid = h.length != 0 && h.length <= max_padding;
       break;
@@ -177,6 +203,7 @@ bool link::begin_record(const record_header& h) {
       in.to = ready() ? regions_.find(h.key, h.address, h.length) : nullptr;
       in.dropped = in.to == nullptr && ready() && regions_.taken_back(h.key, h.address);
       valid = (in.to != nullptr || in.dropped) && h.length != 0;
+      if (valid && h.length >= send_at_once_min) bulk_seen();
       break;
   }
   if (!valid) {

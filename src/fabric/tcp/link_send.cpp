@@ -72,9 +72,14 @@ void link::pad_for_copies(const record_header& h, fabric::byte_pieces payload) {
 
 void link::flush() {
   doorbell_queued_ = false;
+  if (move_wanted_ && unsent() == 0 && can_send()) queue_move();
+  // Until `moved` left on the first connection, what was queued after it waits; a payload no
+  // owner holds is copied now, as below.
+  if (move_at_ && !send_through_move()) return copy_borrowed(nullptr);
   if (!borrowed_.empty()) return send_with_borrowed();
   while (unsent() != 0 && can_send()) {
-    const ssize_t n = ::send(socket_->native_handle(), out_.data() + out_sent_, unsent(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const ssize_t n =
+        ::send(sending_socket().native_handle(), out_.data() + out_sent_, unsent(), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return wait_for_room();
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return fail(make_error_code(error::connection_reset));
@@ -104,7 +109,7 @@ void link::send_with_borrowed() {
     msg.msg_iovlen = iov.size();
     ssize_t n;
     do {
-      n = ::sendmsg(socket_->native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      n = ::sendmsg(sending_socket().native_handle(), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return fail(make_error_code(error::connection_reset));
     sent = n < 0 ? 0 : static_cast<std::size_t>(n);
@@ -177,7 +182,7 @@ void link::release_held(const void* owner) {
 void link::wait_for_room() {
   if (writing_ || !socket_ || failed()) return;
   writing_ = true;
-  socket_->async_wait(asio::ip::tcp::socket::wait_write, [self = self()](std::error_code) {
+  sending_socket().async_wait(asio::ip::tcp::socket::wait_write, [self = self()](std::error_code) {
     self->writing_ = false;
     // Cancelled by disarm() or not, what is queued must still go out (busy() holds the reactor).
     self->flush();
@@ -202,7 +207,10 @@ std::error_code link::write_record(fabric::remote_address dst, fabric::byte_piec
   h.length = total_size(pieces);
   if (h.length >= direct_payload_min) {
     borrow(h, pieces, owner);
-    if (h.length >= send_at_once_min) flush();
+    if (h.length >= send_at_once_min) {
+      flush();
+      bulk_seen();
+    }
   } else {
     queue(h, pieces);
   }
