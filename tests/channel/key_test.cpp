@@ -140,38 +140,16 @@ TEST_CASE("tcp: a recorded key handshake replayed on a new connection is refused
 
   // A genuine handshake, as an eavesdropper would record it: our hello and proof for the
   // acceptor's nonce. The acceptor answers with a proof of its own, so it took ours.
-  constexpr std::uint64_t our_link_key = 0x1234567;
-  const fabric::nonce our_nonce = fabric::fresh_nonce();
   const int first = bt::connect_to_loopback(bt::port_of(uri));
-  fabric::link_message theirs;
-  REQUIRE(bt::read_control(io, first, theirs));
-  REQUIRE(theirs.kind == fabric::message_kind::hello);
-  REQUIRE(theirs.second == fabric::hello_demands_proof);
-  fabric::nonce their_nonce;
-  std::copy(std::begin(theirs.nonce), std::end(theirs.nonce), their_nonce.begin());
-  auto hello = bt::hello_with(our_link_key);
-  hello.second = fabric::hello_demands_proof;
-  std::copy(our_nonce.begin(), our_nonce.end(), hello.nonce);
-  fabric::link_message proof_message;
-  proof_message.kind = fabric::message_kind::key_proof;
-  const auto ours =
-      fabric::prove(key, fabric::handshake_role::connecting, our_nonce, their_nonce, our_link_key, theirs.key);
-  std::copy(ours.begin(), ours.end(), proof_message.mac);
-  std::vector<std::byte> recorded;
-  bt::append_control(recorded, hello);
-  bt::append_control(recorded, proof_message);
-  REQUIRE(::send(first, recorded.data(), recorded.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(recorded.size()));
-  fabric::link_message answer;
-  REQUIRE(bt::read_control(io, first, answer));
-  REQUIRE(answer.kind == fabric::message_kind::key_proof);
+  const auto recorded = bt::shake_hands_with_key(io, first, key, 0x1234567);
   ::close(first);
 
   // The same bytes on a new connection: the acceptor's nonce is new, the recorded proof is not.
   const int second = bt::connect_to_loopback(bt::port_of(uri));
   fabric::link_message fresh;
   REQUIRE(bt::read_control(io, second, fresh));
-  CHECK_FALSE(std::equal(std::begin(fresh.nonce), std::end(fresh.nonce), their_nonce.begin()));
-  REQUIRE(::send(second, recorded.data(), recorded.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(recorded.size()));
+  CHECK_FALSE(std::equal(std::begin(fresh.nonce), std::end(fresh.nonce), recorded.their_nonce.begin()));
+  bt::send_all(second, recorded.sent);
   CHECK(bt::closed_by_peer(io, second));
   ::close(second);
   REQUIRE(bt::run_until(

@@ -235,10 +235,6 @@ void append_bind(std::vector<std::byte>& out, std::uint64_t their_key, std::uint
   bt::append(out, proof.data(), proof.size());
 }
 
-void send_all(int fd, const std::vector<std::byte>& bytes) {
-  REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
-}
-
 }  // namespace
 
 TEST_CASE("A tcp connecting peer that lies about moving to a second connection is cut off at no cost", "[tcp][fault]") {
@@ -272,7 +268,7 @@ TEST_CASE("A tcp connecting peer that lies about moving to a second connection i
       break;
     case move_lie::opened_early: append_bare(bytes, record_kind::second_opened); break;
   }
-  send_all(peer, bytes);
+  bt::send_all(peer, bytes);
   CHECK(bt::closed_by_peer(io, peer));
   ::close(peer);
   REQUIRE(bt::run_until(
@@ -293,37 +289,18 @@ TEST_CASE("tcp: a second connection that does not prove a keyed link's key is re
 
   // A genuine keyed handshake, by hand, on the first connection.
   constexpr std::uint64_t our_key = 0x7654321;
-  const fabric::nonce our_nonce = fabric::fresh_nonce();
   const int first = bt::connect_to_loopback(bt::port_of(uri));
-  fabric::link_message theirs;
-  REQUIRE(bt::read_control(io, first, theirs));
-  fabric::nonce their_nonce;
-  std::copy(std::begin(theirs.nonce), std::end(theirs.nonce), their_nonce.begin());
-  auto hello = bt::hello_with(our_key);
-  hello.second = fabric::hello_demands_proof;
-  std::copy(our_nonce.begin(), our_nonce.end(), hello.nonce);
-  fabric::link_message proof_message;
-  proof_message.kind = fabric::message_kind::key_proof;
-  const auto handshake_proof =
-      fabric::prove(key, fabric::handshake_role::connecting, our_nonce, their_nonce, our_key, theirs.key);
-  std::copy(handshake_proof.begin(), handshake_proof.end(), proof_message.mac);
-  std::vector<std::byte> handshake;
-  bt::append_control(handshake, hello);
-  bt::append_control(handshake, proof_message);
-  send_all(first, handshake);
-  fabric::link_message answer;
-  REQUIRE(bt::read_control(io, first, answer));
-  REQUIRE(answer.kind == fabric::message_kind::key_proof);
+  const auto handshake = bt::shake_hands_with_key(io, first, key, our_key);
 
   // What an eavesdropper could send: both keys, but the handshake's proof, or none.
   std::vector<std::byte> opened;
   append_bare(opened, record_kind::second_opened);
-  for (const auto& offered : {fabric::proof{}, handshake_proof}) {
+  for (const auto& offered : {fabric::proof{}, handshake.our_proof}) {
     const int second = bt::connect_to_loopback(bt::port_of(uri));
     std::vector<std::byte> bind;
-    append_bind(bind, theirs.key, our_key, offered);
-    send_all(second, bind);
-    send_all(first, opened);
+    append_bind(bind, handshake.theirs.key, our_key, offered);
+    bt::send_all(second, bind);
+    bt::send_all(first, opened);
     CHECK(bt::closed_by_peer(io, second));
     ::close(second);
   }
@@ -333,11 +310,11 @@ TEST_CASE("tcp: a second connection that does not prove a keyed link's key is re
   // The proof for this connection binds it: the acceptor says so on the first connection.
   const int second = bt::connect_to_loopback(bt::port_of(uri));
   std::vector<std::byte> bind;
-  append_bind(
-      bind, theirs.key, our_key,
-      fabric::prove(key, fabric::handshake_role::second_connection, our_nonce, their_nonce, our_key, theirs.key));
-  send_all(second, bind);
-  send_all(first, opened);
+  append_bind(bind, handshake.theirs.key, our_key,
+              fabric::prove(key, fabric::handshake_role::second_connection, handshake.our_nonce, handshake.their_nonce,
+                            our_key, handshake.theirs.key));
+  bt::send_all(second, bind);
+  bt::send_all(first, opened);
   record_header bound{};
   std::size_t got = 0;
   REQUIRE(bt::run_until(

@@ -3,6 +3,7 @@
 // records by hand, to lie in them or to replay them.
 
 #include "fabric/control_message.hpp"
+#include "fabric/peer_proof.hpp"
 #include "fabric/tcp/record.hpp"
 #include "support/run_until.hpp"
 
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace bellows::test {
@@ -103,6 +105,46 @@ inline bool closed_by_peer(asio::io_context& io, int fd, std::chrono::millisecon
         return n == 0 || (n < 0 && errno == ECONNRESET);
       },
       limit);
+}
+
+inline void send_all(int fd, const std::vector<std::byte>& bytes) {
+  REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()));
+}
+
+/// A genuine keyed handshake made by hand: what the acceptor said and what we sent, so that a
+/// test can replay it or prove more with the same nonces.
+struct keyed_handshake {
+  fabric::link_message theirs;
+  fabric::nonce their_nonce{};
+  fabric::nonce our_nonce{};
+  fabric::proof our_proof{};
+  std::vector<std::byte> sent;  // our hello and proof, as an eavesdropper would record them
+};
+
+/// Reads the acceptor's hello on `fd`, answers with a hello demanding proof and the proof of
+/// `key` for link key `our_key`, and requires the acceptor's proof back.
+inline keyed_handshake shake_hands_with_key(asio::io_context& io, int fd, std::string_view key, std::uint64_t our_key) {
+  keyed_handshake made;
+  made.our_nonce = fabric::fresh_nonce();
+  REQUIRE(read_control(io, fd, made.theirs));
+  REQUIRE(made.theirs.kind == fabric::message_kind::hello);
+  REQUIRE(made.theirs.second == fabric::hello_demands_proof);
+  std::copy(std::begin(made.theirs.nonce), std::end(made.theirs.nonce), made.their_nonce.begin());
+  auto hello = hello_with(our_key);
+  hello.second = fabric::hello_demands_proof;
+  std::copy(made.our_nonce.begin(), made.our_nonce.end(), hello.nonce);
+  fabric::link_message proof_message;
+  proof_message.kind = fabric::message_kind::key_proof;
+  made.our_proof = fabric::prove(key, fabric::handshake_role::connecting, made.our_nonce, made.their_nonce, our_key,
+                                 made.theirs.key);
+  std::copy(made.our_proof.begin(), made.our_proof.end(), proof_message.mac);
+  append_control(made.sent, hello);
+  append_control(made.sent, proof_message);
+  send_all(fd, made.sent);
+  fabric::link_message answer;
+  REQUIRE(read_control(io, fd, answer));
+  REQUIRE(answer.kind == fabric::message_kind::key_proof);
+  return made;
 }
 
 }  // namespace bellows::test

@@ -44,7 +44,9 @@ class accepted_links {
   }
 
  private:
+  static constexpr std::size_t minimum_sweep_size = 32;
   std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
+  std::size_t live_after_sweep_ = minimum_sweep_size;
   std::function<void()> take_;
 };
 

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <utility>
 
 namespace bellows::tcp {
 namespace {
@@ -119,11 +118,12 @@ bool link::take_buffered(std::size_t& found, std::vector<fabric::link_message>& 
       record_header h;
       std::memcpy(&h, at, sizeof h);
       if (h.kind == record_kind::bind) {
-        if (first_record_unread_ && h.length == sizeof(fabric::proof) && have < bind_record_bytes) return true;
+        // Only a connection's first record may bind it, and only with a proof after it.
         if (!first_record_unread_ || h.length != sizeof(fabric::proof)) {
           fail(make_error_code(error::protocol_violation));
           return false;
         }
+        if (have < bind_record_bytes) return true;
         fabric::proof offered;
         std::memcpy(offered.data(), at + sizeof h, offered.size());
         in_begin_ += bind_record_bytes;

@@ -22,6 +22,7 @@
 #include <bellows/error.hpp>
 
 #include <sys/socket.h>
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
@@ -29,7 +30,11 @@
 namespace bellows::tcp {
 
 void accepted_links::add(std::uint64_t key, const std::shared_ptr<link>& l) {
-  std::erase_if(links_, [](const auto& entry) { return entry.second.expired(); });
+  // Sweeping gone links only when the map has doubled keeps an accept constant-time on average.
+  if (links_.size() >= 2 * live_after_sweep_) {
+    std::erase_if(links_, [](const auto& entry) { return entry.second.expired(); });
+    live_after_sweep_ = std::max<std::size_t>(links_.size(), minimum_sweep_size);
+  }
   links_[key] = l;
 }
 
