@@ -101,6 +101,9 @@ class reactor final : public asio::execution_context::service {
   /// At most this many channels are polled on every round for their peers' sake (so that the
   /// peers skip their doorbells): the busiest few, not every channel of a server.
   static constexpr std::size_t max_polled_channels = 4;
+  /// A pass hands over at most this many rounds of completions that completed at once before it
+  /// polls again (reactor_pass.cpp).
+  static constexpr unsigned max_chained_dispatches = 64;
 
   /// False once the io_context shuts down; completions must then be posted.
   bool takes_completions() const noexcept { return !shut_down_; }

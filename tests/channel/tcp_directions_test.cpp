@@ -167,6 +167,19 @@ TEST_CASE("tcp: after a large message each side's records take a connection of t
       io, [&] { return connections_to(port) == 2; }, 5s));
   const auto both = ends_of(port, true);
   const std::uint16_t second = both[0].connection == first ? both[1].connection : both[0].connection;
+  // The connecting side moves once the accepting side has bound the second connection and its
+  // own queue on the first runs empty; until then its records still go on the first. Bytes on
+  // the second beyond the bind record mean it has moved.
+  const auto moved = [&] { return received_on(ends_of(port, false), second) > bellows::tcp::bind_record_bytes; };
+  for (unsigned round = 0; round < 100 && !moved(); ++round) {
+    one_way ping({16}, 1, round), pong({16}, 1, round + 100);
+    exchange(io, *near, *far, ping, pong);
+  }
+  REQUIRE(moved());
+  // The accepting side reads the second connection only after `moved` on the first: once it has
+  // this message, every byte the connecting side sent on the first is in.
+  one_way settle_out({16}, 1, 300), settle_back({16}, 1, 400);
+  exchange(io, *near, *far, settle_out, settle_back);
 
   // From now on the first connection carries only what the accepting side sends, the second
   // only what the connecting side sends (acknowledgements are no bytes here).
