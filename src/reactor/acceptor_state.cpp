@@ -11,6 +11,10 @@
 
 namespace bellows::detail {
 
+const asio::io_context* acceptor_state::context_kept_busy() const noexcept {
+  return reactor_gone_.load(std::memory_order_acquire) ? nullptr : &reactor_.io();
+}
+
 acceptor_state::acceptor_state(reactor& r, asio::any_io_executor executor, channel_options options)
     : reactor_(r), executor_(std::move(executor)), options_(std::move(options)) {
   reactor_.add_acceptor(this);
@@ -129,6 +133,7 @@ std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::str
 }
 
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept { return s.executor(); }
+const asio::io_context* context_kept_busy(const acceptor_state& s) noexcept { return s.context_kept_busy(); }
 std::uint64_t next_operation_id(acceptor_state& s) noexcept { return s.next_id(); }
 void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor,
                   channel_completion done) {

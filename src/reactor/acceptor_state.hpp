@@ -29,6 +29,7 @@ class acceptor_state : public std::enable_shared_from_this<acceptor_state> {
   std::error_code listen(fabric::connector& via, std::string_view address);
 
   const asio::any_io_executor& executor() const noexcept { return executor_; }
+  const asio::io_context* context_kept_busy() const noexcept;
   /// Called by the one thread that uses the acceptor at a time (the threading rule), unlocked.
   std::uint64_t next_id() noexcept { return ++last_op_id_; }
   /// The accepted channel's handlers run on `channel_executor` unless they name their own.

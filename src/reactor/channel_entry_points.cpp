@@ -17,6 +17,7 @@ message_view access::make_view(std::shared_ptr<channel_state> owner, frame_ref f
 message_view access::make_view(std::vector<std::byte> assembled) noexcept { return message_view(std::move(assembled)); }
 
 asio::any_io_executor executor_of(const channel_state& s) noexcept { return s.executor(); }
+const asio::io_context* context_kept_busy(const channel_state& s) noexcept { return s.context_kept_busy(); }
 std::uint64_t next_operation_id(channel_state& s) noexcept { return s.next_id(); }
 void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done) {
   auto held = s.hold();

@@ -12,6 +12,10 @@
 
 namespace bellows::detail {
 
+const asio::io_context* channel_state::context_kept_busy() const noexcept {
+  return reactor_gone_.load(std::memory_order_acquire) ? nullptr : &reactor_.io();
+}
+
 proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, asio::any_io_executor executor,
                                                                    std::shared_ptr<fabric::link> link,
                                                                    const fabric::channel_setup& setup,

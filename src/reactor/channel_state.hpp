@@ -67,6 +67,7 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
 
   // Application side (see channel.hpp); the caller holds the lock.
   const asio::any_io_executor& executor() const noexcept { return executor_; }
+  const asio::io_context* context_kept_busy() const noexcept;
   /// For an acceptor handing out a channel nobody has used yet: the accept names its executor.
   void move_to(asio::any_io_executor executor) { executor_ = std::move(executor); }
   /// Called by the one thread that uses the channel at a time (the threading rule), unlocked.

@@ -62,6 +62,7 @@ struct access {
 };
 
 BELLOWS_EXPORT asio::any_io_executor executor_of(const channel_state& s) noexcept;
+BELLOWS_EXPORT const asio::io_context* context_kept_busy(const channel_state& s) noexcept;
 BELLOWS_EXPORT std::uint64_t next_operation_id(channel_state& s) noexcept;
 BELLOWS_EXPORT void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done);
 BELLOWS_EXPORT void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done);
@@ -78,6 +79,7 @@ BELLOWS_EXPORT endpoint remote_endpoint_of(const channel_state& s);
 BELLOWS_EXPORT void release_frame(channel_state& s, frame_ref frame) noexcept;
 
 BELLOWS_EXPORT asio::any_io_executor executor_of(const acceptor_state& s) noexcept;
+BELLOWS_EXPORT const asio::io_context* context_kept_busy(const acceptor_state& s) noexcept;
 BELLOWS_EXPORT std::uint64_t next_operation_id(acceptor_state& s) noexcept;
 BELLOWS_EXPORT void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor,
                                  channel_completion done);
@@ -124,8 +126,8 @@ auto initiate(Token&& token, std::shared_ptr<State> state, const asio::any_io_ex
         if (!s) return closed_outcome<Signature>::post(std::move(handler), object_ex);
         const auto id = next_operation_id(*s);
         on_cancellation(handler, s, id);
-        auto ex = executor_of(*s);
-        begin(*s, id, std::move(values)..., completion_for_t<Signature>(std::move(handler), ex));
+        begin(*s, id, std::move(values)...,
+              completion_for_t<Signature>(std::move(handler), object_ex, context_kept_busy(*s)));
       },
       token, std::move(state), object_executor, start, std::forward<Args>(args)...);
 }

@@ -63,9 +63,13 @@ class completion {
  public:
   completion() noexcept = default;
 
+  /// `kept_busy`: an io_context that something else keeps from running out of work until this
+  /// completion has been handed over (the reactor does, while it counts the operation). A
+  /// handler whose executor is that io_context's own then costs no outstanding-work count.
   template <class Handler, class IoExecutor>
-  completion(Handler&& handler, const IoExecutor& io_executor)
-      : impl_(std::make_unique<impl<std::decay_t<Handler>, IoExecutor>>(std::forward<Handler>(handler), io_executor)) {}
+  completion(Handler&& handler, const IoExecutor& io_executor, const asio::io_context* kept_busy = nullptr)
+      : impl_(std::make_unique<impl<std::decay_t<Handler>, IoExecutor>>(std::forward<Handler>(handler), io_executor,
+                                                                        kept_busy)) {}
 
   explicit operator bool() const noexcept { return impl_ != nullptr; }
 
@@ -97,9 +101,18 @@ class completion {
     static void* operator new(std::size_t bytes) { return operation_memory::allocate(bytes); }
     static void operator delete(void* block, std::size_t bytes) noexcept { operation_memory::deallocate(block, bytes); }
 
-    impl(Handler h, const IoExecutor& io)
-        : handler(std::move(h)),
-          work(asio::prefer(asio::get_associated_executor(handler, io), asio::execution::outstanding_work.tracked)) {}
+    impl(Handler h, const IoExecutor& io, const asio::io_context* kept_busy)
+        : handler(std::move(h)), work(keep_busy(asio::get_associated_executor(handler, io), kept_busy)) {}
+
+    static tracked_executor keep_busy(const handler_executor& ex, const asio::io_context* kept_busy) {
+      if constexpr (std::is_same_v<handler_executor, asio::any_io_executor>) {
+        if (kept_busy != nullptr) {
+          if (const auto* io = executor_target<asio::io_context::executor_type>(ex); io && &io->context() == kept_busy)
+            return ex;
+        }
+      }
+      return asio::prefer(ex, asio::execution::outstanding_work.tracked);
+    }
 
     void post_and_destroy(Args&&... args) override {
       bound.emplace(std::move(args)...);
