@@ -34,7 +34,9 @@ constexpr const char* usage =
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
           streaming through try_send), enlarge (first message on a fresh channel: with the
           handshake, fragmented, already enlarged), scale (idle channels beside active
-          ones), herd (COUNTS fresh channels enlarge at the same moment); default lat,bw
+          ones), herd (COUNTS fresh channels enlarge at the same moment), local (streaming
+          with both ends in this process on one thread: the software cost per message, sender
+          plus receiver; shm only, default sizes 8,512,4K); default lat,bw
   SIZES   comma-separated bytes, with K or M suffixes (powers of 1024): 8,64K,1M
   COUNTS  scale: idle channel counts, one round each: 0,1000,10000; herd: channels per round
   BYTES   the peer's registered-memory budget (herd: a short one forces denials)
@@ -90,7 +92,7 @@ command_line parse(int argc, char** argv) {
     const std::string value = argv[++i];
     if (flag == "-t") {
       s.modes = perf::parse_list<std::string>(value, [](const std::string& m) {
-        for (const char* known : {"lat", "bw", "rate", "enlarge", "scale", "herd"})
+        for (const char* known : {"lat", "bw", "rate", "enlarge", "scale", "herd", "local"})
           if (m == known) return m;
         throw std::invalid_argument("unknown mode " + m);
       });

@@ -362,6 +362,8 @@ asio::awaitable<void> measure(std::string uri, settings s) {
       co_await scale(uri, s, out);
     } else if (mode == "herd") {
       co_await herd(uri, s, out);
+    } else if (mode == "local") {
+      co_await local(s, out);
     } else {
       throw std::invalid_argument("unknown mode " + mode);
     }

@@ -52,6 +52,11 @@ asio::awaitable<process_report> peer_report(const std::string& uri, const settin
 /// the same moment; wall time, peak memory and registered bytes on both sides.
 asio::awaitable<void> herd(const std::string& uri, const settings& s, reporter& out);
 
+/// local: both ends of an shm channel in this process, on the measuring thread, streaming:
+/// the software cost per message of sender and receiver together, with no cache line
+/// crossing cores and none of the two-process run's noise (ignores the peer and --uri).
+asio::awaitable<void> local(const settings& s, reporter& out);
+
 /// The tier table the client asks for (the connecting side's table governs the channel).
 bellows::channel_options channel_options_for(const settings& s);
 
