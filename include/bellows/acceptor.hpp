@@ -87,7 +87,7 @@ class acceptor {
   template <
       detail::token_not_executor<accept_signature> CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(CompletionToken&& token = {}) {
-    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                               &detail::start_accept, executor_);
   }
 
@@ -98,7 +98,7 @@ class acceptor {
   template <detail::executor Executor, ASIO_COMPLETION_TOKEN_FOR(accept_signature)
                                            CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_accept(const Executor& channel_executor, CompletionToken&& token = {}) {
-    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<accept_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                               &detail::start_accept, executor_type(channel_executor));
   }
 

@@ -17,8 +17,10 @@
 // std::error_code. A handler never runs inside the initiating function: an operation that
 // completes at once has its handler posted; one that the reactor completes is dispatched to
 // the handler's associated executor once the reactor's poll is over, outside any bellows code.
-// Buffers passed to an operation must stay valid until it completes. The channel may be
-// destroyed while operations are pending: they complete with error::channel_closed. An
+// Buffers passed to an operation must stay valid until it completes. A token that defers the
+// start (experimental::deferred) reads the channel when the operation starts: the channel may
+// be moved meanwhile, not destroyed, as an Asio socket must outlive such an operation. The
+// channel may be destroyed while operations are pending: they complete with error::channel_closed. An
 // operation started on a closed (aborted) or moved-from channel completes with
 // error::channel_closed as well, its handler posted, never thrown from the initiating call.
 
@@ -117,7 +119,7 @@ class channel {
   template <class ConstBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send(const ConstBufferSequence& buffers, CompletionToken&& token = {}) {
-    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                             &detail::start_send, detail::gather_of(buffers));
   }
 
@@ -145,7 +147,7 @@ class channel {
   /// with that error, which every pending operation then reports.
   template <ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_send_file(int file_descriptor, std::uint64_t offset, std::uint64_t length, CompletionToken&& token = {}) {
-    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                             &detail::start_send,
                                             detail::gather_of_file(file_descriptor, offset, length));
   }
@@ -170,7 +172,7 @@ class channel {
   template <class MutableBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive(const MutableBufferSequence& buffers, CompletionToken&& token = {}) {
-    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<size_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                             &detail::start_receive, detail::scatter_of(buffers));
   }
 
@@ -179,7 +181,7 @@ class channel {
   /// cancellation as for async_receive, without message_size: a view takes any size.
   template <ASIO_COMPLETION_TOKEN_FOR(view_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive_view(CompletionToken&& token = {}) {
-    return detail::initiate<view_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<view_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                             &detail::start_receive_view);
   }
 
@@ -193,7 +195,7 @@ class channel {
   template <ASIO_COMPLETION_TOKEN_FOR(close_signature)
                 CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_close(CompletionToken&& token = {}) {
-    return detail::initiate<close_signature>(std::forward<CompletionToken>(token), state_, executor_,
+    return detail::initiate<close_signature>(std::forward<CompletionToken>(token), state_.get(), executor_,
                                              &detail::start_close);
   }
 

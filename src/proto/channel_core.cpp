@@ -27,7 +27,7 @@ std::optional<clock_time> channel_core::next_deadline() const noexcept {
 
 // ---- the application's requests ----
 
-void channel_core::send(std::uint64_t id, detail::gather message, clock_time now) {
+void channel_core::send(std::uint64_t id, detail::gather&& message, clock_time now) {
   if (!is_open()) return complete(send_done{id, closed_reason(), 0, nullptr});
   if (message.length > options_.max_message_size) {
     // The peer would have to break the channel over it; refusing it here loses nothing else.
@@ -67,7 +67,7 @@ outcome<try_result> channel_core::try_send(const detail::gather& message, clock_
   return result;
 }
 
-void channel_core::receive(std::uint64_t id, detail::scatter into) {
+void channel_core::receive(std::uint64_t id, detail::scatter&& into) {
   receives_.push_back(pending_receive{id, std::move(into), false, 0, {}, false});
   deliver();
   end_of_input();

@@ -44,12 +44,12 @@ class channel_core {
 
   // ---- the application's requests; every id gets exactly one *_done action ----
   /// Sends `message` whole; the ranges' memory stays the caller's and must outlive the send.
-  void send(std::uint64_t id, detail::gather message, clock_time now);
+  void send(std::uint64_t id, detail::gather&& message, clock_time now);
   /// Completes send `id` with `ec` at once; nothing is written.
   void refuse_send(std::uint64_t id, std::error_code ec);
   /// Writes the message now or not at all (see sender::try_send); counts it when written.
   outcome<try_result> try_send(const detail::gather& message, clock_time now);
-  void receive(std::uint64_t id, detail::scatter into);
+  void receive(std::uint64_t id, detail::scatter&& into);
   void receive_view(std::uint64_t id);
   /// Graceful close of the sending direction; done once the peer consumed everything.
   void close(std::uint64_t id, clock_time now);

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <iterator>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -31,7 +32,9 @@ class fifo {
   }
   T& emplace_back(T value) { return push_back(std::move(value)); }
   void pop_front() noexcept {
-    slots_[head_] = T{};
+    // Destroyed and made afresh rather than assigned an empty one: half the stores.
+    std::destroy_at(&slots_[head_]);
+    std::construct_at(&slots_[head_]);
     head_ = (head_ + 1) & (slots_.size() - 1);
     --size_;
   }

@@ -135,6 +135,7 @@ std::shared_ptr<acceptor_state> listen(const asio::any_io_executor& ex, std::str
 asio::any_io_executor executor_of(const acceptor_state& s) noexcept { return s.executor(); }
 const asio::io_context* context_kept_busy(const acceptor_state& s) noexcept { return s.context_kept_busy(); }
 std::uint64_t next_operation_id(acceptor_state& s) noexcept { return s.next_id(); }
+std::weak_ptr<acceptor_state> weak_of(acceptor_state& s) noexcept { return s.weak_from_this(); }
 void start_accept(acceptor_state& s, std::uint64_t id, asio::any_io_executor channel_executor,
                   channel_completion done) {
   auto held = s.hold();

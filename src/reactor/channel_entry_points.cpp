@@ -19,11 +19,12 @@ message_view access::make_view(std::vector<std::byte> assembled) noexcept { retu
 asio::any_io_executor executor_of(const channel_state& s) noexcept { return s.executor(); }
 const asio::io_context* context_kept_busy(const channel_state& s) noexcept { return s.context_kept_busy(); }
 std::uint64_t next_operation_id(channel_state& s) noexcept { return s.next_id(); }
-void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done) {
+std::weak_ptr<channel_state> weak_of(channel_state& s) noexcept { return s.weak_from_this(); }
+void start_send(channel_state& s, std::uint64_t id, gather&& message, size_completion done) {
   auto held = s.hold();
   s.start_send(id, std::move(message), std::move(done));
 }
-void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done) {
+void start_receive(channel_state& s, std::uint64_t id, scatter&& into, size_completion done) {
   auto held = s.hold();
   s.start_receive(id, std::move(into), std::move(done));
 }

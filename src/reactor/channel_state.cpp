@@ -91,6 +91,7 @@ namespace {
 
 /// The core's errors in Asio's terms: a cancelled operation ends with operation_aborted.
 std::error_code for_asio(std::error_code ec) {
+  if (!ec) return ec;  // most often, and cheaper than building the error to compare with
   return ec == proto::cancelled() ? std::error_code(asio::error::operation_aborted) : ec;
 }
 
@@ -108,7 +109,7 @@ void channel_state::complete(completion<Args...>& done, std::type_identity_t<Arg
 
 // ---- requests ----
 
-void channel_state::start_send(std::uint64_t id, gather message, size_completion done) {
+void channel_state::start_send(std::uint64_t id, gather&& message, size_completion done) {
   reactor_.op_started();
   sized_.add(id, std::move(done));
   const fabric::file_piece file{message.file.descriptor, message.file.offset, message.length};
@@ -137,7 +138,7 @@ send_status channel_state::try_send(const gather& message, std::error_code& ec) 
   return send_status::no_credits;
 }
 
-void channel_state::start_receive(std::uint64_t id, scatter into, size_completion done) {
+void channel_state::start_receive(std::uint64_t id, scatter&& into, size_completion done) {
   reactor_.op_started();
   sized_.add(id, std::move(done));
   core_.receive(id, std::move(into));

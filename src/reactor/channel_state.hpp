@@ -72,8 +72,8 @@ class channel_state final : public fabric::channel_endpoint, public std::enable_
   void move_to(asio::any_io_executor executor) { executor_ = std::move(executor); }
   /// Called by the one thread that uses the channel at a time (the threading rule), unlocked.
   std::uint64_t next_id() noexcept { return ++last_op_id_; }
-  void start_send(std::uint64_t id, gather message, size_completion done);
-  void start_receive(std::uint64_t id, scatter into, size_completion done);
+  void start_send(std::uint64_t id, gather&& message, size_completion done);
+  void start_receive(std::uint64_t id, scatter&& into, size_completion done);
   void start_receive_view(std::uint64_t id, view_completion done);
   void start_close(std::uint64_t id, close_completion done);
   void cancel(std::uint64_t id);

@@ -54,6 +54,13 @@ outstanding=$(timeout 60 "$perf" -t bw -s 8,1M -n 200 -w 10 --outstanding 4 --js
 own=$(timeout 60 "$perf" -t bw -s 1M -n 200 -w 10 --outstanding 4 --buffer-per-receive --json)
 [[ $(grep -c '"outstanding":4' <<<"$own") -eq 1 ]] || fail "bw --buffer-per-receive did not run: $own"
 
+# local: both ends in this process; each size streams and reports its time per message.
+local=$(timeout 60 "$perf" -t local -s 8,4K -n 500 -w 10 --json)
+[[ $(grep -c '"mode":"local","provider":"shm"' <<<"$local") -eq 2 ]] || fail "local did not run both sizes: $local"
+for value in $(grep -o '"avg_us":[^,}]*' <<<"$local" | cut -d: -f2); do
+  [[ $value =~ ^$number$ ]] || fail "local: a figure is missing: $local"
+done
+
 # The table: a header, then one row per size.
 table=$(timeout 60 "$perf" -t lat -s 8,64 -n 100)
 echo "$table"

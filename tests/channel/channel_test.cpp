@@ -248,13 +248,16 @@ TEST_CASE("Every completion token kind works, a receive is cancelled by ||, clos
   CHECK(!sent_ec);
   CHECK(sent == hello.size());
 
-  // deferred, launched later with a callback; then use_future for the reply.
+  // deferred, launched later with a callback, after the channel moved to another object (an
+  // operation reads the channel when it starts); then use_future for the reply.
   std::vector<std::byte> reply(1000);
   auto deferred_receive = ch.async_receive(asio::buffer(reply), asio::experimental::deferred);
+  bellows::channel moved = std::move(ch);
   std::size_t received = 0;
   std::move(deferred_receive)([&](std::error_code ec, std::size_t n) { received = ec ? 0 : n; });
   io.restart();
   io.run_for(5s);
+  ch = std::move(moved);
   CHECK(received == hello.size());
   CHECK(std::equal(hello.begin(), hello.end(), reply.begin()));
 

@@ -78,7 +78,7 @@ TEST_CASE("core: an offer the receive cannot take is declined and the message co
   if (how == "a view") {
     c.cores[1]->receive_view(9);
   } else {
-    c.cores[1]->receive(9, into);
+    c.cores[1]->receive(9, std::move(into));
   }
   c.cores[0]->send(7, pair_of_cores::ranges(message), clock_time{});
   c.run(0);

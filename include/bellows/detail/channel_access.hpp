@@ -64,8 +64,8 @@ struct access {
 BELLOWS_EXPORT asio::any_io_executor executor_of(const channel_state& s) noexcept;
 BELLOWS_EXPORT const asio::io_context* context_kept_busy(const channel_state& s) noexcept;
 BELLOWS_EXPORT std::uint64_t next_operation_id(channel_state& s) noexcept;
-BELLOWS_EXPORT void start_send(channel_state& s, std::uint64_t id, gather message, size_completion done);
-BELLOWS_EXPORT void start_receive(channel_state& s, std::uint64_t id, scatter into, size_completion done);
+BELLOWS_EXPORT void start_send(channel_state& s, std::uint64_t id, gather&& message, size_completion done);
+BELLOWS_EXPORT void start_receive(channel_state& s, std::uint64_t id, scatter&& into, size_completion done);
 BELLOWS_EXPORT void start_receive_view(channel_state& s, std::uint64_t id, view_completion done);
 BELLOWS_EXPORT void start_close(channel_state& s, std::uint64_t id, close_completion done);
 /// Cancels a pending operation if it can still be undone (a send that wrote nothing).
@@ -86,13 +86,18 @@ BELLOWS_EXPORT void start_accept(acceptor_state& s, std::uint64_t id, asio::any_
 BELLOWS_EXPORT void cancel(acceptor_state& s, std::uint64_t id) noexcept;
 BELLOWS_EXPORT void close(acceptor_state& s) noexcept;
 
+/// The state as the cancellation hook holds it: weakly, since a cancellation may come after
+/// the channel or acceptor is gone.
+BELLOWS_EXPORT std::weak_ptr<channel_state> weak_of(channel_state& s) noexcept;
+BELLOWS_EXPORT std::weak_ptr<acceptor_state> weak_of(acceptor_state& s) noexcept;
+
 /// Installs `cancel(state, id)` on the handler's cancellation slot, if it has one: any type of
 /// cancellation (terminal, partial or total) then reaches the operation.
 template <class Handler, class State>
-void on_cancellation(Handler& handler, const std::shared_ptr<State>& state, std::uint64_t id) {
+void on_cancellation(Handler& handler, State& state, std::uint64_t id) {
   auto slot = asio::get_associated_cancellation_slot(handler);
   if (!slot.is_connected()) return;
-  slot.assign([weak = std::weak_ptr<State>(state), id](asio::cancellation_type) {
+  slot.assign([weak = weak_of(state), id](asio::cancellation_type) {
     if (auto s = weak.lock()) cancel(*s, id);
   });
 }
@@ -118,18 +123,20 @@ struct closed_outcome<void(std::error_code, Values...)> {
 /// its cancellation hook, then `start(state, id, args..., completion)` runs on the object's state.
 /// The completion dispatches to the handler's associated executor, never inside this call. A
 /// null state (closed or moved-from object) completes with error::channel_closed instead.
+/// The state goes by plain pointer: the object that owns it outlives this call, and a
+/// shared_ptr would cost two atomic updates per operation (Asio's awaitable copies the
+/// initiation's arguments into its frame).
 template <class Signature, class Token, class State, class Start, class... Args>
-auto initiate(Token&& token, std::shared_ptr<State> state, const asio::any_io_executor& object_executor, Start start,
-              Args&&... args) {
+auto initiate(Token&& token, State* state, const asio::any_io_executor& object_executor, Start start, Args&&... args) {
   return asio::async_initiate<Token, Signature>(
-      [](auto handler, std::shared_ptr<State> s, const asio::any_io_executor& object_ex, Start begin, auto... values) {
+      [](auto handler, State* s, const asio::any_io_executor& object_ex, Start begin, auto... values) {
         if (!s) return closed_outcome<Signature>::post(std::move(handler), object_ex);
         const auto id = next_operation_id(*s);
-        on_cancellation(handler, s, id);
+        on_cancellation(handler, *s, id);
         begin(*s, id, std::move(values)...,
               completion_for_t<Signature>(std::move(handler), object_ex, context_kept_busy(*s)));
       },
-      token, std::move(state), object_executor, start, std::forward<Args>(args)...);
+      token, state, object_executor, start, std::forward<Args>(args)...);
 }
 
 }  // namespace bellows::detail

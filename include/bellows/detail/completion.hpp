@@ -39,8 +39,10 @@ bool runs_here(const Executor& ex) noexcept {
   if constexpr (std::is_same_v<Executor, plain> || std::is_same_v<Executor, tracked>) {
     return ex.running_in_this_thread();
   } else if constexpr (std::is_same_v<Executor, asio::any_io_executor>) {
-    if (const auto* io = executor_target<tracked>(ex)) return io->running_in_this_thread();
+    // The plain one first: it is what the handler keeps when the reactor counts its work, and
+    // a type that does not match costs a comparison of the types' names.
     if (const auto* io = executor_target<plain>(ex)) return io->running_in_this_thread();
+    if (const auto* io = executor_target<tracked>(ex)) return io->running_in_this_thread();
     return false;
   } else {
     return false;
@@ -104,7 +106,7 @@ class completion {
     impl(Handler h, const IoExecutor& io, const asio::io_context* kept_busy)
         : handler(std::move(h)), work(keep_busy(asio::get_associated_executor(handler, io), kept_busy)) {}
 
-    static tracked_executor keep_busy(const handler_executor& ex, const asio::io_context* kept_busy) {
+    static tracked_executor keep_busy(handler_executor ex, const asio::io_context* kept_busy) {
       if constexpr (std::is_same_v<handler_executor, asio::any_io_executor>) {
         if (kept_busy != nullptr) {
           if (const auto* io = executor_target<asio::io_context::executor_type>(ex); io && &io->context() == kept_busy)
@@ -125,10 +127,16 @@ class completion {
     }
 
     void dispatch() override {
-      hand_over([](auto& ex, auto&& fn) {
-        if (runs_here(ex)) return fn();
-        asio::dispatch(ex, std::move(fn));
-      });
+      if (runs_here(work)) {
+        // What asio::dispatch would do, without moving the executor out first.
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        auto h = std::move(handler);
+        auto args = std::move(*bound);
+        delete this;
+        if (slot.is_connected()) slot.clear();
+        return std::apply(std::move(h), std::move(args));
+      }
+      hand_over([](auto& ex, auto&& fn) { asio::dispatch(ex, std::move(fn)); });
     }
 
     void post() override {
