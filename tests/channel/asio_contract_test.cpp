@@ -58,6 +58,17 @@ void every_operation_fails_closed(asio::io_context& io, bellows::channel& ch) {
   CHECK(*closed.ec == bellows::error::channel_closed);
 }
 
+/// True when a one-byte message sent on `from` arrives on `to` within ten seconds.
+bool passes_a_byte(asio::io_context& io, bellows::channel& from, bellows::channel& to) {
+  std::byte hello[1] = {std::byte{7}}, got[1] = {};
+  outcome sent, received;
+  from.async_send(asio::buffer(hello), sent.record());
+  to.async_receive(asio::buffer(got), received.record());
+  return bt::run_until(
+             io, [&] { return sent.ec && received.ec; }, 10s) &&
+         !*sent.ec && !*received.ec && got[0] == std::byte{7};
+}
+
 /// ARGS: unresponsive-listener URI. Listens, then never runs its io_context: a peer that hangs
 /// before accepting. Over rdma the connection manager would otherwise accept on its behalf.
 int run_unresponsive_listener(const std::vector<std::string>& args) {
@@ -220,13 +231,26 @@ TEST_CASE("A connect withdrawn before the peer accepted leaves nothing behind: t
   std::optional<bellows::channel> near, far;
   REQUIRE(bt::connect_and_accept(io, acc, uri, near, far));
   // The accepted channel is the patient peer's: a message goes through it.
-  std::byte hello[1] = {std::byte{7}}, got[1] = {};
-  outcome sent, received;
-  near->async_send(asio::buffer(hello), sent.record());
-  far->async_receive(asio::buffer(got), received.record());
-  REQUIRE(bt::run_until(
-      io, [&] { return sent.ec && received.ec; }, 10s));
-  CHECK(!*sent.ec);
-  CHECK(!*received.ec);
-  CHECK(got[0] == std::byte{7});
+  CHECK(passes_a_byte(io, *near, *far));
+}
+
+TEST_CASE("An acceptor reopened under a closed one's name takes new peers, even over a link that outlived it",
+          "[channel][asio]") {
+  // Connectors reuse the link already open to a name. The first pair's channels keep that link
+  // alive after its acceptor closed, so the second connect goes over it, and the peer's end must
+  // hand the open to the acceptor listening now.
+  const auto p = GENERATE(bt::provider::shm, bt::provider::tcp);
+  const auto uri = bt::uri_for(p, bt::unique_name("reopened"));
+  CAPTURE(uri);
+  asio::io_context io;
+  std::optional<bellows::channel> first_near, first_far;
+  {
+    bellows::acceptor first(io.get_executor(), uri, bt::options_for(uri));
+    REQUIRE(bt::connect_and_accept(io, first, uri, first_near, first_far));
+  }
+  bellows::acceptor second(io.get_executor(), uri, bt::options_for(uri));
+  std::optional<bellows::channel> near, far;
+  REQUIRE(bt::connect_and_accept(io, second, uri, near, far));
+  CHECK(passes_a_byte(io, *near, *far));
+  CHECK(passes_a_byte(io, *first_near, *first_far));  // the old acceptor's channels live on
 }

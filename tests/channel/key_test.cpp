@@ -174,3 +174,42 @@ TEST_CASE("A pre-shared key over shm is left to the uid check", "[key]") {
       io, [&] { return connect && accept; }, 5s));
   CHECK_FALSE(*connect);
 }
+
+TEST_CASE("tcp: an acceptor reopened with another key takes no channel over a link proven with the old one",
+          "[tcp][key][fault]") {
+  // The connecting side reuses its link to the address, proven with the old key, while the
+  // first pair's channel keeps it open. The new acceptor demands another key, so that link's
+  // opens must not reach it; a connect with the new key gets a link of its own.
+  if (!bt::chosen(bt::provider::tcp)) return bt::skip_case("tcp is not among BELLOWS_TEST_PROVIDERS");
+  const auto uri = bt::uri_for(bt::provider::tcp, bt::unique_name("key-reopened"));
+  asio::io_context server_io, client_io;
+  std::optional<bellows::channel> first_accepted, first_connected;
+  {
+    bellows::acceptor first(server_io.get_executor(), uri, keyed("old secret"));
+    first.async_accept([&](std::error_code ec, bellows::channel ch) {
+      if (!ec) first_accepted = std::move(ch);
+    });
+    bellows::async_connect(client_io.get_executor(), uri, keyed("old secret"),
+                           [&](std::error_code ec, bellows::channel ch) {
+                             if (!ec) first_connected = std::move(ch);
+                           });
+    REQUIRE(run_both(server_io, client_io, [&] { return first_accepted && first_connected; }));
+  }
+
+  bellows::acceptor second(server_io.get_executor(), uri, keyed("new secret"));
+  bool accepted = false;
+  second.async_accept([&](std::error_code ec, bellows::channel) { accepted = !ec; });
+  std::optional<std::error_code> old_key;
+  bellows::async_connect(client_io.get_executor(), uri, keyed("old secret"),
+                         [&](std::error_code ec, bellows::channel) { old_key = ec; });
+  REQUIRE(run_both(server_io, client_io, [&] { return old_key.has_value(); }));
+  INFO("the old key's connect ended with " << old_key->message());
+  CHECK(*old_key == std::errc::connection_refused);
+  CHECK_FALSE(accepted);
+
+  std::optional<std::error_code> new_key;
+  bellows::async_connect(client_io.get_executor(), uri, keyed("new secret"),
+                         [&](std::error_code ec, bellows::channel) { new_key = ec; });
+  REQUIRE(run_both(server_io, client_io, [&] { return new_key.has_value() && accepted; }));
+  CHECK_FALSE(*new_key);
+}

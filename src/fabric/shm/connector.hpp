@@ -1,7 +1,9 @@
 #pragma once
 // shm://NAME: channels to a process on this host that listens on NAME. All channels between two
 // reactors share one link (one socket, one arena per side), so descriptors grow with peers, not
-// with channels: opening reuses the link already open to NAME.
+// with channels: opening reuses the link already open to NAME. So a peer's link can outlive the
+// acceptor that took it; an acceptor listening under NAME again takes the opens that arrive on
+// such links too, as it takes those of peers that connect afresh.
 
 #include "fabric/connector.hpp"
 #include "fabric/shm/link.hpp"
@@ -9,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace bellows::shm {
 
@@ -28,8 +31,16 @@ class connector final : public fabric::connector {
  private:
   link_options link_options_for() const;
 
+  /// The links accepted under one name, which a later acceptor of that name serves as well.
+  struct accepted_links {
+    std::vector<std::weak_ptr<link>> links;
+    void add(const std::shared_ptr<link>& l);
+    void sweep();
+  };
+
   fabric::host host_;
   std::map<std::string, std::weak_ptr<link>> client_links_;
+  std::map<std::string, std::shared_ptr<accepted_links>> accepted_;
 };
 
 }  // namespace bellows::shm

@@ -70,7 +70,17 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
   if (!listening) return listening.failure();
   // An accepted socket has its listener's family.
   const auto protocol = at->ss_family == AF_INET6 ? asio::ip::tcp::v6() : asio::ip::tcp::v4();
-  auto siblings = std::make_shared<accepted_links>();
+  // The links accepted here before, by the address bound (port 0 binds a new port each time)
+  // and the key: a link proven with another key never carries channels to this listener.
+  sockaddr_storage bound{};
+  socklen_t bound_length = sizeof bound;
+  ::getsockname(*listening, reinterpret_cast<sockaddr*>(&bound), &bound_length);
+  const auto bound_at = endpoint_of(bound);
+  std::erase_if(accepted_, [](auto& entry) { return entry.second.use_count() == 1 && entry.second->empty(); });
+  auto& siblings = accepted_[bound_at.address().to_string() + ':' + std::to_string(bound_at.port()) + '\n' +
+                             std::string(pre_shared_key)];
+  if (!siblings) siblings = std::make_shared<accepted_links>();
+  siblings->serve_accepts(on_accept);
   auto adopt = [host = host_, key = std::string(pre_shared_key), protocol, on_accept = std::move(on_accept),
                 siblings](int fd) {
     asio::error_code ec;

@@ -28,6 +28,10 @@ class connector final : public fabric::connector {
 
   fabric::host host_;
   std::map<std::string, std::weak_ptr<link>, std::less<>> client_links_;
+  /// The links accepted at each bound address and key, kept from one listener to the next: a
+  /// peer's link can outlive the listener that accepted it (the connecting side reuses it), and
+  /// the next listener there takes its opens and its second connection.
+  std::map<std::string, std::shared_ptr<accepted_links>> accepted_;
 };
 
 }  // namespace bellows::tcp

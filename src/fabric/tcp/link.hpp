@@ -37,6 +37,11 @@ class accepted_links {
  public:
   void add(std::uint64_t key, const std::shared_ptr<link>& l);
   std::shared_ptr<link> find(std::uint64_t key) const;
+  /// Channels the peers of these links open go to `on_accept` from now on: a listener that
+  /// reopens the address takes over the links its predecessor accepted.
+  void serve_accepts(const fabric::accept_hook& on_accept);
+  /// No link is left alive.
+  bool empty();
   /// How to take the connections waiting on the listener, whether or not anyone wants peers.
   void set_taker(std::function<void()> take) { take_ = std::move(take); }
   void take_waiting() const {
