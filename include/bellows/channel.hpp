@@ -20,9 +20,10 @@
 // Buffers passed to an operation must stay valid until it completes. A token that defers the
 // start (experimental::deferred) reads the channel when the operation starts: the channel may
 // be moved meanwhile, not destroyed, as an Asio socket must outlive such an operation. The
-// channel may be destroyed while operations are pending: they complete with error::channel_closed. An
-// operation started on a closed (aborted) or moved-from channel completes with
-// error::channel_closed as well, its handler posted, never thrown from the initiating call.
+// channel may be destroyed while operations are pending: they complete with
+// error::channel_closed. An operation started on a closed (aborted) or moved-from channel
+// completes with error::channel_closed as well, its handler posted, never thrown from the
+// initiating call.
 
 #include <bellows/detail/channel_access.hpp>
 #include <bellows/endpoint.hpp>

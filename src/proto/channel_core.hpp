@@ -45,11 +45,19 @@ class channel_core {
   // ---- the application's requests; every id gets exactly one *_done action ----
   /// Sends `message` whole; the ranges' memory stays the caller's and must outlive the send.
   void send(std::uint64_t id, detail::gather&& message, clock_time now);
+  /// Writes `message` into the peer's ring now, where one frame holds it and nothing queued or
+  /// awaited comes first: true, and the send is done with no id and no send_done (the driver
+  /// completes it once it carried out the writes). False: nothing written; send() it.
+  bool send_at_once(const detail::gather& message, clock_time now);
   /// Completes send `id` with `ec` at once; nothing is written.
   void refuse_send(std::uint64_t id, std::error_code ec);
   /// Writes the message now or not at all (see sender::try_send); counts it when written.
   outcome<try_result> try_send(const detail::gather& message, clock_time now);
   void receive(std::uint64_t id, detail::scatter&& into);
+  /// Copies the next message into `into` now, where it arrived whole in one frame that `into`
+  /// holds and no receive waits before this one: its length, and the receive is done with no id
+  /// and no receive_done. Empty: nothing taken; receive() it.
+  std::optional<std::uint64_t> receive_at_once(const detail::scatter& into);
   void receive_view(std::uint64_t id);
   /// Graceful close of the sending direction; done once the peer consumed everything.
   void close(std::uint64_t id, clock_time now);

@@ -48,6 +48,19 @@ void channel_core::deliver() {
   end_receives();
 }
 
+std::optional<std::uint64_t> channel_core::receive_at_once(const detail::scatter& into) {
+  if (!receives_.empty() || ready_.empty() || delivery_paused_ || discarding_ || parked_offer_ || lent_) return {};
+  const inbound_frame& f = ready_.front();
+  if (f.kind != frame_kind::data || f.payload.size() > into.length) return {};
+  const std::uint64_t length = f.payload.size();
+  copy_into(into, 0, f.payload);
+  ++counters_.messages_received;
+  counters_.bytes_received += length;
+  release_front();
+  end_of_input();
+  return length;
+}
+
 void channel_core::release_front() {
   const frame_token token = ready_.front().token;
   ready_.pop_front();

@@ -41,14 +41,8 @@ outcome<try_result> sender::try_send(gather_list message, clock_time now, sender
   if (!queue_.empty()) return try_result::no_room;
   const std::uint64_t length = message.length;
   if (length > options_.tiers.max_message(0)) last_large_ = now;
-  if (length <= options_.tiers.max_message(ring_.tier)) {
-    const auto slots = geometry().slots_for(length);
-    if (!reserve(slots, out)) return try_result::no_room;
-    frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(length), slots, out);
-    w.source = message;
-    w.source_length = length;
-    return try_result::written;
-  }
+  if (length <= options_.tiers.max_message(ring_.tier))
+    return write_whole(message, now, out) ? try_result::written : try_result::no_room;
   const auto wanted =
       static_cast<std::uint32_t>(options_.tiers.smallest_fitting(length).value_or(options_.tiers.largest()));
   if (wanted > ring_.tier && now >= denied_until_ && !outstanding_) {
@@ -339,6 +333,44 @@ void sender::pump(clock_time now, sender_events& out) {
   if (stalled_ && !queue_.empty() && (!was_stalled || out.writes.size() > written_before)) note_stall(now);
 }
 
+bool sender::write_whole(const gather_list& message, clock_time now, sender_events& out) {
+  if (outrunning_ring_) grow_for_throughput(now, out);
+  const auto slots = geometry().slots_for(message.length);
+  if (!reserve(slots, out)) return false;
+  // A ring grown for throughput stays while the traffic would overflow the first one; the
+  // idle shrink takes it back once the traffic fits that again.
+  const auto& first = options_.tiers[0];
+  if ((produced_ - consumed_) * geometry().slot_size > first.slot_count * first.slot_size / 2) last_large_ = now;
+  frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(message.length), slots, out);
+  w.source = message;
+  w.source_length = message.length;
+  return true;
+}
+
+bool sender::write_at_once(const gather_list& message, clock_time now, sender_events& out) {
+  // What pump_one would do with this message at the front of an empty queue, where it takes
+  // one frame of the current ring and nothing makes it wait.
+  if (failed_ || close_requested_ || !queue_.empty() || message.file.descriptor >= 0) return false;
+  if ((held_by_request() && outstanding_->shrink) || offer_ || held_by_receipt()) return false;
+  const std::uint64_t length = message.length;
+  if (length > options_.tiers.max_message(ring_.tier)) return false;
+  if (options_.offer_direct_above != 0 && length > options_.offer_direct_above) return false;
+  // No room: the submit that follows meets the stall as a pump would have, PAD included, and
+  // counts it towards growing the ring for throughput.
+  if (!room_for(geometry().slots_for(length))) return false;
+  if (length > options_.tiers.max_message(0)) last_large_ = now;
+  const bool was_stalled = stalled_;
+  if (write_whole(message, now, out)) return true;
+  stalled_ = was_stalled;  // a request to grow the ring took the room
+  return false;
+}
+
+bool sender::room_for(std::uint64_t slots) const noexcept {
+  const std::uint64_t cursor = cursor_slot();
+  const std::uint64_t pad = cursor + slots > geometry().slot_count ? geometry().slot_count - cursor : 0;
+  return free_slots() >= pad + slots;
+}
+
 void sender::note_stall(clock_time now) {
   if (now - stall_window_start_ > stall_window) {
     stall_window_start_ = now;
@@ -392,16 +424,7 @@ bool sender::pump_one(clock_time now, sender_events& out) {
   // whose frames hold the whole message.
   if (s.written == 0) {
     if (length <= options_.tiers.max_message(ring_.tier)) {
-      if (outrunning_ring_) grow_for_throughput(now, out);
-      const auto slots = geometry().slots_for(length);
-      if (!reserve(slots, out)) return false;
-      // A ring grown for throughput stays while the traffic would overflow the first one; the
-      // idle shrink takes it back once the traffic fits that again.
-      const auto& first = options_.tiers[0];
-      if ((produced_ - consumed_) * geometry().slot_size > first.slot_count * first.slot_size / 2) last_large_ = now;
-      frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(length), slots, out);
-      w.source = s.message;
-      w.source_length = length;
+      if (!write_whole(s.message, now, out)) return false;
       complete_front({}, length, out);
       return true;
     }

@@ -97,6 +97,10 @@ class sender {
   /// first so that the latest credit and ack are seen. Fails like submit on a closed or
   /// failed direction.
   outcome<try_result> try_send(gather_list message, clock_time now, sender_events& out);
+  /// Writes a message that one frame of the current ring holds, now, as the front of an empty
+  /// queue would be written: true, and the send is done. False leaves the message unwritten
+  /// (no room, a wait is due, or it would go another way): submit it then.
+  bool write_at_once(const gather_list& message, clock_time now, sender_events& out);
   /// The provider holds no byte of the message written into the lent buffer for `offer_id`, nor
   /// of its DIRECT_DONE: the send completes now, as a ring send does once written, without the
   /// round trip of the receiver's receipt. Not called (or `offer_id` stale): it completes on the
@@ -160,6 +164,10 @@ class sender {
   /// Counts a new wait for credit; enough of them close together mean the ring is too small
   /// for the traffic's rate, whatever its messages' sizes.
   void note_stall(clock_time now);
+  /// Whether a frame of `slots` fits now, with the PAD that the wrap may need before it.
+  bool room_for(std::uint64_t slots) const noexcept;
+  /// Writes `message` as one frame where the ring has room for it.
+  bool write_whole(const gather_list& message, clock_time now, sender_events& out);
   /// Asks for the next tier because the sender keeps outrunning its ring (see note_stall).
   void grow_for_throughput(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);

@@ -197,3 +197,58 @@ TEST_CASE("core: a peer gone writes nothing more and ends pending operations", "
   CHECK(std::get<view_done>(out[1]).ec == error::connection_reset);
   CHECK(c.cores[1]->detached());
 }
+
+TEST_CASE("core: a send or receive done at once writes and takes what a queued one would, and defers otherwise",
+          "[core]") {
+  pair_of_cores c;
+  auto& a = *c.cores[0];
+  auto& b = *c.cores[1];
+  const auto message = test::random_bytes(100, 6);
+  const detail::gather whole = pair_of_cores::ranges(message);
+  REQUIRE(a.send_at_once(whole, clock_time{}));
+  CHECK(names(c.run(0)) == "place16+t doorbell");  // no send_done: the driver completes it
+  CHECK(a.stats().messages_sent == 1);
+
+  b.poll(clock_time{});
+  c.run(1);
+  std::vector<std::byte> small(99), got(200);
+  CHECK_FALSE(b.receive_at_once(pair_of_cores::into(small)));  // too small: the queued receive says so
+  const auto length = b.receive_at_once(pair_of_cores::into(got));
+  REQUIRE(length);
+  CHECK(*length == message.size());
+  CHECK(std::equal(message.begin(), message.end(), got.begin()));
+  CHECK(b.stats().messages_received == 1);
+  CHECK_FALSE(b.receive_at_once(pair_of_cores::into(got)));  // nothing more arrived
+
+  // Where a queued send would wait or go another way, nothing is written at once.
+  const auto large = test::random_bytes(20'000, 7);  // needs tier 1: waits for the ack
+  detail::gather file_piece;
+  file_piece.length = 100;
+  file_piece.file = detail::file_range{0, 0};
+  CHECK_FALSE(a.send_at_once(pair_of_cores::ranges(large), clock_time{}));
+  CHECK_FALSE(a.send_at_once(file_piece, clock_time{}));
+  CHECK(c.run(0).empty());
+  a.send(1, pair_of_cores::ranges(large), clock_time{});
+  c.run(0);
+  CHECK_FALSE(a.send_at_once(whole, clock_time{}));  // behind the queued one
+  a.send(2, pair_of_cores::ranges(message), clock_time{});
+  b.poll(1us);
+  c.run(1);
+  a.poll(2us);
+  CHECK(names(c.run(0)) == "tier place16+t place16+t doorbell send_done send_done");  // in order
+
+  // The receive posted first takes the first message; the one done at once the next.
+  std::vector<std::byte> big(30'000);
+  b.receive(3, pair_of_cores::into(big));
+  CHECK_FALSE(b.receive_at_once(pair_of_cores::into(got)));  // nothing arrived yet
+  b.poll(3us);
+  const auto delivered = c.run(1);
+  CHECK(names(delivered).find("receive_done") != std::string::npos);
+  CHECK(std::equal(large.begin(), large.end(), big.begin()));
+  std::fill(got.begin(), got.end(), std::byte{0});
+  REQUIRE(b.receive_at_once(pair_of_cores::into(got)) == message.size());
+  CHECK(std::equal(message.begin(), message.end(), got.begin()));
+
+  a.abort();
+  CHECK_FALSE(a.send_at_once(whole, clock_time{}));
+}
