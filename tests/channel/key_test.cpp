@@ -2,10 +2,11 @@
 // up; a wrong one, none, or one the acceptor does not expect is refused with
 // authentication_failed, hands the acceptor nothing and leaves it no registered memory; a
 // recorded handshake replayed on a new connection is refused (over rdma:
-// tests/verbs/key_and_fence_test.cpp). Each side runs its own io_context, so that each
+// tests/verbs/key_and_fence_test.cpp); an acceptor reopened with another key takes no channel
+// over a link proven with the old one. Each side runs its own io_context, so that each
 // reactor's registered memory is its own.
 
-#include "fabric/peer_proof.hpp"
+#include "fabric/control_message.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
 #include "support/raw_tcp.hpp"
