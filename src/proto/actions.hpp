@@ -10,6 +10,7 @@
 #include <bellows/detail/byte_ranges.hpp>
 #include <bellows/tier_event.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -30,8 +31,9 @@ struct place {
 
   std::uint64_t key = 0;
   std::uint64_t address = 0;
-  /// A frame's header and inline payload (a fetched DIRECT_OFFER's is the longest), or an ack's body.
-  std::array<std::byte, header_bytes + fetch_payload_bytes> prefix_bytes;
+  /// A frame's header and inline payload (a fetched DIRECT_OFFER's) or a DATA frame's zeroed gap,
+  /// whichever is longer, or an ack's body.
+  std::array<std::byte, header_bytes + std::max(fetch_payload_bytes, max_payload_gap)> prefix_bytes;
   std::uint32_t prefix_length = 0;
   gather_list source;
   std::uint64_t source_offset = 0;

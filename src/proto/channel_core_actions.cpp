@@ -118,8 +118,12 @@ void channel_core::place_frame(const frame_write& w) {
   p.address = w.ring.address + w.offset;
   const auto header = encode_header(w.header);
   std::memcpy(p.prefix_bytes.data(), header.data(), header.size());
-  std::memcpy(p.prefix_bytes.data() + header.size(), w.inline_payload.data(), w.inline_length);
-  p.prefix_length = static_cast<std::uint32_t>(header.size() + w.inline_length);
+  // A gap goes out zeroed rather than as whatever the ring held, so that what a ring holds
+  // depends only on what was sent.
+  if (w.header.gap != 0) std::memset(p.prefix_bytes.data() + header.size(), 0, w.header.gap);
+  const std::size_t inline_at = header.size() + w.header.gap;
+  std::memcpy(p.prefix_bytes.data() + inline_at, w.inline_payload.data(), w.inline_length);
+  p.prefix_length = static_cast<std::uint32_t>(inline_at + w.inline_length);
   p.source = w.source;
   p.source_offset = w.source_offset;
   p.source_length = w.source_length;

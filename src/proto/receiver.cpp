@@ -63,9 +63,10 @@ bool receiver::accept(const frame_header& h, const std::byte* frame, receiver_ev
   const std::byte* payload = frame + header_bytes;
   switch (h.kind) {
     case frame_kind::data: {
-      if (in_message_ || !take_offered(h.length)) return violation(out), false;
+      const std::uint32_t length = h.length - h.gap;
+      if (in_message_ || !take_offered(length)) return violation(out), false;
       const std::uint64_t ordinal = hold(h.slots, false);
-      out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload, h.length}, h.length});
+      out.frames.push_back({{current_.ring.epoch, ordinal}, h.kind, {payload + h.gap, length}, length});
       return true;
     }
     case frame_kind::frag_first:

@@ -341,10 +341,23 @@ bool sender::write_whole(const gather_list& message, clock_time now, sender_even
   // idle shrink takes it back once the traffic fits that again.
   const auto& first = options_.tiers[0];
   if ((produced_ - consumed_) * geometry().slot_size > first.slot_count * first.slot_size / 2) last_large_ = now;
-  frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(message.length), slots, out);
+  const std::uint8_t gap = message.file.descriptor >= 0 ? file_gap(message, slots) : 0;
+  frame_write& w = emit(frame_kind::data, static_cast<std::uint32_t>(gap + message.length), slots, out);
+  w.header.gap = gap;
   w.source = message;
   w.source_length = message.length;
   return true;
+}
+
+std::uint8_t sender::file_gap(const gather_list& message, std::uint64_t slots) const noexcept {
+  // The kernel copies a file's bytes into the ring (over shm) at full speed only where they
+  // land at the offset within a cache line they come from; a memory source is copied by
+  // memcpy, which aligns itself. Worth a gap only where a frame is long, and never a slot.
+  constexpr std::uint64_t line = max_payload_gap + 1;
+  if (message.length < file_gap_min_length) return 0;
+  const std::uint64_t payload_at = ring_.address + std::uint64_t{cursor_slot()} * geometry().slot_size + header_bytes;
+  const auto gap = static_cast<std::uint8_t>((message.file.offset - payload_at) % line);
+  return geometry().slots_for(gap + message.length) == slots ? gap : 0;
 }
 
 bool sender::write_at_once(const gather_list& message, clock_time now, sender_events& out) {

@@ -168,6 +168,10 @@ class sender {
   bool room_for(std::uint64_t slots) const noexcept;
   /// Writes `message` as one frame where the ring has room for it.
   bool write_whole(const gather_list& message, clock_time now, sender_events& out);
+  /// The frame_header::gap for `message`, from a file, as a DATA frame of `slots` at the cursor.
+  std::uint8_t file_gap(const gather_list& message, std::uint64_t slots) const noexcept;
+  /// A file message shorter than this is not worth a gap.
+  static constexpr std::uint64_t file_gap_min_length = 4096;
   /// Asks for the next tier because the sender keeps outrunning its ring (see note_stall).
   void grow_for_throughput(clock_time now, sender_events& out);
   bool pump_one(clock_time now, sender_events& out);

@@ -56,7 +56,7 @@ std::array<std::byte, header_bytes> encode_header(const frame_header& h) noexcep
   put(out.data() + 0, h.seq);
   put(out.data() + 4, h.length);
   put(out.data() + 8, static_cast<std::uint8_t>(h.kind));
-  put(out.data() + 9, h.flags);
+  put(out.data() + 9, h.gap);
   put(out.data() + 10, h.slots);
   put(out.data() + 12, h.seq);
   return out;
@@ -73,14 +73,15 @@ frame_header read_header(const std::byte* at) noexcept {
   h.seq = load_acquire<std::uint32_t>(at);
   h.length = load_relaxed<std::uint32_t>(at + 4);
   h.kind = static_cast<frame_kind>(load_relaxed<std::uint8_t>(at + 8));
-  h.flags = load_relaxed<std::uint8_t>(at + 9);
+  h.gap = load_relaxed<std::uint8_t>(at + 9);
   h.slots = load_relaxed<std::uint16_t>(at + 10);
   h.seq_again = load_relaxed<std::uint32_t>(at + 12);
   return h;
 }
 
 std::error_code validate_header(const frame_header& h, const ring_geometry& ring, std::uint32_t cursor_slot) noexcept {
-  if (h.seq == 0 || !is_known_kind(h.kind) || h.flags != 0 || h.seq_again != h.seq) return violation();
+  if (h.seq == 0 || !is_known_kind(h.kind) || h.seq_again != h.seq) return violation();
+  if (h.gap != 0 && (h.kind != frame_kind::data || h.gap > max_payload_gap || h.gap >= h.length)) return violation();
   if (h.slots == 0 || cursor_slot >= ring.slot_count || h.slots > ring.slot_count - cursor_slot) return violation();
   if (h.kind == frame_kind::pad) {
     // PAD carries nothing: it only moves the cursor to the start of the ring.

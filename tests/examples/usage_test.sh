@@ -34,6 +34,7 @@ for program in "$@"; do
     bellows_echo_client) check 2 stderr "$program" shm://a shm://b ;;
     bellows_file_transfer) check 2 stderr "$program" copy shm://x /tmp/y; check 2 stderr "$program" send shm://x /tmp/y --chunk 0 ;;
     bellows_sim_demo) check 2 stderr "$program" extra ;;
+    ring-copy-model) check 2 stderr "$program" /dev/null --shift 4096; check 2 stderr "$program" /dev/null --chunk 1000 ;;
     bellows-info) check 2 stderr "$program" --channels many; check 2 stderr "$program" --channels 0 ;;
   esac
 done

@@ -1,7 +1,12 @@
 #pragma once
 // Two channel cores whose actions a few lines of test code carry out over plain heap memory (a
-// `place` is a memcpy to the address it names), for tests of the core's contract with its driver.
+// `place` is a memcpy to the address it names, or a pread for a file's bytes), for tests of the core's contract with
+// its driver.
 #include "proto/channel_core.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -103,6 +108,10 @@ struct pair_of_cores {
           auto* at = reinterpret_cast<std::byte*>(p->address);
           std::memcpy(at, p->prefix().data(), p->prefix_length);
           at += p->prefix_length;
+          if (p->source.file.descriptor >= 0)
+            REQUIRE(::pread(p->source.file.descriptor, at, p->source_length,
+                            static_cast<off_t>(p->source.file.offset + p->source_offset)) ==
+                    static_cast<ssize_t>(p->source_length));
           for_each_piece(p->source, p->source_offset, p->source_length, [&](auto piece) {
             std::memcpy(at, piece.data(), piece.size());
             at += piece.size();

@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <sys/mman.h>
+#include <unistd.h>
 #include <cstring>
 #include <map>
 #include <variant>
@@ -251,4 +253,73 @@ TEST_CASE("core: a send or receive done at once writes and takes what a queued o
 
   a.abort();
   CHECK_FALSE(a.send_at_once(whole, clock_time{}));
+}
+
+TEST_CASE("core: a file's frame puts its bytes at their offset within a cache line, and the receiver skips the gap",
+          "[core]") {
+  pair_of_cores c;
+  auto& a = *c.cores[0];
+  auto& b = *c.cores[1];
+  // Onto the second tier (4 KiB slots), where file frames are long enough for a gap.
+  const auto large = test::random_bytes(20'000, 8);
+  std::vector<std::byte> got(40'000);
+  a.send(1, pair_of_cores::ranges(large), clock_time{});
+  c.run(0);
+  b.poll(1us);
+  c.run(1);
+  a.poll(2us);
+  c.run(0);
+  b.receive(2, pair_of_cores::into(got));
+  b.poll(3us);
+  REQUIRE(names(c.run(1)).find("receive_done") != std::string::npos);
+
+  const auto contents = test::random_bytes(64 << 10, 9);
+  const int file = ::memfd_create("file-gap", 0);
+  REQUIRE(file >= 0);
+  REQUIRE(::write(file, contents.data(), contents.size()) == static_cast<ssize_t>(contents.size()));
+  const auto file_message = [&](std::uint64_t offset, std::uint64_t length) {
+    detail::gather piece;
+    piece.length = length;
+    piece.file = detail::file_range{file, offset};
+    return piece;
+  };
+  // What the DATA frame's header says the gap is, and where the message starts (a PAD may
+  // come first).
+  const auto sent_frame = [&](const std::vector<action>& sent) {
+    for (const auto& step : sent) {
+      const auto* frame = std::get_if<place>(&step);
+      if (frame == nullptr || read_header(frame->prefix().data()).kind != frame_kind::data) continue;
+      return std::pair{read_header(frame->prefix().data()).gap, frame->address + frame->prefix_length};
+    }
+    FAIL("no DATA frame");
+    return std::pair{std::uint8_t{0}, std::uint64_t{0}};
+  };
+  const auto received_whole = [&](std::uint64_t offset, std::uint64_t length, clock_time now) {
+    b.receive(10, pair_of_cores::into(got));
+    b.poll(now);
+    REQUIRE(names(c.run(1)).find("receive_done") != std::string::npos);
+    CHECK(std::equal(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(length),
+                     contents.begin() + static_cast<std::ptrdiff_t>(offset)));
+  };
+
+  clock_time now = 10us;
+  for (const std::uint64_t offset : {0, 16, 37, 4095, 8000}) {
+    INFO("a file message at offset " << offset);
+    a.send(3, file_message(offset, 10'000), now);
+    const auto [gap, message_at] = sent_frame(c.run(0));
+    CHECK((message_at - offset) % 64 == 0);  // level with its source
+    CHECK(gap < 64);
+    received_whole(offset, 10'000, now += 1us);
+  }
+  // No gap for a short file message, for one that the gap would push into another slot, or
+  // for a message from memory.
+  a.send(4, file_message(0, 4000), now);
+  CHECK(sent_frame(c.run(0)).first == 0);
+  received_whole(0, 4000, now += 1us);
+  a.send(5, file_message(0, 2 * 4096 - frame_overhead), now);
+  CHECK(sent_frame(c.run(0)).first == 0);
+  received_whole(0, 2 * 4096 - frame_overhead, now += 1us);
+  a.send(6, pair_of_cores::ranges(large), now);
+  CHECK(sent_frame(c.run(0)).first == 0);
+  ::close(file);
 }

@@ -24,12 +24,13 @@ tier_table default_table() { return *tier_table::make(default_tiers()); }
 }  // namespace
 
 TEST_CASE("frame header round-trips through its encoding", "[wire]") {
-  const frame_header h{0xdeadbeef, 1234, frame_kind::frag_more, 0, 6, 0};
+  const frame_header h{0xdeadbeef, 1234, frame_kind::data, 48, 6, 0};
   alignas(8) auto bytes = encode_header(h);
   const frame_header back = read_header(bytes.data());
   CHECK(back.seq == h.seq);
   CHECK(back.length == h.length);
   CHECK(back.kind == h.kind);
+  CHECK(back.gap == h.gap);
   CHECK(back.slots == h.slots);
   CHECK(back.seq_again == h.seq);  // written whatever the field held: the header's last word
   CHECK(frame_span(0) == 24);
@@ -44,6 +45,12 @@ TEST_CASE("a well-formed frame header passes validation", "[wire]") {
   CHECK_FALSE(validate_header({3, 0, frame_kind::pad, 0, 3, 3}, ring16, 13));
   CHECK_FALSE(validate_header({3, retier_payload_bytes, frame_kind::enlarge_req, 0, 1, 3}, ring16, 2));
   CHECK_FALSE(validate_header({3, 8, frame_kind::frag_first, 0, 1, 3}, ring16, 2));
+  auto shifted = data_header(100);
+  shifted.gap = max_payload_gap;
+  CHECK_FALSE(validate_header(shifted, ring16, 0));
+  shifted = data_header(max_payload_gap + 1);
+  shifted.gap = max_payload_gap;  // one byte of message
+  CHECK_FALSE(validate_header(shifted, ring16, 0));
 }
 
 TEST_CASE("every malformed header field is a protocol violation", "[wire]") {
@@ -59,11 +66,22 @@ TEST_CASE("every malformed header field is a protocol violation", "[wire]") {
       CHECK(validate_header(h, ring16, 0) == violation);
     }
   }
-  SECTION("flags set, or a last word that does not repeat seq") {
-    auto h = data_header(10);
-    h.flags = 1;
+  SECTION("a gap outside DATA, one of a cache line or more, or one that leaves no message") {
+    auto h = data_header(100);
+    h.gap = max_payload_gap + 1;
+    CHECK(validate_header(h, ring16, 0) == violation);
+    h.gap = 100;
     CHECK(validate_header(h, ring16, 0) == violation);
     h = data_header(10);
+    h.gap = 200;
+    CHECK(validate_header(h, ring16, 0) == violation);
+    h = {3, 24, frame_kind::frag_first, 8, 1, 3};
+    CHECK(validate_header(h, ring16, 0) == violation);
+    h = {3, retier_payload_bytes, frame_kind::enlarge_req, 4, 1, 3};
+    CHECK(validate_header(h, ring16, 0) == violation);
+  }
+  SECTION("a last word that does not repeat seq") {
+    auto h = data_header(10);
     h.seq_again = h.seq + 0x100;
     CHECK(validate_header(h, ring16, 0) == violation);
   }
