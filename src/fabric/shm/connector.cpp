@@ -34,15 +34,6 @@ std::shared_ptr<fabric::pending_open> connector::open(std::string_view address, 
                                              std::move(done));
 }
 
-void connector::accepted_links::sweep() {
-  std::erase_if(links, [](const auto& weak) { return weak.expired(); });
-}
-
-void connector::accepted_links::add(const std::shared_ptr<link>& l) {
-  sweep();
-  links.push_back(l);
-}
-
 proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_view address,
                                                                     std::string_view /*pre_shared_key: the uid check*/,
                                                                     fabric::accept_hook on_accept) {
@@ -50,18 +41,17 @@ proto::outcome<std::shared_ptr<fabric::listener>> connector::listen(std::string_
   auto listening = listen_on(name);
   if (!listening) return listening.failure();
   std::erase_if(accepted_, [](auto& entry) {
-    entry.second->sweep();
-    return entry.second->links.empty() && entry.second.use_count() == 1;  // no listener adds to it
+    return entry.second->empty() && entry.second.use_count() == 1;  // no listener adds to it
   });
   auto& accepted = accepted_[name];
-  if (!accepted) accepted = std::make_shared<accepted_links>();
-  for (const auto& weak : accepted->links)
-    if (auto l = weak.lock()) l->serve_accepts(on_accept);
+  if (!accepted) accepted = std::make_shared<fabric::link_registry<link>>();
+  accepted->serve_accepts(on_accept);
   auto adopt = [host = host_, options = link_options_for(), on_accept = std::move(on_accept), accepted](int fd) {
     auto l = link::accept(host.executor, fd, options, host.budget);
     if (!l) return;  // refused peer (another user) or no memory: its connect fails on EOF
     (*l)->serve_accepts(on_accept);
-    accepted->add(*l);
+    // Keyed by address: a link made where a gone one was takes over its expired entry.
+    accepted->add(reinterpret_cast<std::uintptr_t>(l->get()), *l);
     host.serve(*l);
   };
   return std::shared_ptr<fabric::listener>(

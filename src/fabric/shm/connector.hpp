@@ -6,6 +6,7 @@
 // such links too, as it takes those of peers that connect afresh.
 
 #include "fabric/connector.hpp"
+#include "fabric/link_registry.hpp"
 #include "fabric/shm/link.hpp"
 
 #include <map>
@@ -31,16 +32,11 @@ class connector final : public fabric::connector {
  private:
   link_options link_options_for() const;
 
-  /// The links accepted under one name, which a later acceptor of that name serves as well.
-  struct accepted_links {
-    std::vector<std::weak_ptr<link>> links;
-    void add(const std::shared_ptr<link>& l);
-    void sweep();
-  };
-
   fabric::host host_;
   std::map<std::string, std::weak_ptr<link>> client_links_;
-  std::map<std::string, std::shared_ptr<accepted_links>> accepted_;
+  /// The links accepted under each name, by their addresses, which a later acceptor of that
+  /// name serves as well.
+  std::map<std::string, std::shared_ptr<fabric::link_registry<link>>> accepted_;
 };
 
 }  // namespace bellows::shm

@@ -10,6 +10,7 @@
 // connection closing is the news that the peer died.
 
 #include "fabric/connector.hpp"
+#include "fabric/link_registry.hpp"
 #include "fabric/multiplexed_link.hpp"
 #include "fabric/peer_proof.hpp"
 #include "fabric/tcp/record.hpp"
@@ -24,7 +25,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace bellows::tcp {
@@ -33,15 +33,8 @@ class link;
 
 /// The links one listener accepted, by their keys: a connecting side's second connection names
 /// its link by key (record_kind::bind).
-class accepted_links {
+class accepted_links : public fabric::link_registry<link> {
  public:
-  void add(std::uint64_t key, const std::shared_ptr<link>& l);
-  std::shared_ptr<link> find(std::uint64_t key) const;
-  /// Channels the peers of these links open go to `on_accept` from now on: a listener that
-  /// reopens the address takes over the links its predecessor accepted.
-  void serve_accepts(const fabric::accept_hook& on_accept);
-  /// No link is left alive.
-  bool empty();
   /// How to take the connections waiting on the listener, whether or not anyone wants peers.
   void set_taker(std::function<void()> take) { take_ = std::move(take); }
   void take_waiting() const {
@@ -49,9 +42,6 @@ class accepted_links {
   }
 
  private:
-  static constexpr std::size_t minimum_sweep_size = 32;
-  std::unordered_map<std::uint64_t, std::weak_ptr<link>> links_;
-  std::size_t live_after_sweep_ = minimum_sweep_size;
   std::function<void()> take_;
 };
 

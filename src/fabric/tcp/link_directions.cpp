@@ -29,31 +29,6 @@
 
 namespace bellows::tcp {
 
-void accepted_links::add(std::uint64_t key, const std::shared_ptr<link>& l) {
-  // Sweeping gone links only when the map has doubled keeps an accept constant-time on average.
-  if (links_.size() >= 2 * live_after_sweep_) {
-    std::erase_if(links_, [](const auto& entry) { return entry.second.expired(); });
-    live_after_sweep_ = std::max<std::size_t>(links_.size(), minimum_sweep_size);
-  }
-  links_[key] = l;
-}
-
-std::shared_ptr<link> accepted_links::find(std::uint64_t key) const {
-  const auto it = links_.find(key);
-  return it == links_.end() ? nullptr : it->second.lock();
-}
-
-void accepted_links::serve_accepts(const fabric::accept_hook& on_accept) {
-  for (const auto& [key, weak] : links_)
-    if (auto l = weak.lock()) l->serve_accepts(on_accept);
-}
-
-bool accepted_links::empty() {
-  std::erase_if(links_, [](const auto& entry) { return entry.second.expired(); });
-  live_after_sweep_ = std::max<std::size_t>(links_.size(), minimum_sweep_size);
-  return links_.empty();
-}
-
 void link::bulk_seen() {
   if (!client_side_ || !ready() || second_tried_) return;
   second_tried_ = true;
