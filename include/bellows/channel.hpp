@@ -165,11 +165,13 @@ class channel {
   /// received), error::connection_reset, error::protocol_violation, error::channel_closed.
   /// Messages the peer wrote before it failed are still delivered first.
   ///
-  /// Cancellation: any type completes the receive with asio::error::operation_aborted. If it
-  /// had already taken the first fragments of a fragmented message, the rest of that message
-  /// is discarded. Over tcp, a receive whose buffer is lent to the peer for a large message
-  /// (see async_send) is not cancelled: it completes with that message once it is in; abort()
-  /// still ends it at once (channel_closed), and the rest of the peer's write is dropped.
+  /// Cancellation: any type completes the receive with asio::error::operation_aborted, and
+  /// loses no message: where it had already taken the first fragments of a fragmented message
+  /// (any message larger than the frames of the ring it came through), those wait for the
+  /// next receive, which gets the whole message (or message_size, its buffers too small).
+  /// Over tcp, a receive whose buffer is lent to the peer for a large message (see async_send)
+  /// is not cancelled: it completes with that message once it is in; abort() still ends it at
+  /// once (channel_closed), and the rest of the peer's write is dropped.
   template <class MutableBufferSequence,
             ASIO_COMPLETION_TOKEN_FOR(size_signature) CompletionToken = asio::default_completion_token_t<executor_type>>
   auto async_receive(const MutableBufferSequence& buffers, CompletionToken&& token = {}) {

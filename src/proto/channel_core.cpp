@@ -125,8 +125,8 @@ void channel_core::cancel(std::uint64_t id) {
   if (r != receives_.end()) {
     // A buffer lent to the peer is being written: the receive completes when the message is in.
     if ((lent_ && lent_->receive_id == id) || (lent_ahead_ && lent_ahead_->receive_id == id)) return;
-    // A receive that already took part of a fragmented message leaves the rest to be discarded.
-    if (r->started) discarding_ = true;
+    // What it took of a fragmented message waits for the next receive, which gets all of it.
+    if (r->started) keep_partial(*r);
     if (r->view) {
       complete(view_done{id, cancelled(), {}, {}, {}, false});
     } else {

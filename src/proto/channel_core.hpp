@@ -128,6 +128,8 @@ class channel_core {
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   /// The peer has been told (or cannot be told any more) that we are gone.
   bool detached() const noexcept { return detached_; }
+  /// The oldest pending receive took part of a fragmented message, not yet all of it.
+  bool receiving_part_way() const noexcept { return !receives_.empty() && receives_.front().started; }
   /// The driver must poll on every pass: an ack or credit is awaited.
   bool wants_watching() const noexcept;
   /// When poll() must run next even if the peer rings nothing.
@@ -149,6 +151,14 @@ class channel_core {
     std::uint64_t filled = 0;
     std::vector<std::byte> assembled;
     bool started = false;
+    std::uint64_t message_length = 0;  ///< once started: the whole message's, as FRAG_FIRST announced it
+  };
+
+  /// What a receive cancelled part-way through a fragmented message had taken: the next
+  /// receive goes on from there, so that a cancellation loses nothing.
+  struct partial_message {
+    std::vector<std::byte> bytes;
+    std::uint64_t length = 0;  ///< the whole message's
   };
 
   /// A receive's buffer, lent to the peer for one offered message (or being filled from the
@@ -198,6 +208,11 @@ class channel_core {
   void answer_offer(std::uint64_t offer_id, const std::optional<lent_region>& region, std::uint64_t length);
   /// Completes the front receive and removes it.
   void finish_front(std::error_code ec, std::uint64_t length);
+  /// `op` is being cancelled after it took part of a message: keeps that part in partial_.
+  void keep_partial(pending_receive& op);
+  /// Hands partial_ to the front receive `op`; false if it cannot take the message (finished
+  /// with message_size, the rest discarded).
+  bool resume_partial(pending_receive& op);
   void end_receives();
 
   direction_options options_;
@@ -217,6 +232,7 @@ class channel_core {
   std::optional<lending> lent_;        ///< the front receive's
   std::optional<lending> lent_ahead_;  ///< the next receive's, for the parked offer
   std::optional<inbound_frame> parked_offer_;
+  std::optional<partial_message> partial_;
   bool discarding_ = false;
   bool credit_due_ = false;       ///< a credit word was placed since delivery last looked
   bool delivery_paused_ = false;  ///< frames wait until the batch with the credit is carried out

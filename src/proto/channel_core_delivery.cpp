@@ -1,7 +1,8 @@
 // Delivery: frames the receiver accepted, in ring order, matched with the application's pending
 // receives. A DATA frame is one message; FRAG_* frames are reassembled into the receive's
 // buffers (or into memory a view owns); whatever a receive could not take is discarded up to
-// the end of its message, so the next receive gets the next message.
+// the end of its message, so the next receive gets the next message. A receive cancelled
+// part-way through a message hands what it took to the next receive.
 
 #include "proto/channel_core.hpp"
 #include "proto/shared_access.hpp"
@@ -32,6 +33,19 @@ void copy_into(const detail::scatter& into, std::uint64_t at, std::span<const st
   }
 }
 
+/// Copies the scatter list's bytes from message offset 0 into `out`, as many as `out` holds.
+void copy_from(const detail::scatter& from, std::span<std::byte> out) {
+  for (auto part : from.parts()) {
+    if (out.empty()) return;
+    const std::size_t n = std::min<std::size_t>(part.size(), out.size());
+    std::memcpy(out.data(), part.data(), n);
+    out = out.subspan(n);
+  }
+}
+
+/// Memory reserved ahead for a view's reassembly: the announced total is the peer's word.
+constexpr std::uint64_t most_reserved = std::uint64_t{1} << 24;
+
 }  // namespace
 
 void channel_core::deliver() {
@@ -49,7 +63,8 @@ void channel_core::deliver() {
 }
 
 std::optional<std::uint64_t> channel_core::receive_at_once(const detail::scatter& into) {
-  if (!receives_.empty() || ready_.empty() || delivery_paused_ || discarding_ || parked_offer_ || lent_) return {};
+  if (!receives_.empty() || ready_.empty() || delivery_paused_ || discarding_ || partial_ || parked_offer_ || lent_)
+    return {};
   const inbound_frame& f = ready_.front();
   if (f.kind != frame_kind::data || f.payload.size() > into.length) return {};
   const std::uint64_t length = f.payload.size();
@@ -118,6 +133,7 @@ bool channel_core::deliver_front() {
   }
   if (f.kind == frame_kind::direct_offer) return deliver_offer(f);
   pending_receive& op = receives_.front();
+  if (partial_ && !op.started && !resume_partial(op)) return true;
 
   if (f.kind == frame_kind::data) {
     if (op.view) {
@@ -139,14 +155,14 @@ bool channel_core::deliver_front() {
   if (f.kind == frame_kind::frag_first) {
     op.started = true;
     op.filled = 0;
+    op.message_length = f.message_length;
     if (!op.view && f.message_length > op.into.length) {
       discarding_ = true;
       release_front();
       finish_front(make_error_code(error::message_size), f.message_length);
       return true;
     }
-    // The announced total is the peer's word; grow with what actually arrives.
-    if (op.view) op.assembled.reserve(std::min<std::uint64_t>(f.message_length, std::uint64_t{1} << 24));
+    if (op.view) op.assembled.reserve(std::min(f.message_length, most_reserved));
   }
   if (op.view) {
     op.assembled.insert(op.assembled.end(), f.payload.begin(), f.payload.end());
@@ -164,6 +180,35 @@ bool channel_core::deliver_front() {
   } else {
     finish_front({}, op.filled);
   }
+  return true;
+}
+
+void channel_core::keep_partial(pending_receive& op) {
+  partial_message kept{std::move(op.assembled), op.message_length};
+  if (!op.view) {
+    // The caller's buffers are theirs again once the cancellation completes: copied out.
+    kept.bytes.resize(op.filled);
+    copy_from(op.into, kept.bytes);
+  }
+  partial_ = std::move(kept);
+}
+
+bool channel_core::resume_partial(pending_receive& op) {
+  partial_message kept = std::move(*std::exchange(partial_, std::nullopt));
+  op.started = true;
+  op.message_length = kept.length;
+  op.filled = kept.bytes.size();
+  if (op.view) {
+    op.assembled = std::move(kept.bytes);
+    op.assembled.reserve(std::min(kept.length, most_reserved));
+    return true;
+  }
+  if (kept.length > op.into.length) {
+    discarding_ = true;
+    finish_front(make_error_code(error::message_size), kept.length);
+    return false;
+  }
+  copy_into(op.into, 0, kept.bytes);
   return true;
 }
 
@@ -286,6 +331,7 @@ void channel_core::end_receives() {
     // Whole messages still in the ring are handed out first; a partial one never is.
     if (std::any_of(ready_.begin(), ready_.end(), [](const inbound_frame& f) { return ends_message(f.kind); })) return;
     ready_.clear();
+    partial_.reset();
     end = failed_;
   }
   if (!end) return;

@@ -2,6 +2,7 @@
 // closed object keeps its executor, and an operation started on it completes its handler with
 // an error, posted, instead of throwing from the initiating call.
 
+#include "support/messages.hpp"
 #include "support/peers.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -9,14 +10,22 @@
 
 #include <bellows/bellows.hpp>
 
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/strand.hpp>
 #include <asio/thread_pool.hpp>
+#include <asio/use_awaitable.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
+#include <cstring>
 #include <future>
 #include <memory>
 #include <optional>
@@ -253,4 +262,63 @@ TEST_CASE("An acceptor reopened under a closed one's name takes new peers, even 
   REQUIRE(bt::connect_and_accept(io, second, uri, near, far));
   CHECK(passes_a_byte(io, *near, *far));
   CHECK(passes_a_byte(io, *first_near, *first_far));  // the old acceptor's channels live on
+}
+
+TEST_CASE("A receive cancelled at any moment takes no message: one it began goes whole to the next receive",
+          "[channel][asio]") {
+  const auto provider = GENERATE(from_range(bt::providers_here()));
+  INFO("over " << bt::to_string(provider));
+  const auto uri = bt::uri_for(provider, bt::unique_name("cancel-part-way"));
+  auto server = bt::start_echo_server(uri, 1);
+  REQUIRE(server.wait_ready());
+  asio::io_context io;
+  std::optional<bellows::channel> ch;
+  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
+    if (!ec) ch = std::move(c);
+  });
+  REQUIRE(bt::run_until(
+      io, [&] { return ch.has_value(); }, 10s));
+
+  // Each echo is larger than the largest ring's frames, so it comes in fragments; the receive
+  // is cancelled after a delay that grows each round, so that some cancellations land before
+  // the echo, some part-way through it, some after it was taken.
+  const int rounds = bt::scaled(provider, 24, 6);
+  int cancelled = 0, intact = 0;
+  bool finished = false;
+  auto exchange = [&]() -> asio::awaitable<void> {
+    for (int i = 0; i < rounds; ++i) {
+      const auto message = bt::random_bytes((3u << 20) + static_cast<unsigned>(i), static_cast<unsigned>(i));
+      co_await ch->async_send(asio::buffer(message), asio::use_awaitable);
+      // Shared with the timer's handler, which may be queued already when the receive completes.
+      struct cancel_state {
+        asio::cancellation_signal signal;
+        bool receive_done = false;
+      };
+      auto cancel = std::make_shared<cancel_state>();
+      asio::steady_timer timer(io, std::chrono::microseconds(80 * i));
+      timer.async_wait([cancel](std::error_code ec) {
+        if (!ec && !cancel->receive_done) cancel->signal.emit(asio::cancellation_type::terminal);
+      });
+      auto [ec, view] = co_await ch->async_receive_view(
+          asio::bind_cancellation_slot(cancel->signal.slot(), asio::experimental::as_tuple(asio::use_awaitable)));
+      cancel->receive_done = true;
+      timer.cancel();
+      if (ec == asio::error::operation_aborted) {
+        ++cancelled;
+        std::tie(ec, view) = co_await ch->async_receive_view(asio::experimental::as_tuple(asio::use_awaitable));
+      }
+      const auto got = view.buffer();
+      if (!ec && got.size() == message.size() && std::memcmp(got.data(), message.data(), got.size()) == 0) ++intact;
+    }
+    co_await ch->async_close(asio::use_awaitable);
+    auto [end, last] = co_await ch->async_receive_view(asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK(end == bellows::error::end_of_stream);
+    finished = true;
+  };
+  asio::co_spawn(io, exchange(), asio::detached);
+  REQUIRE(bt::run_until(
+      io, [&] { return finished; }, 60s));
+  CHECK(intact == rounds);
+  CHECK(cancelled > 0);
+  CHECK(server.wait() == 0);
 }

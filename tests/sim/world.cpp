@@ -198,7 +198,18 @@ std::uint64_t world::send(side from, std::vector<std::byte> message, std::size_t
 void world::receive_next(side s) {
   endpoint& e = ep(s);
   if (e.report.dead || e.report.receive_end) return;
-  e.core->receive_view(e.next_op_id++);
+  const std::uint64_t id = e.next_op_id++;
+  e.core->receive_view(id);
+  if (!chance(options_.faults.receive_cancel_rate)) return;
+  // Whenever it lands, part-way through a fragmented message included, nothing may be lost.
+  schedule(random_delay(options_.faults.receive_cancel_delay), [this, s, id] {
+    endpoint& self = ep(s);
+    if (self.report.dead) return;
+    // The app has one receive pending: if it took part of a message, it is this one.
+    if (self.core->receiving_part_way()) ++self.report.cancelled_part_way;
+    self.core->cancel(id);  // a receive that completed meanwhile is not found: nothing happens
+    run(s);
+  });
 }
 
 void world::close(side s) {
@@ -217,6 +228,10 @@ void world::set_budget(side s, std::size_t bytes) { ep(s).provider.set_budget(by
 
 void world::on_delivered(side s, proto::view_done& done) {
   endpoint& e = ep(s);
+  if (done.ec == proto::cancelled()) {
+    ++e.report.receives_cancelled;
+    return receive_next(s);
+  }
   if (done.ec) {
     e.report.receive_end = done.ec;  // the stream ended; nothing more will come
     return;

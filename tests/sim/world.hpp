@@ -41,6 +41,8 @@ struct fault_options {
   std::chrono::nanoseconds provision_delay_max = 1us;
   std::size_t budget_bytes = SIZE_MAX;               ///< registered memory each endpoint may hold
   std::chrono::nanoseconds app_release_delay = 0us;  ///< longest time the app holds a frame
+  double receive_cancel_rate = 0;  ///< share of receives the app cancels within receive_cancel_delay, then posts again
+  std::chrono::nanoseconds receive_cancel_delay = 20us;
 };
 
 struct world_options {
@@ -83,6 +85,8 @@ struct endpoint_report {
   std::uint64_t sends_failed = 0;  ///< any other error
   std::uint64_t delivered = 0;
   std::uint64_t delivered_bytes = 0;
+  std::uint64_t receives_cancelled = 0;        ///< completed as cancelled (receive_cancel_rate)
+  std::uint64_t cancelled_part_way = 0;        ///< of those, taken part-way through a fragmented message
   std::uint64_t mismatches = 0;                ///< deliveries differing from the next successfully sent message
   std::uint64_t frame_corruptions = 0;         ///< frame bytes changed while the app still held them
   std::optional<std::error_code> receive_end;  ///< how the incoming stream ended

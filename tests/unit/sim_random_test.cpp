@@ -44,6 +44,7 @@ world_options random_options(std::uint64_t seed, std::mt19937_64& rng) {
   // Sometimes slower than the ack timeout, so sends time out and are retried.
   f.provision_delay_max = (rng() % 3 == 0) ? 2ms : 50us;
   f.app_release_delay = std::chrono::microseconds(rng() % 100);
+  f.receive_cancel_rate = (rng() % 2) ? 0.2 : 0.0;
   // Sometimes room for the 64 KiB tier but not the 1 MiB one on top of it.
   f.budget_bytes = (rng() % 3 == 0) ? 128 + 4096 + 65536 + 4096 : SIZE_MAX;
   return o;
@@ -52,15 +53,18 @@ world_options random_options(std::uint64_t seed, std::mt19937_64& rng) {
 }  // namespace
 
 TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "[sim][random]") {
+  std::uint64_t cancelled_part_way = 0;
+  bool cancels = false;
   for (const std::uint64_t seed : seeds()) {
     std::cout << "sim random run: seed=" << seed << " (replay with BELLOWS_SEED=" << seed << ")" << std::endl;
     std::mt19937_64 rng(seed);
     const world_options options = random_options(seed, rng);
     const auto& f = options.faults;
+    cancels = cancels || f.receive_cancel_rate > 0;
     std::cout << "  faults: torn writes " << f.torn_write_rate << ", late doorbells " << f.doorbell_delay_rate
               << ", provisioning up to " << f.provision_delay_max.count() / 1000 << " us, budget "
               << (f.budget_bytes == SIZE_MAX ? std::string("unlimited") : std::to_string(f.budget_bytes) + " B")
-              << std::endl;
+              << ", receives cancelled " << f.receive_cancel_rate << std::endl;
     world w(options);
     const auto& tiers = w.tiers();
     constexpr int messages = 3000;
@@ -141,9 +145,15 @@ TEST_CASE("seeded random traffic is delivered exactly once, in order, intact", "
     }
     CHECK(enlargements > 0);
     CHECK(shrinks > 0);
+    const auto& ra = w.report(side::a);
+    const auto& rb = w.report(side::b);
+    cancelled_part_way += ra.cancelled_part_way + rb.cancelled_part_way;
     std::cout << "  delivered " << delivered << " messages, " << enlargements << " enlargements, " << shrinks
-              << " shrinks, " << w.report(side::a).ack_timeouts + w.report(side::b).ack_timeouts
-              << " ack timeouts, virtual time "
+              << " shrinks, " << ra.ack_timeouts + rb.ack_timeouts << " ack timeouts, "
+              << ra.receives_cancelled + rb.receives_cancelled << " receives cancelled ("
+              << ra.cancelled_part_way + rb.cancelled_part_way << " part-way through a message), virtual time "
               << std::chrono::duration_cast<std::chrono::milliseconds>(w.now()).count() << " ms" << std::endl;
   }
+  // The cancellations met messages part-way, where one could be lost.
+  if (cancels) CHECK(cancelled_part_way > 0);
 }
