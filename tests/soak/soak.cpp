@@ -8,9 +8,10 @@
 //
 //   bellows_soak [--channels N] [--seconds S] [--peers P] [--restart-every MS] [--seed X] [--over shm|tcp]
 
+#include "echo_peer.hpp"
 #include "memory_report.hpp"
 #include "perf/process.hpp"
-#include "support/echo.hpp"
+#include "stuck_report.hpp"
 #include "support/messages.hpp"
 #include "support/processes.hpp"
 #include "support/provider.hpp"
@@ -39,6 +40,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -72,36 +74,11 @@ std::size_t random_size(std::mt19937_64& rng) {
   return fragmented_above + 1 + rng() % (1536 * 1024);  // fragmented
 }
 
-// ---- the echo peer, in its own process ----
-
-asio::awaitable<void> echo(bellows::channel ch) {
-  const bt::echo_end end = co_await bt::echo_until_end(ch);
-  if (end.failed != nullptr) std::cerr << "soak peer: " << end.failed << " failed: " << end.ec.message() << "\n";
-  co_await ch.async_close(as_tuple(use_awaitable));
-}
-
-int run_peer(const std::string& uri, int seconds) {
-  asio::io_context io;
-  bellows::channel_options options;
-  options.ack_timeout = 30s;
-  options.idle_shrink_after = 30ms;
-  bellows::acceptor acc(io.get_executor(), uri, options);
-  bt::child_process::signal_ready();
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        for (;;) asio::co_spawn(io, echo(co_await acc.async_accept(use_awaitable)), asio::detached);
-      },
-      asio::detached);
-  io.run_for(std::chrono::seconds(seconds));
-  return 0;
-}
-
 // ---- the driver ----
 
 /// ARGS: role URI SECONDS.
 const bt::child_role soak_peer("peer", [](const std::vector<std::string>& args) {
-  return run_peer(args.at(1), std::stoi(args.at(2)));
+  return bt::run_echo_peer(args.at(1), std::stoi(args.at(2)));
 });
 
 struct totals {
@@ -126,33 +103,34 @@ class soak {
     running_ = s_.channels;
     phase_.assign(s_.channels, "starting");
     open_.assign(s_.channels, nullptr);
+    traffic_.assign(s_.channels, nullptr);
     for (int c = 0; c < s_.channels; ++c) asio::co_spawn(io_, drive(c, rng_()), asio::detached);
-    asio::co_spawn(io_, restart_peers(rng_()), asio::detached);
+    asio::co_spawn(io_, restart_peers(rng_(), ++round_), asio::detached);
     const auto hard_limit = deadline_ + 60s;
     while (running_ > 0 && std::chrono::steady_clock::now() < hard_limit) {
       io_.restart();
       io_.run_for(10ms);
+      notice_peers_ended();
     }
     if (running_ > 0) {
       for (int c = 0; c < s_.channels; ++c)
         if (std::strcmp(phase_[c], "done") != 0) {
           std::cerr << "soak: channel slot " << c << " stuck in " << phase_[c];
           if (open_[c] != nullptr) {
-            const auto st = open_[c]->stats();
-            std::cerr << ": send tier " << st.send_tier << ", receive tier " << st.receive_tier << ", sent "
-                      << st.messages_sent << ", received " << st.messages_received << ", enlargements "
-                      << st.enlargements << ", shrinks " << st.shrinks << ", denials " << st.denials
-                      << ", ack timeouts " << st.ack_timeouts << ", open " << open_[c]->is_open();
+            std::cerr << ": ";
+            bt::describe_stats(std::cerr, open_[c]->stats());
+            std::cerr << ", open " << open_[c]->is_open();
+          }
+          if (traffic_[c] != nullptr) {
+            std::cerr << "; in flight:";
+            for (const auto& m : traffic_[c]->in_flight) std::cerr << " " << m.seq << "(" << m.size << ")";
+            std::cerr << "; last operations:";
+            traffic_[c]->history.print(std::cerr);
           }
           std::cerr << "\n";
         }
+      ask_peers_for_stuck_echoes();
     }
-    restarts_over_ = true;
-    for (int i = 0; i < 200 && restarting_; ++i) {
-      io_.restart();
-      io_.run_for(10ms);
-    }
-    restarts_over_ = false;
     return running_ == 0;
   }
 
@@ -172,6 +150,24 @@ class soak {
       settled = handlers_run == 0 && !lingering();
     }
     return bellows::stats(io_);
+  }
+
+  /// A peer that ended by itself (crashed) fails the run: its channels' connection resets
+  /// would otherwise read like a restart's. It is started again, so that the run goes on.
+  void notice_peers_ended() {
+    for (int p = 0; p < s_.peers; ++p) {
+      if (peers_[p]->poll_state() != bt::child_process::state::ended) continue;
+      std::cerr << "soak: peer " << p << " (" << uris_[p] << ") ended by itself: " << peers_[p]->wait() << "\n";
+      ++t.violations;
+      ++generations_[p];
+      peers_[p] = start_peer(p);
+    }
+  }
+
+  /// Each peer prints its echo loops that wait in a send (echo_peer.hpp).
+  void ask_peers_for_stuck_echoes() {
+    for (auto& p : peers_) p->kill(SIGUSR1);
+    std::this_thread::sleep_for(1s);  // time for their reports to reach stderr before ours ends
   }
 
   void stop_peers() {
@@ -229,20 +225,24 @@ class soak {
 
   bool over() const { return std::chrono::steady_clock::now() >= deadline_; }
 
-  /// Kills a random peer now and then and starts it again under the same name.
-  asio::awaitable<void> restart_peers(std::uint64_t seed) {
+  /// Kills a random peer now and then during round `round` and starts it again under the same
+  /// name; the first time within the first half of the round, so that every round has one.
+  asio::awaitable<void> restart_peers(std::uint64_t seed, int round) {
     std::mt19937_64 rng(seed);
-    for (;;) {
-      co_await pause(std::chrono::milliseconds(s_.restart_every_ms / 2 + rng() % s_.restart_every_ms));
-      if (over() || restarts_over_) co_return;
-      restarting_ = true;
+    for (bool first = true;; first = false) {
+      auto wait = std::chrono::milliseconds(s_.restart_every_ms / 2 + rng() % s_.restart_every_ms);
+      const auto half_left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now()) / 2;
+      if (first) wait = std::min(wait, half_left);
+      co_await pause(wait);
+      if (over() || round != round_) co_return;
       const int p = static_cast<int>(rng() % s_.peers);
+      notice_peers_ended();
       ++generations_[p];  // before the kill: every failure from now on is explained by it
       peers_[p]->kill(SIGKILL);
       peers_[p]->wait();
       peers_[p] = start_peer(p);
       ++t.restarts;
-      restarting_ = false;
     }
   }
 
@@ -272,7 +272,7 @@ class soak {
       if (!ch) break;
       if (uid != (static_cast<std::uint64_t>(slot) << 32) + 1) ++t.reconnects;
       open_[slot] = &*ch;
-      const bool clean = co_await exchange(*ch, uid, generation, p, rng, out, phase_[slot]);
+      const bool clean = co_await exchange(*ch, uid, generation, p, rng, out, phase_[slot], traffic_[slot]);
       const auto st = ch->stats();
       t.enlargements += st.enlargements;
       t.shrinks += st.shrinks;
@@ -315,6 +315,7 @@ class soak {
     std::uint64_t next_seq = 1;
     bool sending_over = false;
     std::optional<std::error_code> failure;
+    bt::operation_history history;
   };
 
   asio::awaitable<void> send_side(traffic& x) {
@@ -329,6 +330,7 @@ class soak {
         auto [ec, n] = co_await x.ch.async_send(
             asio::buffer(x.out), asio::bind_cancellation_slot(cancel->signal.slot(), as_tuple(use_awaitable)));
         cancel->finished();
+        x.history.add("send", size, ec ? (ec == asio::error::operation_aborted ? "cancelled" : "failed") : "ok");
         if (ec == asio::error::operation_aborted) {
           ++t.send_cancels;  // nothing of it was written: the sequence number is used again
           continue;
@@ -348,14 +350,11 @@ class soak {
 
   asio::awaitable<void> receive_side(traffic& x) {
     while (!x.failure && !(x.sending_over && x.in_flight.empty())) {
-      // A receive cancelled part-way through a fragmented message discards the rest of that
-      // message (as documented), and nothing would tell us which one it was; so only receives
-      // that cannot meet a fragmented message first are cancelled. With nothing in flight the
-      // receive waits for the next burst's echo and is cancelled after a few milliseconds if
-      // nothing is still in flight then: a send joins in_flight when it completes, before the
-      // peer can even start its echo.
+      // Any receive may be cancelled, a fragmented message's part-way included: what it took
+      // waits for the next receive. With nothing in flight the receive waits for the next
+      // burst's echo and is cancelled after a few milliseconds if nothing is in flight then.
       const bool idle = x.in_flight.empty();
-      const bool try_cancel = idle || (x.rng() % 10 == 0 && x.in_flight.front().size <= fragmented_above);
+      const bool try_cancel = idle || x.rng() % 10 == 0;
       const auto delay = idle ? std::chrono::microseconds(1000 + x.rng() % 20'000)
                               : std::chrono::microseconds(x.rng() % 2 == 0 ? 0 : x.rng() % 2000);
       auto cancel = canceller(try_cancel, delay);
@@ -364,6 +363,8 @@ class soak {
       auto [ec, view] = co_await x.ch.async_receive_view(
           asio::bind_cancellation_slot(cancel->signal.slot(), as_tuple(use_awaitable)));
       cancel->finished();
+      x.history.add("receive", ec ? 0 : view.buffer().size(),
+                    ec ? (ec == asio::error::operation_aborted ? "cancelled" : "failed") : "ok");
       if (ec == asio::error::operation_aborted) {
         ++t.receive_cancels;
         continue;
@@ -397,9 +398,11 @@ class soak {
   /// Random traffic on one channel until the deadline; false once the channel broke (its peer
   /// was restarted; anything else is counted as a violation).
   asio::awaitable<bool> exchange(bellows::channel& ch, std::uint64_t uid, int generation, int p, std::mt19937_64& rng,
-                                 std::vector<std::byte>& out, const char*& phase) {
-    traffic x{ch, uid, rng, out, phase, {}, 1, false, std::nullopt};
+                                 std::vector<std::byte>& out, const char*& phase, const traffic*& watched) {
+    traffic x{ch, uid, rng, out, phase, {}, 1, false, std::nullopt, {}};
+    watched = &x;
     co_await (send_side(x) && receive_side(x));
+    watched = nullptr;
     if (!x.failure) co_return true;
     t.lost_to_restart += x.in_flight.size();
     if (generations_[p] == generation && *x.failure != bellows::error::protocol_violation) {
@@ -418,9 +421,9 @@ class soak {
   std::chrono::steady_clock::time_point deadline_;
   int running_ = 0;
   std::vector<bellows::channel*> open_;
-  std::vector<const char*> phase_;  ///< what each channel slot waits for, reported if it hangs
-  bool restarting_ = false;
-  bool restarts_over_ = false;
+  std::vector<const traffic*> traffic_;  ///< the open channels' traffic, reported if one hangs
+  std::vector<const char*> phase_;       ///< what each channel slot waits for, reported if it hangs
+  int round_ = 0;
 };
 
 int usage() {
