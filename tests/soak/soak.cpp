@@ -16,25 +16,20 @@
 #include "support/processes.hpp"
 #include "support/provider.hpp"
 #include "support/sanitizers.hpp"
+#include "traffic.hpp"
 
 #include <bellows/bellows.hpp>
 
-#include <asio/bind_cancellation_slot.hpp>
-#include <asio/cancellation_signal.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <malloc.h>
 #include <cstdio>
 #include <cstring>
-#include <deque>
-#include <functional>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -46,7 +41,6 @@
 using namespace std::chrono_literals;
 using asio::use_awaitable;
 using asio::experimental::as_tuple;
-using namespace asio::experimental::awaitable_operators;
 namespace bt = bellows::test;
 
 namespace {
@@ -60,32 +54,12 @@ struct settings {
   bt::provider over = bt::provider::shm;
 };
 
-// ---- messages: [channel uid u64 | seq u64 | size u64 | payload derived from all three] ----
-
-constexpr std::size_t header_bytes = bt::stamp_bytes;
-/// Messages above this are fragmented through the largest default tier (half of 1 MiB).
-constexpr std::size_t fragmented_above = 512 * 1024;
-
-std::size_t random_size(std::mt19937_64& rng) {
-  const auto p = rng() % 100;
-  if (p < 70) return header_bytes + rng() % 1000;       // the first tier
-  if (p < 90) return 1000 + rng() % 30'000;             // tier 1
-  if (p < 98) return 40'000 + rng() % 460'000;          // tier 2
-  return fragmented_above + 1 + rng() % (1536 * 1024);  // fragmented
-}
-
 // ---- the driver ----
 
 /// ARGS: role URI SECONDS.
 const bt::child_role soak_peer("peer", [](const std::vector<std::string>& args) {
   return bt::run_echo_peer(args.at(1), std::stoi(args.at(2)));
 });
-
-struct totals {
-  std::uint64_t messages = 0, bytes = 0, send_cancels = 0, receive_cancels = 0;
-  std::uint64_t lost_to_restart = 0, reconnects = 0, restarts = 0, enlargements = 0, shrinks = 0;
-  std::uint64_t violations = 0;  ///< lost, duplicated, reordered or corrupted messages, or unexplained errors
-};
 
 class soak {
  public:
@@ -123,9 +97,9 @@ class soak {
           }
           if (traffic_[c] != nullptr) {
             std::cerr << "; in flight:";
-            for (const auto& m : traffic_[c]->in_flight) std::cerr << " " << m.seq << "(" << m.size << ")";
+            for (const auto& m : traffic_[c]->in_flight()) std::cerr << " " << m.seq << "(" << m.size << ")";
             std::cerr << "; last operations:";
-            traffic_[c]->history.print(std::cerr);
+            traffic_[c]->history().print(std::cerr);
           }
           std::cerr << "\n";
         }
@@ -175,7 +149,7 @@ class soak {
     for (auto& p : peers_) p->wait();
   }
 
-  totals t;
+  bt::soak_totals t;
 
  private:
   std::unique_ptr<bt::child_process> start_peer(int p) {
@@ -191,36 +165,6 @@ class soak {
   asio::awaitable<void> pause(std::chrono::milliseconds d) {
     asio::steady_timer timer(io_, d);
     co_await timer.async_wait(as_tuple(use_awaitable));
-  }
-
-  /// Cancels the operation bound to `signal` after `delay`, unless it finished first. Shared
-  /// with the timer's handler, which may already be queued when the operation finishes.
-  struct delayed_cancel {
-    asio::cancellation_signal signal;
-    asio::steady_timer timer;
-    bool done = false;
-    std::function<bool()> still_wanted;  ///< asked when the delay is over; empty: always
-    explicit delayed_cancel(asio::io_context& io) : timer(io) {}
-    void finished() {
-      done = true;
-      timer.cancel();
-    }
-  };
-  std::shared_ptr<delayed_cancel> canceller(bool armed, std::chrono::microseconds delay) {
-    auto c = std::make_shared<delayed_cancel>(io_);
-    if (armed && delay.count() == 0) {
-      // Straight after the operation started: it is cancelled unless it already completed.
-      asio::post(io_, [c] {
-        if (!c->done) c->signal.emit(asio::cancellation_type::terminal);
-      });
-    } else if (armed) {
-      c->timer.expires_after(delay);
-      c->timer.async_wait([c](std::error_code ec) {
-        if (!ec && !c->done && (!c->still_wanted || c->still_wanted()))
-          c->signal.emit(asio::cancellation_type::terminal);
-      });
-    }
-    return c;
   }
 
   bool over() const { return std::chrono::steady_clock::now() >= deadline_; }
@@ -298,115 +242,16 @@ class soak {
 
   /// Random traffic on one channel until the deadline; false once the channel broke (its peer
   /// was restarted; anything else is counted as a violation).
-  /// One channel's traffic: a sending and a receiving coroutine, as a robust application runs
-  /// them. (Sending a burst and only then receiving deadlocks a bounded channel, as it does a
-  /// socket: with both rings full of unread echoes, neither side's send can proceed.)
-  struct traffic {
-    struct sent {
-      std::uint64_t seq;
-      std::size_t size;
-    };
-    bellows::channel& ch;
-    std::uint64_t uid;
-    std::mt19937_64& rng;
-    std::vector<std::byte>& out;
-    const char*& phase;
-    std::deque<sent> in_flight;
-    std::uint64_t next_seq = 1;
-    bool sending_over = false;
-    std::optional<std::error_code> failure;
-    bt::operation_history history;
-  };
-
-  asio::awaitable<void> send_side(traffic& x) {
-    while (!over() && !x.failure) {
-      const int burst = 1 + static_cast<int>(x.rng() % 3);
-      for (int i = 0; i < burst && !x.failure; ++i) {
-        const std::size_t size = random_size(x.rng);
-        bt::fill_stamped(x.out, x.uid, x.next_seq, size);
-        const bool try_cancel = x.rng() % 10 == 0;
-        auto cancel = canceller(try_cancel, 0us);
-        x.phase = try_cancel ? "send (cancelled)" : "send";
-        auto [ec, n] = co_await x.ch.async_send(
-            asio::buffer(x.out), asio::bind_cancellation_slot(cancel->signal.slot(), as_tuple(use_awaitable)));
-        cancel->finished();
-        x.history.add("send", size, ec ? (ec == asio::error::operation_aborted ? "cancelled" : "failed") : "ok");
-        if (ec == asio::error::operation_aborted) {
-          ++t.send_cancels;  // nothing of it was written: the sequence number is used again
-          continue;
-        }
-        if (ec) x.failure = ec;
-        if (ec) break;
-        x.in_flight.push_back({x.next_seq++, size});
-        if (x.out.capacity() > 64 * 1024) std::vector<std::byte>().swap(x.out);  // 500 idle channels hold no MiBs
-      }
-      // The next burst once every echo is back, now and then after a pause long enough to shrink.
-      for (int i = 0; i < 60'000 && !x.in_flight.empty() && !x.failure; ++i) co_await pause(1ms);
-      x.phase = "pause";
-      if (x.rng() % 4 == 0) co_await pause(std::chrono::milliseconds(x.rng() % 80));
-    }
-    x.sending_over = true;
-  }
-
-  asio::awaitable<void> receive_side(traffic& x) {
-    while (!x.failure && !(x.sending_over && x.in_flight.empty())) {
-      // Any receive may be cancelled, a fragmented message's part-way included: what it took
-      // waits for the next receive. With nothing in flight the receive waits for the next
-      // burst's echo and is cancelled after a few milliseconds if nothing is in flight then.
-      const bool idle = x.in_flight.empty();
-      const bool try_cancel = idle || x.rng() % 10 == 0;
-      const auto delay = idle ? std::chrono::microseconds(1000 + x.rng() % 20'000)
-                              : std::chrono::microseconds(x.rng() % 2 == 0 ? 0 : x.rng() % 2000);
-      auto cancel = canceller(try_cancel, delay);
-      if (idle) cancel->still_wanted = [&x] { return x.in_flight.empty(); };
-      x.phase = try_cancel ? "receive (cancelled)" : "receive";
-      auto [ec, view] = co_await x.ch.async_receive_view(
-          asio::bind_cancellation_slot(cancel->signal.slot(), as_tuple(use_awaitable)));
-      cancel->finished();
-      x.history.add("receive", ec ? 0 : view.buffer().size(),
-                    ec ? (ec == asio::error::operation_aborted ? "cancelled" : "failed") : "ok");
-      if (ec == asio::error::operation_aborted) {
-        ++t.receive_cancels;
-        continue;
-      }
-      if (ec) {
-        x.failure = ec;
-        break;
-      }
-      const auto* data = static_cast<const std::byte*>(view.buffer().data());
-      const std::size_t n = view.buffer().size();
-      std::uint64_t head[3] = {};
-      if (n >= header_bytes) std::memcpy(head, data, header_bytes);
-      if (x.in_flight.empty() || head[0] != x.uid || head[1] != x.in_flight.front().seq ||
-          n != x.in_flight.front().size) {
-        std::cerr << "soak: channel " << x.uid << " expected seq " << x.in_flight.front().seq << ", got channel "
-                  << head[0] << " seq " << head[1] << " (" << n << " B)\n";
-        ++t.violations;
-        x.failure = make_error_code(bellows::error::protocol_violation);
-        break;
-      }
-      if (!bt::is_stamped(data, x.uid, head[1], n)) {
-        std::cerr << "soak: channel " << x.uid << " seq " << head[1] << " corrupted\n";
-        ++t.violations;
-      }
-      x.in_flight.pop_front();
-      ++t.messages;
-      t.bytes += n;
-    }
-  }
-
-  /// Random traffic on one channel until the deadline; false once the channel broke (its peer
-  /// was restarted; anything else is counted as a violation).
   asio::awaitable<bool> exchange(bellows::channel& ch, std::uint64_t uid, int generation, int p, std::mt19937_64& rng,
-                                 std::vector<std::byte>& out, const char*& phase, const traffic*& watched) {
-    traffic x{ch, uid, rng, out, phase, {}, 1, false, std::nullopt, {}};
-    watched = &x;
-    co_await (send_side(x) && receive_side(x));
+                                 std::vector<std::byte>& out, const char*& phase, const bt::channel_traffic*& watched) {
+    bt::channel_traffic traffic(io_, ch, uid, rng, out, phase, t, deadline_);
+    watched = &traffic;
+    const auto failure = co_await traffic.run();
     watched = nullptr;
-    if (!x.failure) co_return true;
-    t.lost_to_restart += x.in_flight.size();
-    if (generations_[p] == generation && *x.failure != bellows::error::protocol_violation) {
-      std::cerr << "soak: channel " << uid << " failed: " << x.failure->message() << "\n";
+    if (!failure) co_return true;
+    t.lost_to_restart += traffic.in_flight().size();
+    if (generations_[p] == generation && *failure != bellows::error::protocol_violation) {
+      std::cerr << "soak: channel " << uid << " failed: " << failure->message() << "\n";
       ++t.violations;
     }
     co_return false;
@@ -421,8 +266,8 @@ class soak {
   std::chrono::steady_clock::time_point deadline_;
   int running_ = 0;
   std::vector<bellows::channel*> open_;
-  std::vector<const traffic*> traffic_;  ///< the open channels' traffic, reported if one hangs
-  std::vector<const char*> phase_;       ///< what each channel slot waits for, reported if it hangs
+  std::vector<const bt::channel_traffic*> traffic_;  ///< the open channels' traffic, reported if one hangs
+  std::vector<const char*> phase_;                   ///< what each channel slot waits for, reported if it hangs
   int round_ = 0;
 };
 
