@@ -101,6 +101,7 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   std::vector<std::byte> block(size, std::byte{7});
   // The warm-up lets the ring grow to its tier before the clock starts, as ucx_perftest's does.
   for (std::uint64_t i = 0; i < warmup; ++i) co_await ch.async_send(asio::buffer(block), use_awaitable);
+  const auto stalls_before = ch.stats().credit_stalls;
   const auto t0 = clock_type::now();
   std::error_code ec;
   if (s.outstanding > 1 && !try_first) {
@@ -121,7 +122,9 @@ asio::awaitable<void> stream(const std::string& uri, const settings& s, const st
   r.avg_us = us / static_cast<double>(count);
   r.mb_per_s = static_cast<double>(size * count) / us;
   r.msg_per_s = static_cast<double>(count) / us * 1e6;
-  r.extra = {{"send_tier", ch.stats().send_tier}};
+  const auto st = ch.stats();
+  // How often the sender found the peer's ring full: whether credit came back in time.
+  r.extra = {{"send_tier", st.send_tier}, {"credit_stalls", st.credit_stalls - stalls_before}};
   if (s.outstanding > 1) r.extra.push_back({"outstanding", s.outstanding});
   out.add(r);
   co_await ch.async_close(use_awaitable);

@@ -24,9 +24,9 @@ struct channel_stats {
   std::uint64_t bytes_sent = 0;         ///< their bytes
   std::uint64_t messages_received = 0;  ///< messages delivered to a receive
   std::uint64_t bytes_received = 0;     ///< their bytes
-  /// Sends whose bytes went straight into the peer's posted receive buffer (tcp, and shm
-  /// where the peer may read our memory; messages larger than the largest tier's frames)
-  /// rather than through its ring.
+  /// Sends whose bytes went straight into the peer's posted receive buffer rather than through
+  /// its ring: messages larger than the largest tier's frames, written into the buffer the
+  /// receive lent (tcp, rdma) or read from our memory by the peer (shm, where it may).
   std::uint64_t direct_messages_sent = 0;
   /// Messages that arrived that way, straight into a receive's buffer.
   std::uint64_t direct_messages_received = 0;
@@ -36,6 +36,12 @@ struct channel_stats {
   /// Doorbells this side skipped because the peer's reactor said it polls the channel on every
   /// round anyway (shm only).
   std::uint64_t doorbells_skipped = 0;
+  /// Times this side's sends stopped because the peer's ring had no room left for the next
+  /// one, until the peer's reactor returned credit for what it had read: a sender outrunning
+  /// its receiver. One that keeps doing so asks for a larger ring (growth for throughput), after
+  /// which a receiver that keeps up leaves few of these. (try_send does not wait: it says
+  /// send_status::no_credits instead.)
+  std::uint64_t credit_stalls = 0;
 };
 
 /// Every open channel of one io_context together, and its registered memory (bellows::stats(io)).

@@ -313,6 +313,7 @@ channel_stats channel_core::stats() const {
   channel_stats s = counters_;
   s.send_tier = tx_.tier();
   s.receive_tier = rx_.tier();
+  s.credit_stalls = tx_.credit_stalls();
   s.registered_bytes = setup_.control_bytes;
   s.registered_bytes_by_tier.assign(options_.tiers.size(), 0);
   for (const auto& ring : rx_.live_rings()) {

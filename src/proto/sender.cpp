@@ -385,6 +385,7 @@ bool sender::room_for(std::uint64_t slots) const noexcept {
 }
 
 void sender::note_stall(clock_time now) {
+  ++credit_stalls_;
   if (now - stall_window_start_ > stall_window) {
     stall_window_start_ = now;
     stalls_in_window_ = 0;

@@ -119,6 +119,9 @@ class sender {
   /// take that buffer back by tearing its channel down: a write refused then is no lie.
   bool writing_into_lent_buffer() const noexcept { return lent_write_.has_value(); }
   bool stalled_on_credit() const noexcept { return stalled_; }
+  /// Times the queue stopped because the peer's ring had no room for its front (see
+  /// channel_stats::credit_stalls).
+  std::uint64_t credit_stalls() const noexcept { return credit_stalls_; }
   bool failed() const noexcept { return static_cast<bool>(failed_); }
   std::size_t queued() const noexcept { return queue_.size(); }
   std::uint32_t free_slots() const noexcept;
@@ -209,6 +212,7 @@ class sender {
   bool pressure_ = false;
   bool stalled_ = false;
   std::uint32_t stalls_in_window_ = 0;
+  std::uint64_t credit_stalls_ = 0;
   clock_time stall_window_start_{};
   bool outrunning_ring_ = false;
   std::uint64_t partial_acks_seen_ = 0;

@@ -16,8 +16,8 @@ inline void describe_stats(std::ostream& out, const channel_stats& st) {
       << st.bytes_sent << " B, " << st.direct_messages_sent << " direct), received " << st.messages_received << " ("
       << st.bytes_received << " B, " << st.direct_messages_received << " direct), enlargements " << st.enlargements
       << ", shrinks " << st.shrinks << ", denials " << st.denials << ", ack timeouts " << st.ack_timeouts
-      << ", doorbells " << st.doorbells_rung << " rung / " << st.doorbells_skipped << " skipped, registered "
-      << st.registered_bytes << " B";
+      << ", doorbells " << st.doorbells_rung << " rung / " << st.doorbells_skipped << " skipped, credit stalls "
+      << st.credit_stalls << ", registered " << st.registered_bytes << " B";
 }
 
 /// The last few operations on one channel, oldest first when printed.

@@ -11,6 +11,7 @@
 
 #include <sys/mman.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <variant>
@@ -322,4 +323,55 @@ TEST_CASE("core: a file's frame puts its bytes at their offset within a cache li
   a.send(6, pair_of_cores::ranges(large), now);
   CHECK(sent_frame(c.run(0)).first == 0);
   ::close(file);
+}
+
+TEST_CASE("core: a queue that finds the peer's ring full counts one credit stall, and goes on with the credit",
+          "[core]") {
+  pair_of_cores c;
+  auto& a = *c.cores[0];
+  auto& b = *c.cores[1];
+  const auto message = test::random_bytes(100, 8);
+  auto sends_done = [](const std::vector<action>& actions) {
+    return std::count_if(actions.begin(), actions.end(),
+                         [](const action& x) { return std::holds_alternative<send_done>(x); });
+  };
+  // No receive is posted and the receiver does not look: the first ring (4 KiB) fills, and the
+  // sends behind it queue.
+  constexpr long sends = 60;
+  long completed = 0;
+  for (std::uint64_t id = 1; id <= sends; ++id) {
+    a.send(id, pair_of_cores::ranges(message), clock_time{});
+    completed += sends_done(c.run(0));
+  }
+  REQUIRE(completed > 0);
+  REQUIRE(completed < sends);
+  const long queued = sends - completed;
+  CHECK(a.stats().credit_stalls == 1);  // the sends queued behind the first that stopped add none
+  a.poll(1us);
+  completed += sends_done(c.run(0));
+  CHECK(a.stats().credit_stalls == 1);  // nor does looking again with no new credit
+
+  // The receiver takes every message; the credit it returns lets the queue go on.
+  std::vector<std::byte> into(200);
+  std::uint64_t next_receive = 1000;
+  long received = 0;
+  b.receive(next_receive++, pair_of_cores::into(into));
+  for (int round = 0; round < 1000 && received < sends; ++round) {
+    b.poll(2us);
+    for (const auto& x : c.run(1)) {
+      if (const auto* done = std::get_if<receive_done>(&x)) {
+        REQUIRE_FALSE(done->ec);
+        CHECK(std::equal(message.begin(), message.end(), into.begin()));
+        ++received;
+        b.receive(next_receive++, pair_of_cores::into(into));
+      }
+    }
+    a.poll(2us);
+    completed += sends_done(c.run(0));
+  }
+  CHECK(received == sends);
+  CHECK(completed == sends);
+  CHECK(a.stats().credit_stalls >= 1);
+  CHECK(a.stats().credit_stalls <= static_cast<std::uint64_t>(queued));  // at most one per message that queued
+  CHECK(b.stats().credit_stalls == 0);                                   // the receiver sent nothing
 }

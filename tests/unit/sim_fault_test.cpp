@@ -67,6 +67,9 @@ TEST_CASE("a sender that keeps outrunning its first ring grows it for throughput
     CHECK(e.to_tier == 1);
   }
   CHECK(s.w.send_tier(side::a) == 1);
+  // Growth asks for 64 stalls within 10 ms, and each is one the channel's stats count.
+  CHECK(s.w.stats(side::a).credit_stalls >= 64);
+  CHECK(s.w.stats(side::b).credit_stalls == 0);
   CHECK(s.w.report(side::a).sends_failed == 0);
   CHECK(s.w.report(side::b).mismatches == 0);
   s.w.run_for(10ms);
