@@ -25,8 +25,8 @@ struct tier_event {
   std::uint32_t from_tier = 0;  ///< the tier the direction was on
   std::uint32_t to_tier = 0;    ///< the tier asked for
   /// Size of the message that made the sender ask; zero for a shrink, and for an enlargement
-  /// for throughput (a sender that keeps running out of credit in its first ring asks for the
-  /// second, whatever its messages' sizes).
+  /// for throughput (a sender that keeps running out of credit asks for the next tier, where
+  /// its messages take two or more slots of the current ring).
   std::uint64_t message_bytes = 0;
   /// For granted and denied: from the request's write to the moment this side took the
   /// acknowledgement in (not counting the waiting message's own copy); for timed_out, to the

@@ -11,11 +11,13 @@ namespace bellows::proto {
 namespace {
 
 // Enlargement for throughput: a sender that ran out of credit this often within the window is
-// streaming faster than its ring's half-ring credit batches come back, and a larger ring
-// returns them in larger batches. Only up to the tier below: larger rings buy size, not rate.
+// streaming faster than its ring's half-ring credit batches come back. Every default tier's ring
+// has 16 slots, so what a larger ring buys is room for more messages only where the ones that
+// stall take several slots of the current ring: there the next tier's slots hold them one each.
+// Messages that already fit a slot each stay: a larger ring would hold no more of them, only
+// spread them over more memory (measured slower).
 constexpr std::uint32_t stalls_before_growing = 64;
 constexpr auto stall_window = std::chrono::milliseconds(10);
-constexpr std::uint32_t throughput_tier_limit = 1;
 
 }  // namespace
 
@@ -330,7 +332,8 @@ void sender::pump(clock_time now, sender_events& out) {
   stalled_ = false;
   while (!failed_ && pump_one(now, out)) {
   }
-  if (stalled_ && !queue_.empty() && (!was_stalled || out.writes.size() > written_before)) note_stall(now);
+  if (stalled_ && !queue_.empty() && (!was_stalled || out.writes.size() > written_before))
+    note_stall(now, queue_.front().message.length);
 }
 
 bool sender::write_whole(const gather_list& message, clock_time now, sender_events& out) {
@@ -384,18 +387,19 @@ bool sender::room_for(std::uint64_t slots) const noexcept {
   return free_slots() >= pad + slots;
 }
 
-void sender::note_stall(clock_time now) {
+void sender::note_stall(clock_time now, std::uint64_t waiting_length) {
   ++credit_stalls_;
   if (now - stall_window_start_ > stall_window) {
     stall_window_start_ = now;
     stalls_in_window_ = 0;
   }
+  if (geometry().slots_for(waiting_length) < 2) return;  // a larger ring would hold no more of it
   if (++stalls_in_window_ >= stalls_before_growing) outrunning_ring_ = true;
 }
 
 void sender::grow_for_throughput(clock_time now, sender_events& out) {
   const std::uint32_t to = ring_.tier + 1;
-  if (to > throughput_tier_limit || to > options_.tiers.largest() || now - stall_window_start_ > stall_window) {
+  if (to > options_.tiers.largest() || now - stall_window_start_ > stall_window) {
     outrunning_ring_ = false;  // no larger ring to ask for, or the burst is over
     return;
   }

@@ -164,9 +164,10 @@ class sender {
   /// Whether the queue's front may go through the current ring before the request's answer.
   bool may_go_ahead(const queued_send& front) const;
   void pump(clock_time now, sender_events& out);
-  /// Counts a new wait for credit; enough of them close together mean the ring is too small
-  /// for the traffic's rate, whatever its messages' sizes.
-  void note_stall(clock_time now);
+  /// Counts a new wait for credit, the queue stopped at a message of `waiting_length`. Enough of
+  /// them close together, for messages that take several of the ring's slots, mean the next
+  /// tier's ring would hold more of them at once: growth for throughput.
+  void note_stall(clock_time now, std::uint64_t waiting_length);
   /// Whether a frame of `slots` fits now, with the PAD that the wrap may need before it.
   bool room_for(std::uint64_t slots) const noexcept;
   /// Writes `message` as one frame where the ring has room for it.

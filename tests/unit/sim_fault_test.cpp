@@ -54,10 +54,11 @@ TEST_CASE("a sender that keeps outrunning its first ring grows it for throughput
   world_options o;
   o.idle_shrink_after = 5ms;
   scenario s(o);
-  // 600 KB of 200 B messages queued at once: the 4 KiB ring runs out of credit every few
-  // dozen messages, far more often than the growth threshold.
+  // 1.2 MB of 400 B messages queued at once: each takes two of the first ring's 16 slots, so
+  // the ring runs out of credit every few messages, far more often than the growth threshold,
+  // and the next tier's ring holds twice as many of them.
   constexpr int messages = 3000;
-  for (int i = 0; i < messages; ++i) s.send(side::a, 200);
+  for (int i = 0; i < messages; ++i) s.send(side::a, 400);
   REQUIRE(s.run_until_delivered(side::b, messages));
   CHECK(count(s.w, what::enlarge_requested, side::a) == 1);
   CHECK(count(s.w, what::acked_granted, side::a) == 1);
@@ -76,6 +77,40 @@ TEST_CASE("a sender that keeps outrunning its first ring grows it for throughput
   CHECK(s.w.send_tier(side::a) == 0);
   CHECK(s.w.registered_bytes(side::b) == 128 + 4096);
   CHECK(count(s.w, what::shrink_requested, side::a) == 1);
+  require_clean(s.w);
+}
+
+TEST_CASE("a sender outrunning its ring with messages of one slot each keeps the ring: a larger holds no more",
+          "[sim]") {
+  scenario s(world_options{});
+  // 200 B messages take one of the first ring's 16 slots each, as they would of any tier's.
+  constexpr int messages = 3000;
+  for (int i = 0; i < messages; ++i) s.send(side::a, 200);
+  REQUIRE(s.run_until_delivered(side::b, messages));
+  CHECK(s.w.stats(side::a).credit_stalls >= 64);  // often enough to grow, were growing any use
+  CHECK(count(s.w, what::enlarge_requested, side::a) == 0);
+  CHECK(s.w.send_tier(side::a) == 0);
+  CHECK(s.w.report(side::a).sends_failed == 0);
+  CHECK(s.w.report(side::b).mismatches == 0);
+  require_clean(s.w);
+}
+
+TEST_CASE("a sender outrunning the ring its messages' size chose grows it further for throughput", "[sim]") {
+  scenario s(world_options{});
+  // 6,000 B messages ask for tier 1 by their size, where each takes two of its 16 slots of
+  // 4 KiB; streamed, they outrun it and ask for tier 2, whose slots hold them one each.
+  constexpr int messages = 2000;
+  for (int i = 0; i < messages; ++i) s.send(side::a, 6000);
+  REQUIRE(s.run_until_delivered(side::b, messages));
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> requests;  // to tier, bytes named
+  for (const auto& e : s.w.trace())
+    if (e.kind == what::enlarge_requested && e.where == side::a) requests.emplace_back(e.to_tier, e.bytes);
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[0] == std::pair<std::uint32_t, std::uint64_t>{1, 6000});  // by size
+  CHECK(requests[1] == std::pair<std::uint32_t, std::uint64_t>{2, 0});     // for throughput
+  CHECK(s.w.send_tier(side::a) == 2);
+  CHECK(s.w.report(side::a).sends_failed == 0);
+  CHECK(s.w.report(side::b).mismatches == 0);
   require_clean(s.w);
 }
 
