@@ -126,7 +126,7 @@ void channel_core::cancel(std::uint64_t id) {
     // A buffer lent to the peer is being written: the receive completes when the message is in.
     if ((lent_ && lent_->receive_id == id) || (lent_ahead_ && lent_ahead_->receive_id == id)) return;
     // What it took of a fragmented message waits for the next receive, which gets all of it.
-    if (r->started) keep_partial(*r);
+    if (r->started()) keep_partial(*r);
     if (r->view) {
       complete(view_done{id, cancelled(), {}, {}, {}, false});
     } else {

@@ -129,7 +129,7 @@ class channel_core {
   /// The peer has been told (or cannot be told any more) that we are gone.
   bool detached() const noexcept { return detached_; }
   /// The oldest pending receive took part of a fragmented message, not yet all of it.
-  bool receiving_part_way() const noexcept { return !receives_.empty() && receives_.front().started; }
+  bool receiving_part_way() const noexcept { return !receives_.empty() && receives_.front().started(); }
   /// The driver must poll on every pass: an ack or credit is awaited.
   bool wants_watching() const noexcept;
   /// When poll() must run next even if the peer rings nothing.
@@ -150,8 +150,11 @@ class channel_core {
     bool view = false;
     std::uint64_t filled = 0;
     std::vector<std::byte> assembled;
-    bool started = false;
     std::uint64_t message_length = 0;  ///< once started: the whole message's, as FRAG_FIRST announced it
+
+    /// Part of a fragmented message is in. Never 0 then: the receiver refuses a FRAG_FIRST
+    /// that announces no more than its own bytes (receiver::accept_fragment).
+    bool started() const noexcept { return message_length != 0; }
   };
 
   /// What a receive cancelled part-way through a fragmented message had taken: the next

@@ -133,7 +133,7 @@ bool channel_core::deliver_front() {
   }
   if (f.kind == frame_kind::direct_offer) return deliver_offer(f);
   pending_receive& op = receives_.front();
-  if (partial_ && !op.started && !resume_partial(op)) return true;
+  if (partial_ && !op.started() && !resume_partial(op)) return true;
 
   if (f.kind == frame_kind::data) {
     if (op.view) {
@@ -153,7 +153,6 @@ bool channel_core::deliver_front() {
   }
 
   if (f.kind == frame_kind::frag_first) {
-    op.started = true;
     op.filled = 0;
     op.message_length = f.message_length;
     if (!op.view && f.message_length > op.into.length) {
@@ -195,7 +194,6 @@ void channel_core::keep_partial(pending_receive& op) {
 
 bool channel_core::resume_partial(pending_receive& op) {
   partial_message kept = std::move(*std::exchange(partial_, std::nullopt));
-  op.started = true;
   op.message_length = kept.length;
   op.filled = kept.bytes.size();
   if (op.view) {
