@@ -29,7 +29,7 @@ namespace {
 constexpr const char* usage =
     R"(usage: bellows-perf [-t MODES] [-s SIZES] [-n ITERATIONS] [-w WARMUP] [--channels COUNTS]
                     [--active N] [--outstanding N] [--buffer-per-receive] [--fixed-large] [--tiers T]
-                    [--view] [--budget BYTES] [--cpus A,B|none] [--json]
+                    [--view] [--budget BYTES] [--one-copy-above BYTES] [--cpus A,B|none] [--json]
                     [--uri URI | --serve URI | --connect URI]
   MODES   comma-separated: lat (ping-pong, half round trip), bw (streaming), rate (8 B
           streaming through try_send), enlarge (first message on a fresh channel: with the
@@ -45,6 +45,8 @@ constexpr const char* usage =
           buffer, as ucx_perftest's do, unless --buffer-per-receive gives each its own
   T       a tier table, SLOTSxBYTES,... ascending (default 16x256,16x4096,16x65536); a
           table the library refuses fails the connect with invalid_argument
+  --one-copy-above  both sides' channel_options::one_copy_above (default: the provider's;
+          over shm no message goes in one copy unless given, 0 for every one above the frames)
   --view  bw: the peer receives with async_receive_view (the bytes stay in the ring, or in
           memory the view owns) instead of into a buffer of its own
   --cpus  the CPUs the measuring process and its forked peer are pinned to (default 0,1)
@@ -112,6 +114,8 @@ command_line parse(int argc, char** argv) {
           throw std::invalid_argument("--tiers takes SLOTSxBYTES,...: " + t);
         return bellows::tier{bytes, slots};
       });
+    } else if (flag == "--one-copy-above") {
+      s.one_copy_above = perf::parse_quantity(value);
     } else if (flag == "--budget") {
       s.peer_budget = perf::parse_quantity(value);
     } else if (flag == "--outstanding") {
@@ -174,7 +178,8 @@ int main(int argc, char** argv) {
     std::fputs(usage, stdout);
     return 0;
   }
-  if (!c.serve.empty()) return perf::run_peer(c.serve, c.settings.max_message, c.settings.peer_budget, -1);
+  if (!c.serve.empty())
+    return perf::run_peer(c.serve, c.settings.max_message, c.settings.peer_budget, c.settings.one_copy_above, -1);
   if (!c.connect.empty()) return run_measurement(c.connect, c.settings);
 
   const std::string uri = c.uri.empty() ? "shm://perf-" + std::to_string(::getpid()) : c.uri;
@@ -184,7 +189,7 @@ int main(int argc, char** argv) {
   if (peer == 0) {
     ::close(ready[0]);
     perf::pin_to(c.peer_cpu);
-    ::_exit(perf::run_peer(uri, c.settings.max_message, c.settings.peer_budget, ready[1]));
+    ::_exit(perf::run_peer(uri, c.settings.max_message, c.settings.peer_budget, c.settings.one_copy_above, ready[1]));
   }
   ::close(ready[1]);
   perf::pin_to(c.client_cpu);

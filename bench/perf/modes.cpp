@@ -348,6 +348,7 @@ bellows::channel_options channel_options_for(const settings& s) {
   if (!s.tiers.empty()) options.tiers = s.tiers;
   // A benchmark must not time a shrink and its re-growth in the middle of a sweep.
   options.idle_shrink_after = std::chrono::hours(1);
+  options.one_copy_above = s.one_copy_above;
   return options;
 }
 

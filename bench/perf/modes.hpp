@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct settings {
   std::size_t max_message = std::size_t{4} << 20;  ///< the peer's receive buffer
   /// The forked (or --serve) peer's registered_memory_budget; herd uses it to force denials.
   std::size_t peer_budget = SIZE_MAX;
+  /// Both sides' channel_options::one_copy_above; empty: the provider's default.
+  std::optional<std::uint64_t> one_copy_above;
 };
 
 /// Opens a channel and tells the peer its role (see peer.hpp).

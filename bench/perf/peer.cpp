@@ -155,13 +155,15 @@ asio::awaitable<void> serve(bellows::channel ch, std::shared_ptr<peer_state> sta
 
 }  // namespace
 
-int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget, int ready_fd) {
+int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget,
+             std::optional<std::uint64_t> one_copy_above, int ready_fd) {
   asio::io_context io;
   bellows::context_options context;
   context.registered_memory_budget = budget;
   bellows::configure(io, context);
   auto state = std::make_shared<peer_state>(peer_state{io, max_message});
   bellows::channel_options options;
+  options.one_copy_above = one_copy_above;
   options.on_tier_event = [state](const bellows::tier_event& e) {
     if (e.kind == bellows::tier_event::what::provisioned && !e.shrink) state->last_provisioning = e.elapsed;
   };

@@ -19,12 +19,15 @@
 // receives are, not read in place.
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 
 namespace perf {
 
 /// Listens on `uri` and serves until killed. Writes one byte to `ready_fd` (when not -1)
-/// once listening.
-int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget, int ready_fd);
+/// once listening. `one_copy_above` is the channels' channel_options::one_copy_above.
+int run_peer(const std::string& uri, std::size_t max_message, std::size_t budget,
+             std::optional<std::uint64_t> one_copy_above, int ready_fd);
 
 }  // namespace perf

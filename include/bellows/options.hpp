@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,17 @@ struct channel_options {
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(10);
   /// Largest message this side accepts; a larger one breaks the channel with protocol_violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 32;
+  /// This side's sends longer than this go in one copy, from the send's buffer straight into
+  /// the peer's posted receive buffer, instead of through the rings; never a message that fits
+  /// the largest tier's frames, and only one the peer's receive can take whole (one contiguous
+  /// buffer, not a view), else it comes through the rings after all. UINT64_MAX: never.
+  ///
+  /// Unset, each provider's measured best: over tcp:// and rdma:// every message above the
+  /// largest tier's frames (the receiver's kernel or NIC places the bytes: one copy instead of
+  /// two); over shm:// none, because there the one copy is the receiver's `process_vm_readv`,
+  /// which on the machines measured runs at half memcpy's speed, while the ring's two copies run
+  /// on both processes' cores at once (README, Where the time goes, "Large messages").
+  std::optional<std::uint64_t> one_copy_above;
   /// A secret both ends must hold (any bytes; use 32 random ones). When set, a tcp:// or rdma://
   /// channel is handed to the application only after both sides proved they hold it
   /// (HMAC-SHA256 over fresh nonces from both); a peer with another key, or none, or one where

@@ -27,8 +27,8 @@ struct direction_options {
   /// Largest message either side accepts; a FRAG_FIRST announcing more is a violation.
   std::uint64_t max_message_size = std::uint64_t{1} << 40;
   /// Messages longer than this are offered for placement straight into the receiver's posted
-  /// buffer (DIRECT_OFFER) before they are fragmented through the ring; 0: never. Set where the
-  /// provider can lend a receive buffer to the peer (tcp).
+  /// buffer (DIRECT_OFFER) before they are fragmented through the ring; 0: never. Set from
+  /// channel_options::one_copy_above where the provider can place them (reactor/channel_state.cpp).
   std::uint64_t offer_direct_above = 0;
   /// Offers name the sender's buffer and the receiver reads the message from there itself
   /// (fetch_note) instead of lending its own buffer. Set where the peer can read this process's

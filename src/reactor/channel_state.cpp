@@ -24,7 +24,13 @@ proto::outcome<std::shared_ptr<channel_state>> channel_state::make(reactor& r, a
   if (!table) return table.failure();
   proto::direction_options options{*table, local.ack_timeout, local.idle_shrink_after, local.retry_after_denial,
                                    std::min(local.max_message_size, setup.max_message_size)};
-  if (link->can_lend() || link->peer_fetches()) options.offer_direct_above = table->max_message(table->largest());
+  if (link->can_lend() || link->peer_fetches()) {
+    // Where the receiver would read the message from our memory (shm) rather than lend its
+    // buffer, only when asked: see channel_options::one_copy_above.
+    const std::uint64_t largest_frame = table->max_message(table->largest());
+    const std::uint64_t above = local.one_copy_above.value_or(link->can_lend() ? largest_frame : UINT64_MAX);
+    options.offer_direct_above = std::max(above, largest_frame);
+  }
   options.offers_are_fetched = link->peer_fetches();
   // The reactor may be polling the channel on another thread while its last owner lets go:
   // the whole destruction, members included, happens under the lock.

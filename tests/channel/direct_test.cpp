@@ -38,16 +38,20 @@ namespace bt = bellows::test;
 
 namespace {
 
-/// A connected pair over one link, both ends in this process.
+/// A connected pair over one link, both ends in this process, with `options` on both sides
+/// (by default the suite's, bt::options_for).
 struct linked_pair {
-  explicit linked_pair(const std::string& name, int channels = 1, bt::provider over = bt::provider::tcp)
-      : acceptor(io.get_executor(), bt::uri_for(over, name)) {
+  explicit linked_pair(const std::string& name, int channels = 1, bt::provider over = bt::provider::tcp,
+                       std::optional<bellows::channel_options> options = std::nullopt)
+      : acceptor(io.get_executor(), bt::uri_for(over, name),
+                 options.value_or(bt::options_for(bt::uri_for(over, name)))) {
     const auto uri = bt::uri_for(over, name);
+    if (!options) options = bt::options_for(uri);
     for (int i = 0; i < channels; ++i) {
       acceptor.async_accept([this](std::error_code ec, bellows::channel ch) {
         if (!ec) accepted.push_back(std::move(ch));
       });
-      bellows::async_connect(io.get_executor(), uri, [this](std::error_code ec, bellows::channel ch) {
+      bellows::async_connect(io.get_executor(), uri, *options, [this](std::error_code ec, bellows::channel ch) {
         if (!ec) connected.push_back(std::move(ch));
       });
       const auto want = static_cast<std::size_t>(i + 1);
@@ -125,7 +129,7 @@ TEST_CASE("shm: a message between two processes is read once, from the sender's 
   REQUIRE(peer.wait_ready());
   asio::io_context io;
   std::optional<bellows::channel> ch;
-  bellows::async_connect(io.get_executor(), uri, [&](std::error_code ec, bellows::channel c) {
+  bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
     if (!ec) ch = std::move(c);
   });
   REQUIRE(bt::run_until(
@@ -233,6 +237,44 @@ TEST_CASE("messages above the largest tier's frames go straight into the receive
     CHECK(s.send_tier == 0);  // no ring grew for them
     CHECK(s.receive_tier == 0);
   }
+}
+
+TEST_CASE("shm: large messages come through the rings unless one_copy_above asks for one copy", "[shm][direct]") {
+  if (!bt::chosen(bt::provider::shm)) return bt::skip_case("shm is not among BELLOWS_TEST_PROVIDERS");
+  bellows::channel_options options;
+  std::uint64_t direct_expected = 0;
+  std::uint32_t tier_expected = 2;  // the 1 MiB message needs the largest ring, which then carries both
+  SECTION("unset: the provider's default, none") {}
+  SECTION("0: every message above the largest tier's frames") {
+    options.one_copy_above = 0;
+    direct_expected = 2;
+    tier_expected = 0;
+  }
+  SECTION("2 MiB: only the 3 MiB message") {
+    options.one_copy_above = std::uint64_t{2} << 20;
+    direct_expected = 1;
+  }
+  linked_pair p(bt::unique_name("one-copy-above"), 1, bt::provider::shm, options);
+  auto& client = p.connected[0];
+  auto& server = p.accepted[0];
+  for (const std::size_t size : {std::size_t{1} << 20, std::size_t{3} << 20}) {
+    INFO("a message of " << size << " bytes");
+    const auto message = bt::random_bytes(size, static_cast<unsigned>(size) + 7);
+    std::vector<std::byte> at_server(size);
+    result received, sent;
+    server.async_receive(asio::buffer(at_server), received.handler());
+    client.async_send(asio::buffer(message), sent.handler());
+    REQUIRE(bt::run_until(
+        p.io, [&] { return received.ec && sent.ec; }, 10s));
+    CHECK(!*received.ec);
+    CHECK(!*sent.ec);
+    REQUIRE(received.bytes == size);
+    CHECK(at_server == message);
+  }
+  const auto s = client.stats();
+  CHECK(s.direct_messages_sent == direct_expected);
+  CHECK(server.stats().direct_messages_received == direct_expected);
+  CHECK(s.send_tier == tier_expected);
 }
 
 TEST_CASE("large messages sent eight at a time arrive in order and intact, however the receives are posted",

@@ -60,7 +60,7 @@ struct echo_peer {
         child(bt::child_process::exec_self(refusing_echo, {uri, mode})) {}
 
   void connect() {
-    bellows::async_connect(io.get_executor(), uri, [&](std::error_code ec, bellows::channel c) {
+    bellows::async_connect(io.get_executor(), uri, bt::options_for(uri), [&](std::error_code ec, bellows::channel c) {
       if (!ec) ch = std::move(c);
     });
     REQUIRE(bt::run_until(

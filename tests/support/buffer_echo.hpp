@@ -2,6 +2,7 @@
 // A child's body for direct placement tests: one channel, every message sent back from the very
 // buffer it was received into, so that both directions carry messages the peer may fetch.
 
+#include "support/peers.hpp"
 #include "support/processes.hpp"
 
 #include <bellows/bellows.hpp>
@@ -29,7 +30,7 @@ inline int serve_buffer_echo(const std::string& uri,
   using namespace std::chrono_literals;
   using asio::experimental::as_tuple;
   asio::io_context io;
-  bellows::acceptor acc(io.get_executor(), uri);
+  bellows::acceptor acc(io.get_executor(), uri, options_for(uri));
   child_process::signal_ready();
   int status = 1;
   asio::co_spawn(

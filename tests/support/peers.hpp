@@ -28,10 +28,13 @@ namespace bellows::test {
 /// dozens of channels enlarging at once outlast the default one-second ack timeout: Soft-RoCE
 /// on the guest's emulated CPU (registering a 1 MiB ring takes tens of milliseconds) and
 /// ThreadSanitizer, which slows both processes several times. The timeout is 30 s; the tests of
-/// the timeout itself set their own.
+/// the timeout itself set their own. Every message above the largest tier's frames goes in one
+/// copy on every provider (shm does so only when asked), so the suite covers that path
+/// everywhere; the tests of shm's default set their own.
 inline channel_options options_for(const std::string&) {
   channel_options o;
   o.ack_timeout = std::chrono::seconds(30);
+  o.one_copy_above = 0;
   return o;
 }
 
